@@ -30,3 +30,24 @@ def from_torch(t, dtype=None):
     from .core.tensor import Tensor
 
     return Tensor._from_torch(t, dtype)
+
+
+def from_dlpack(obj, dtype=None):
+    """A ``ts.Tensor`` sharing memory with any DLPack producer (torch, numpy, JAX, CuPy).
+
+    Example:
+        >>> import numpy as np, tessera as ts
+        >>> a = np.arange(3, dtype=np.float32)
+        >>> t = ts.from_dlpack(a)
+        >>> a[0] = 7.0
+        >>> t.tolist()
+        [7.0, 1.0, 2.0]
+    """
+    import torch
+
+    from .core.tensor import Tensor
+
+    if isinstance(obj, Tensor):
+        return obj
+    t = obj if isinstance(obj, torch.Tensor) else torch.from_dlpack(obj)
+    return Tensor._from_torch(t, dtype)

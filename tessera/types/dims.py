@@ -87,7 +87,7 @@ class Dim:
 
     def __init__(self, terms: Dict[Monomial, int]):
         self.terms: Tuple[Tuple[Monomial, int], ...] = tuple(
-            sorted(((m, c) for m, c in terms.items() if c != 0), key=lambda mc: [a.key for a in mc[0]])
+            sorted(((m, c) for m, c in terms.items() if c != 0), key=lambda mc: (not mc[0], [a.key for a in mc[0]]))
         )
         self._hash = hash(self.terms)
 
@@ -369,3 +369,118 @@ def format_dims(dims: Iterable[Dim]) -> str:
     """Print dims as a tuple of strings/ints, the way a user writes an annotation."""
     items = [str(d.constant_value) if d.is_constant else repr(str(d)) for d in dims]
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+# --------------------------------------------------------------------------- tracing env
+class ShapeEnv:
+    """Concrete sizes ("hints") for the symbols of one trace, and the guards taken on them.
+
+    While a ``ts.jit`` trace runs, comparisons between symbolic dims that are not equal as
+    polynomials are decided on the hints and recorded as guards; a later call whose sizes
+    break a guard is traced again.
+
+    Example:
+        >>> from tessera.types.dims import Dim, ShapeEnv
+        >>> env = ShapeEnv({"D": 64})
+        >>> with env:
+        ...     (Dim.sym("D") // 16) * 16 == Dim.sym("D")
+        True
+        >>> env.check({"D": 72}), env.check({"D": 128})
+        (False, True)
+    """
+
+    def __init__(self, hints: Mapping[str, int]):
+        self.hints = dict(hints)
+        self.guards = []  # (op, lhs, rhs, expected)
+
+    def __enter__(self):
+        _ENV_STACK.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _ENV_STACK.pop()
+
+    def decide(self, op: str, lhs: "Dim", rhs: "Dim") -> bool:
+        a, b = lhs.evaluate(self.hints), rhs.evaluate(self.hints)
+        result = _COMPARE[op](a, b)
+        self.guards.append((op, lhs, rhs, result))
+        return result
+
+    def check(self, sizes: Mapping[str, int]) -> bool:
+        """Whether every guard holds for these sizes."""
+        try:
+            return all(_COMPARE[op](l.evaluate(sizes), r.evaluate(sizes)) == want for op, l, r, want in self.guards)
+        except TesseraShapeError:
+            return False
+
+
+_ENV_STACK: list = []
+_COMPARE = {
+    "==": lambda a, b: a == b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def active_env():
+    """The ShapeEnv of the trace in progress, or None outside ``ts.jit`` tracing."""
+    return _ENV_STACK[-1] if _ENV_STACK else None
+
+
+def _coerce(other):
+    if isinstance(other, Dim):
+        return other
+    if isinstance(other, int) and not isinstance(other, bool):
+        return Dim.const(other)
+    return None
+
+
+def _dim_eq(self: Dim, other) -> bool:
+    other = _coerce(other)
+    if other is None:
+        return NotImplemented
+    if other.terms == self.terms:
+        return True
+    env = active_env()
+    if env is None or not (self.free_symbols() | other.free_symbols()) <= env.hints.keys():
+        return False
+    return env.decide("==", self, other)
+
+
+def _dim_cmp(op: str, swap: bool):
+    def method(self: Dim, other):
+        other = _coerce(other)
+        if other is None:
+            return NotImplemented
+        lhs, rhs = (other, self) if swap else (self, other)
+        if lhs.is_constant and rhs.is_constant:
+            return _COMPARE[op](lhs.constant_value, rhs.constant_value)
+        env = active_env()
+        if env is None:
+            raise TesseraShapeError(f"cannot compare symbolic dimensions {lhs} {op} {rhs} outside a trace")
+        return env.decide(op, lhs, rhs)
+
+    return method
+
+
+def _dim_int(self: Dim) -> int:
+    if self.is_constant:
+        return self.constant_value
+    env = active_env()
+    if env is None:
+        raise TesseraShapeError(f"dimension {self} is symbolic; it has no integer value here")
+    value = self.evaluate(env.hints)
+    env.guards.append(("==", self, Dim.const(value), True))
+    return value
+
+
+Dim.__eq__ = _dim_eq
+Dim.__ne__ = lambda self, other: (lambda r: r if r is NotImplemented else not r)(_dim_eq(self, other))
+Dim.__lt__ = _dim_cmp("<", False)
+Dim.__le__ = _dim_cmp("<=", False)
+Dim.__gt__ = _dim_cmp("<", True)
+Dim.__ge__ = _dim_cmp("<=", True)
+Dim.__int__ = _dim_int
+Dim.__index__ = _dim_int
+Dim.__bool__ = lambda self: _dim_int(self) != 0
+Dim.__hash__ = lambda self: self._hash

@@ -1,0 +1,1 @@
+"""The core: devices, the primitive registry, tensors and tracers, dispatch and autodiff."""

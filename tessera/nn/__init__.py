@@ -1,0 +1,15 @@
+"""``ts.nn``: the model library (fast kernels are registered lowerings of these ops' primitives).
+
+Example:
+    >>> import tessera as ts
+    >>> with ts.device("cpu"):
+    ...     y = ts.nn.gelu(ts.nn.linear(ts.ones(2, 4), ts.ones(4, 3)))
+    >>> y.shape
+    (2, 3)
+"""
+from .functional import (cross_entropy, dropout, embedding, flash_attention, gelu, layer_norm, linear, log_softmax,
+                         matmul, relu, rms_norm, silu, softmax)
+from .transformer import transformer_layer, transformer_stack
+
+__all__ = ["cross_entropy", "dropout", "embedding", "flash_attention", "gelu", "layer_norm", "linear", "log_softmax",
+           "matmul", "relu", "rms_norm", "silu", "softmax", "transformer_layer", "transformer_stack"]

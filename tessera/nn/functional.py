@@ -1,0 +1,176 @@
+"""The functional model library: each function validates its arguments, then binds a primitive.
+
+Example:
+    >>> import tessera as ts
+    >>> with ts.device("cpu"):
+    ...     logits = ts.zeros(2, 5, 10)
+    ...     ts.nn.cross_entropy(logits, ts.zeros(2, 5, dtype=ts.int64)).item() > 2.30
+    True
+"""
+from __future__ import annotations
+
+from ..core.dispatch import bind
+from ..core.tensor import Tensor
+from ..errors import TesseraTypeError, TesseraValueError
+from ..ops import api
+from ..ops.linalg import ACTIVATIONS, LINEAR
+from ..ops.nn_ops import (ACTIVATION, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION, LAYER_NORM, RMS_NORM, SOFTMAX,
+                          recording_now)
+from ..ops.rules import normalize_axis
+
+
+def _tensor(fn: str, name: str, x, optional: bool = False):
+    if x is None and optional:
+        return
+    if not isinstance(x, Tensor):
+        raise TesseraTypeError(f"ts.nn.{fn}: {name} must be a ts.Tensor, got {type(x).__name__}"
+                               + ("; wrap it with ts.tensor(...)" if hasattr(x, "__array__") or hasattr(x, "__dlpack__") else ""))
+
+
+def linear(x, w, bias=None, *, activation=None):
+    """``x @ w + bias`` with ``w`` laid out ``[in, out]``; optionally a fused activation.
+
+    ``activation`` is one of None, "gelu", "gelu_tanh", "silu", "relu" (fused into the GEMM epilogue on GPU).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.nn.linear(ts.ones(8, 16), ts.ones(16, 4), ts.zeros(4), activation="relu").shape
+        (8, 4)
+    """
+    for name, t in (("x", x), ("w", w)):
+        _tensor("linear", name, t)
+    _tensor("linear", "bias", bias, optional=True)
+    if activation not in ACTIVATIONS:
+        raise TesseraValueError(f"ts.nn.linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    out, _ = bind(LINEAR, x, w, bias, activation=activation, accum=x.dtype.accum or w.dtype.accum)
+    return out
+
+
+def matmul(a, b):
+    """Matrix product (same as ``ts.matmul`` and ``a @ b``)."""
+    return api.matmul(a, b)
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
+    """Layer normalisation over the last dim, statistics in f32.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y = ts.nn.layer_norm(ts.arange(4, dtype=ts.f32).reshape(1, 4))
+        >>> round(float(y.mean()), 6), round(float((y * y).mean()), 3)
+        (0.0, 1.0)
+    """
+    _tensor("layer_norm", "x", x)
+    _tensor("layer_norm", "weight", weight, optional=True)
+    _tensor("layer_norm", "bias", bias, optional=True)
+    return bind(LAYER_NORM, x, weight, bias, eps=float(eps))[0]
+
+
+def rms_norm(x, weight=None, eps: float = 1e-6):
+    """RMS normalisation over the last dim: ``x / sqrt(mean(x**2) + eps) * weight``."""
+    _tensor("rms_norm", "x", x)
+    _tensor("rms_norm", "weight", weight, optional=True)
+    return bind(RMS_NORM, x, weight, eps=float(eps))[0]
+
+
+def gelu(x, approximate: str = "none"):
+    """GELU, exact (``approximate="none"``) or with the tanh approximation."""
+    _tensor("gelu", "x", x)
+    if approximate not in ("none", "tanh"):
+        raise TesseraValueError(f"ts.nn.gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return bind(ACTIVATION, x, kind="gelu" if approximate == "none" else "gelu_tanh")
+
+
+def silu(x):
+    """SiLU (swish): ``x * sigmoid(x)``."""
+    _tensor("silu", "x", x)
+    return bind(ACTIVATION, x, kind="silu")
+
+
+def relu(x):
+    """ReLU: ``max(x, 0)``."""
+    _tensor("relu", "x", x)
+    return api.maximum(x, 0.0 if x.dtype.is_floating else 0)
+
+
+def softmax(x, dim: int = -1):
+    """Softmax along ``dim`` (computed in f32)."""
+    _tensor("softmax", "x", x)
+    return bind(SOFTMAX, x, axis=normalize_axis("softmax", dim, x.ndim), log=False)
+
+
+def log_softmax(x, dim: int = -1):
+    """Log-softmax along ``dim`` (computed in f32)."""
+    _tensor("log_softmax", "x", x)
+    return bind(SOFTMAX, x, axis=normalize_axis("log_softmax", dim, x.ndim), log=True)
+
+
+def dropout(x, p: float, seed: int):
+    """Dropout with a counter-based (Philox) mask: the same ``seed`` gives the same mask on any device.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     a = ts.nn.dropout(ts.ones(1000), 0.5, seed=3)
+        ...     b = ts.nn.dropout(ts.ones(1000), 0.5, seed=3)
+        >>> bool((a == b).numpy().all()), set(a.numpy().tolist()) <= {0.0, 2.0}
+        (True, True)
+    """
+    _tensor("dropout", "x", x)
+    if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+        raise TesseraValueError(f"ts.nn.dropout: p must be in [0, 1), got {p!r}")
+    if not isinstance(seed, int):
+        raise TesseraTypeError(f"ts.nn.dropout: seed must be an int, got {type(seed).__name__}")
+    if p == 0.0:
+        return x
+    return bind(DROPOUT, x, p=float(p), seed=seed)
+
+
+def embedding(ids, table):
+    """Rows of ``table`` (``[V, D]``) at integer ``ids`` (any shape): output ``ids.shape + (D,)``."""
+    _tensor("embedding", "ids", ids)
+    _tensor("embedding", "table", table)
+    if table.ndim != 2:
+        raise TesseraValueError(f"ts.nn.embedding: table must be 2-D [num_embeddings, dim], got rank {table.ndim}")
+    return api.take(table, ids, 0)
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0, z_loss: float = 0.0):
+    """Cross-entropy with classes in the last dim of ``logits`` (``[..., V]``) and integer ``targets`` (``[...]``).
+
+    ``reduction`` is "mean" (over non-ignored targets), "sum" or "none". The gradient is computed
+    in the same pass as the loss when a tape is recording.
+    """
+    _tensor("cross_entropy", "logits", logits)
+    _tensor("cross_entropy", "targets", targets)
+    loss, _ = bind(CROSS_ENTROPY, logits, targets, ignore_index=int(ignore_index),
+                   label_smoothing=float(label_smoothing), z_loss=float(z_loss), reduction=reduction,
+                   compute_grad=recording_now())
+    return loss
+
+
+def flash_attention(q, k, v, causal: bool = False, mask=None, scale=None, dropout_p: float = 0.0, seed: int = 0):
+    """Attention over ``[B, H, S, D]`` tensors without materialising the score matrix on GPU.
+
+    k/v may have fewer heads than q (grouped-query attention). ``mask`` is boolean (True = may
+    attend) or additive, broadcastable to ``[B, H, Sq, Sk]``; causal masking is aligned to the
+    bottom-right when Sq != Sk; fully masked rows give zeros.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     q = ts.randn(1, 2, 5, 8)
+        ...     ts.nn.flash_attention(q, q, q, causal=True).shape
+        (1, 2, 5, 8)
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _tensor("flash_attention", name, t)
+    _tensor("flash_attention", "mask", mask, optional=True)
+    if not 0.0 <= dropout_p < 1.0:
+        raise TesseraValueError(f"ts.nn.flash_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    out, _ = bind(FLASH_ATTENTION, q, k, v, mask, causal=bool(causal), scale=None if scale is None else float(scale),
+                  dropout_p=float(dropout_p), seed=int(seed))
+    return out

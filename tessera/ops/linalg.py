@@ -1,0 +1,181 @@
+"""Matrix products: ``matmul`` (batched, broadcasting) and ``linear`` (with fused epilogues).
+
+Both honour a precision policy: ``ts.bf16 @ ts.accum(ts.f32)`` accumulates in f32 (the
+default for 16-bit floats); an fp8 operand is dequantised to the other operand's dtype.
+
+Example:
+    >>> import tessera as ts
+    >>> with ts.device("cpu"):
+    ...     (ts.ones(2, 3) @ ts.ones(3, 4)).shape
+    (2, 4)
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import dtypes as dt
+from ..core.dispatch import bind
+from ..core.primitive import Aval, Primitive
+from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
+from .rules import broadcast_shapes, shape_str
+
+_FP8 = ("fp8_e4m3", "fp8_e5m2")
+
+
+def matmul_dtype(op: str, a, b, names=("a", "b")) -> dt.DType:
+    """The result dtype of a product; mixed standard floats are an error with the fix."""
+    sa, sb = a.dtype.storage, b.dtype.storage
+    if sa is dt.bool_ or sb is dt.bool_:
+        raise TesseraDTypeError(f"{op}: boolean operands are not supported; convert with .to(ts.f32)")
+    if sa == sb:
+        return dt.bf16 if sa.name in _FP8 else a.dtype
+    if sa.name in _FP8 and sb.is_floating:
+        return b.dtype
+    if sb.name in _FP8 and sa.is_floating:
+        return a.dtype
+    raise TesseraDTypeError(f"{op}: {names[0]} is {sa.name} but {names[1]} is {sb.name}; convert one so both match, "
+                            f"e.g. {names[1]}.to(ts.{sa.name})")
+
+
+def _align(a: torch.Tensor, b: torch.Tensor):
+    if a.dtype == b.dtype and a.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
+        return a, b
+    target = torch.bfloat16
+    for t in (a, b):
+        if t.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
+            target = t.dtype
+    return a.to(target), b.to(target)
+
+
+class Matmul(Primitive):
+    name = "matmul"
+    attrs = (("accum", None),)
+
+    def shape(self, a, b, *, accum):
+        if a.ndim < 2 or b.ndim < 2:
+            raise TesseraShapeError("matmul: operands must have rank >= 2 here (vectors are handled by ts.matmul)")
+        if not (a.shape[-1] == b.shape[-2]):
+            raise TesseraShapeError(
+                f"matmul: inner dimensions differ: a has shape {shape_str(a.shape)} and b has shape "
+                f"{shape_str(b.shape)}, so a's last dim ({a.shape[-1]}) must equal b's second-to-last "
+                f"({b.shape[-2]}); transpose or reshape one operand")
+        batch = broadcast_shapes("matmul (batch dims)", a.shape[:-2], b.shape[:-2], names=("a", "b"))
+        return Aval(batch + (a.shape[-2], b.shape[-1]), matmul_dtype("matmul", a, b))
+
+    def reference(self, a, b, *, accum):
+        a, b = _align(a, b)
+        return torch.matmul(a, b)
+
+    def vjp(self, cts, ins, outs, *, accum):
+        from .elementwise import unbroadcast
+        from .shape import transpose
+
+        a, b = ins
+        ct = cts[0]
+        da = unbroadcast(matmul(ct, transpose(b, -1, -2).to(ct.dtype)), a.shape)
+        db = unbroadcast(matmul(transpose(a, -1, -2).to(ct.dtype), ct), b.shape)
+        return da, db
+
+
+MATMUL = Matmul()
+
+
+def matmul(a, b):
+    """Matrix product with NumPy/PyTorch semantics (batched, broadcasting, 1-D operands as vectors).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.matmul(ts.ones(5, 2, 3), ts.ones(3)).shape
+        (5, 2)
+    """
+    from ..core.tensor import Tensor
+
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, Tensor):
+            raise TesseraShapeError(f"matmul: {name} must be a tensor, got {type(x).__name__}")
+        if x.ndim == 0:
+            raise TesseraShapeError(f"matmul: {name} is a scalar (0-d); use * for scaling")
+    squeeze = []
+    if a.ndim == 1:
+        a = a.reshape(1, a.shape[0])
+        squeeze.append(-2)
+    if b.ndim == 1:
+        b = b.reshape(b.shape[0], 1)
+        squeeze.append(-1)
+    accum = a.dtype.accum or b.dtype.accum
+    out = bind(MATMUL, a, b, accum=accum)
+    if squeeze:
+        shape = list(out.shape)
+        for s in sorted(squeeze):
+            del shape[len(shape) + s if s == -1 else len(shape) - 2]
+        out = out.reshape(*shape) if shape else out.reshape()
+    return out
+
+
+# ------------------------------------------------------------------------ linear
+ACTIVATIONS = (None, "gelu", "gelu_tanh", "silu", "relu")
+
+
+def _act_reference(y: torch.Tensor, activation):
+    f = torch.nn.functional
+    if activation is None:
+        return y
+    if activation == "gelu":
+        return f.gelu(y)
+    if activation == "gelu_tanh":
+        return f.gelu(y, approximate="tanh")
+    if activation == "silu":
+        return f.silu(y)
+    return torch.relu(y)
+
+
+class Linear(Primitive):
+    """``act(x @ w + bias)``; outputs (out, pre-activation) — the latter a by-product for the backward."""
+
+    name = "linear"
+    attrs = (("activation", None), ("accum", None))
+    multiple_results = True
+    nondiff_outputs = (1,)
+
+    def shape(self, x, w, bias, *, activation, accum):
+        if activation not in ACTIVATIONS:
+            raise TesseraValueError(f"linear: activation {activation!r} is not one of {ACTIVATIONS}")
+        if w.ndim != 2:
+            raise TesseraShapeError(f"linear: w must be 2-D [in, out], got shape {shape_str(w.shape)}")
+        if x.ndim < 1 or not (x.shape[-1] == w.shape[0]):
+            raise TesseraShapeError(
+                f"linear: x has shape {shape_str(x.shape)} but w has shape {shape_str(w.shape)}; w is laid out "
+                f"[in, out], so x's last dim ({x.shape[-1] if x.ndim else '-'}) must equal w's first ({w.shape[0]}). "
+                "If w is [out, in], pass w.T")
+        if bias is not None and (bias.ndim != 1 or not (bias.shape[0] == w.shape[1])):
+            raise TesseraShapeError(f"linear: bias has shape {shape_str(bias.shape)}; it must be ({w.shape[1]},)")
+        dtype = matmul_dtype("linear", x, w, names=("x", "w"))
+        out = Aval(tuple(x.shape[:-1]) + (w.shape[1],), dtype)
+        return out, out
+
+    def reference(self, x, w, bias, *, activation, accum):
+        x, w = _align(x, w)
+        y = torch.matmul(x, w)
+        if bias is not None:
+            y = y + bias.to(y.dtype)
+        return _act_reference(y, activation), (y if activation is not None else None)
+
+    def vjp(self, cts, ins, outs, *, activation, accum):
+        from .nn_ops import activation_grad
+        from .reduction import sum as _sum
+        from .shape import transpose
+
+        x, w, bias = ins
+        ct = cts[0]
+        if activation is not None:
+            ct = activation_grad(ct, outs[1], activation)
+        k, n = w.shape
+        ct2 = ct.reshape(-1, n)
+        dx = matmul(ct2, transpose(w).to(ct.dtype)).reshape(*x.shape)
+        dw = matmul(transpose(x.reshape(-1, k)).to(ct.dtype), ct2)
+        db = None if bias is None else _sum(ct2, 0)
+        return dx, dw, db
+
+
+LINEAR = Linear()

@@ -1,0 +1,539 @@
+"""Neural-network primitives with fused semantics and kernel slots.
+
+Each forward returns what its backward needs (statistics, the log-sum-exp, the
+gradient of a loss) as by-product outputs, and each backward is a primitive of its own,
+so that ``tessera/kernels`` can register a fast lowering for either side. Backward
+primitives differentiate through their ``decompose`` (written with Tessera ops).
+
+Example:
+    >>> import tessera as ts
+    >>> with ts.device("cpu"):
+    ...     y = ts.nn.softmax(ts.tensor([[1.0, 1.0]]))
+    >>> y.tolist()
+    [[0.5, 0.5]]
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .. import dtypes as dt
+from ..core.dispatch import bind, tape_state
+from ..core.primitive import Aval, Primitive
+from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
+from ..runtime.philox import dropout_keep_mask
+from ..types.dims import Dim
+from .rules import broadcast_shapes, normalize_axis, require_float, shape_str
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    return x.double() if x.dtype == torch.float64 else x.float()
+
+
+class Decomposed(Primitive):
+    """A primitive whose VJP comes from autodiff of ``decompose`` (a Tessera-op version)."""
+
+    def decompose(self, *args, **attrs):
+        raise NotImplementedError
+
+    def vjp(self, cts, ins, outs, **attrs):
+        from ..core.autodiff import vjp_by_decomposition
+
+        return vjp_by_decomposition(self, cts, ins, attrs)
+
+
+# ------------------------------------------------------------------------ layer norm
+def _check_norm(op, x, weight, bias):
+    require_float(op, x)
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.ndim != 1 or not (p.shape[0] == x.shape[-1])):
+            raise TesseraShapeError(f"{op}: {name} has shape {shape_str(p.shape)} but x has shape {shape_str(x.shape)}; "
+                                    f"{name} must be ({x.shape[-1]},), the size of x's last dim")
+
+
+def _stats_shape(x):
+    return tuple(x.shape[:-1])
+
+
+class LayerNorm(Primitive):
+    name = "layer_norm"
+    attrs = (("eps", 1e-5),)
+    multiple_results = True
+    nondiff_outputs = (1, 2)
+
+    def shape(self, x, weight, bias, *, eps):
+        _check_norm("layer_norm", x, weight, bias)
+        stats = Aval(_stats_shape(x), dt.f64 if x.dtype == dt.f64 else dt.f32)
+        return Aval(x.shape, x.dtype), stats, stats
+
+    def reference(self, x, weight, bias, *, eps):
+        xf = _acc(x)
+        mean = xf.mean(-1)
+        rstd = torch.rsqrt(xf.var(-1, unbiased=False) + eps)
+        y = (xf - mean[..., None]) * rstd[..., None]
+        if weight is not None:
+            y = y * _acc(weight)
+        if bias is not None:
+            y = y + _acc(bias)
+        return y.to(x.dtype), mean, rstd
+
+    def vjp(self, cts, ins, outs, *, eps):
+        x, weight, bias = ins
+        return bind(LAYER_NORM_BWD, cts[0], x, weight, bias, outs[1], outs[2])
+
+
+class LayerNormBwd(Decomposed):
+    name = "layer_norm_bwd"
+    multiple_results = True
+
+    def shape(self, dy, x, weight, bias, mean, rstd):
+        return Aval(x.shape, x.dtype), (weight and Aval(weight.shape, weight.dtype)), (bias and Aval(bias.shape, bias.dtype))
+
+    def reference(self, dy, x, weight, bias, mean, rstd):
+        xhat = (_acc(x) - mean[..., None]) * rstd[..., None]
+        g = _acc(dy) * (_acc(weight) if weight is not None else 1.0)
+        n = x.shape[-1]
+        dx = rstd[..., None] * (g - g.sum(-1, keepdim=True) / n - xhat * (g * xhat).sum(-1, keepdim=True) / n)
+        rows = tuple(range(x.dim() - 1))
+        dw = (_acc(dy) * xhat).sum(rows).to(weight.dtype) if weight is not None else None
+        db = _acc(dy).sum(rows).to(bias.dtype) if bias is not None else None
+        return dx.to(x.dtype), dw, db
+
+    def decompose(self, dy, x, weight, bias, mean, rstd):
+        from . import api as ts
+
+        xhat = (x - mean.reshape(*mean.shape, 1)) * rstd.reshape(*rstd.shape, 1)
+        g = dy * weight if weight is not None else dy
+        dx = rstd.reshape(*rstd.shape, 1) * (g - ts.mean(g, -1, True) - xhat * ts.mean(g * xhat, -1, True))
+        rows = tuple(range(x.ndim - 1))
+        return dx, (ts.sum(dy * xhat, rows) if weight is not None else None), (ts.sum(dy, rows) if bias is not None else None)
+
+
+# ------------------------------------------------------------------------ rms norm
+class RmsNorm(Primitive):
+    name = "rms_norm"
+    attrs = (("eps", 1e-6),)
+    multiple_results = True
+    nondiff_outputs = (1,)
+
+    def shape(self, x, weight, *, eps):
+        _check_norm("rms_norm", x, weight, None)
+        return Aval(x.shape, x.dtype), Aval(_stats_shape(x), dt.f64 if x.dtype == dt.f64 else dt.f32)
+
+    def reference(self, x, weight, *, eps):
+        xf = _acc(x)
+        rstd = torch.rsqrt((xf * xf).mean(-1) + eps)
+        y = xf * rstd[..., None]
+        if weight is not None:
+            y = y * _acc(weight)
+        return y.to(x.dtype), rstd
+
+    def vjp(self, cts, ins, outs, *, eps):
+        x, weight = ins
+        return bind(RMS_NORM_BWD, cts[0], x, weight, outs[1])
+
+
+class RmsNormBwd(Decomposed):
+    name = "rms_norm_bwd"
+    multiple_results = True
+
+    def shape(self, dy, x, weight, rstd):
+        return Aval(x.shape, x.dtype), (weight and Aval(weight.shape, weight.dtype))
+
+    def reference(self, dy, x, weight, rstd):
+        xhat = _acc(x) * rstd[..., None]
+        g = _acc(dy) * (_acc(weight) if weight is not None else 1.0)
+        dx = rstd[..., None] * (g - xhat * (g * xhat).mean(-1, keepdim=True))
+        dw = (_acc(dy) * xhat).sum(tuple(range(x.dim() - 1))).to(weight.dtype) if weight is not None else None
+        return dx.to(x.dtype), dw
+
+    def decompose(self, dy, x, weight, rstd):
+        from . import api as ts
+
+        r = rstd.reshape(*rstd.shape, 1)
+        xhat = x * r
+        g = dy * weight if weight is not None else dy
+        dx = r * (g - xhat * ts.mean(g * xhat, -1, True))
+        return dx, (ts.sum(dy * xhat, tuple(range(x.ndim - 1))) if weight is not None else None)
+
+
+# ------------------------------------------------------------------------ softmax
+class Softmax(Primitive):
+    name = "softmax"
+    attrs = (("axis", -1), ("log", False))
+
+    def shape(self, x, *, axis, log):
+        require_float("log_softmax" if log else "softmax", x)
+        normalize_axis("softmax", axis, x.ndim)
+        return Aval(x.shape, x.dtype)
+
+    def reference(self, x, *, axis, log):
+        fn = torch.log_softmax if log else torch.softmax
+        return fn(_acc(x), dim=axis).to(x.dtype)
+
+    def vjp(self, cts, ins, outs, *, axis, log):
+        return (bind(SOFTMAX_BWD, cts[0], outs[0], axis=axis, log=log),)
+
+
+class SoftmaxBwd(Decomposed):
+    name = "softmax_bwd"
+    attrs = (("axis", -1), ("log", False))
+
+    def shape(self, dy, y, *, axis, log):
+        return Aval(y.shape, y.dtype)
+
+    def reference(self, dy, y, *, axis, log):
+        dyf, yf = _acc(dy), _acc(y)
+        if log:
+            return (dyf - torch.exp(yf) * dyf.sum(axis, keepdim=True)).to(y.dtype)
+        return (yf * (dyf - (dyf * yf).sum(axis, keepdim=True))).to(y.dtype)
+
+    def decompose(self, dy, y, *, axis, log):
+        from . import api as ts
+
+        if log:
+            return dy - ts.exp(y) * ts.sum(dy, axis, True)
+        return y * (dy - ts.sum(dy * y, axis, True))
+
+
+# ------------------------------------------------------------------------ activations
+def _gelu_grad_ref(x, approximate):
+    if approximate == "tanh":
+        k = math.sqrt(2.0 / math.pi)
+        inner = k * (x + 0.044715 * x ** 3)
+        t = torch.tanh(inner)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+    cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2.0)))
+    return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+class Activation(Primitive):
+    """``gelu`` (exact or tanh), ``silu``: elementwise, with a backward primitive each."""
+
+    name = "activation"
+    attrs = (("kind", "gelu"),)
+
+    def shape(self, x, *, kind):
+        require_float(kind, x)
+        return Aval(x.shape, x.dtype)
+
+    def reference(self, x, *, kind):
+        xf = _acc(x)
+        if kind == "silu":
+            y = F.silu(xf)
+        else:
+            y = F.gelu(xf, approximate="tanh" if kind == "gelu_tanh" else "none")
+        return y.to(x.dtype)
+
+    def vjp(self, cts, ins, outs, *, kind):
+        return (bind(ACTIVATION_BWD, cts[0], ins[0], kind=kind),)
+
+
+class ActivationBwd(Decomposed):
+    name = "activation_bwd"
+    attrs = (("kind", "gelu"),)
+
+    def shape(self, dy, x, *, kind):
+        return Aval(x.shape, x.dtype)
+
+    def reference(self, dy, x, *, kind):
+        xf = _acc(x)
+        if kind == "silu":
+            s = torch.sigmoid(xf)
+            d = s * (1 + xf * (1 - s))
+        else:
+            d = _gelu_grad_ref(xf, "tanh" if kind == "gelu_tanh" else "none")
+        return (_acc(dy) * d).to(x.dtype)
+
+    def decompose(self, dy, x, *, kind):
+        from . import api as ts
+
+        if kind == "silu":
+            s = ts.sigmoid(x)
+            return dy * s * (1.0 + x * (1.0 - s))
+        if kind == "gelu_tanh":
+            k = math.sqrt(2.0 / math.pi)
+            t = ts.tanh(k * (x + 0.044715 * x * x * x))
+            return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * x * x))
+        cdf = 0.5 * (1.0 + ts.erf(x * (1 / math.sqrt(2.0))))
+        return dy * (cdf + x * ts.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+
+
+def activation_grad(ct, preact, activation):
+    """The cotangent of a pre-activation from that of the activation's output."""
+    from .elementwise import where
+
+    if activation == "relu":
+        return where(preact > 0, ct, 0.0)
+    return bind(ACTIVATION_BWD, ct, preact, kind=activation)
+
+
+# ------------------------------------------------------------------------ dropout
+class Dropout(Primitive):
+    """Philox dropout: element i kept when ``uniform(seed, i) >= p``; the same mask in the backward."""
+
+    name = "dropout"
+    attrs = (("p", 0.0), ("seed", 0))
+
+    def shape(self, x, *, p, seed):
+        require_float("dropout", x)
+        return Aval(x.shape, x.dtype)
+
+    def reference(self, x, *, p, seed):
+        if p == 0.0:
+            return x.clone()
+        keep = dropout_keep_mask(seed, x.shape, p, device=x.device)
+        return (torch.where(keep, _acc(x) / (1.0 - p), 0.0)).to(x.dtype)
+
+    def vjp(self, cts, ins, outs, *, p, seed):
+        return (bind(DROPOUT, cts[0], p=p, seed=seed),)
+
+
+# ------------------------------------------------------------------------ cross entropy
+def _targets_in_range(t: torch.Tensor, valid: torch.Tensor, V: int) -> None:
+    if t.device.type != "cpu" and os.environ.get("TESSERA_CHECKS", "0") != "1":
+        return
+    bad = valid & ((t < 0) | (t >= V))
+    if bool(bad.any()):
+        value = int(t[bad][0])
+        raise TesseraValueError(f"cross_entropy: target {value} is outside [0, {V}) (the classes of logits' last dim) "
+                                "and is not ignore_index; fix the labels or set ignore_index")
+
+
+class CrossEntropy(Primitive):
+    """Loss and d(loss)/d(logits) in one pass; the gradient is a by-product used by the backward."""
+
+    name = "cross_entropy"
+    attrs = (("ignore_index", -100), ("label_smoothing", 0.0), ("z_loss", 0.0), ("reduction", "mean"),
+             ("compute_grad", True))
+    multiple_results = True
+    nondiff_outputs = (1,)
+
+    def shape(self, logits, targets, *, ignore_index, label_smoothing, z_loss, reduction, compute_grad):
+        require_float("cross_entropy", logits, "logits")
+        if targets.dtype.kind not in ("int", "uint"):
+            raise TesseraDTypeError(f"cross_entropy: targets must be integer class ids, got {targets.dtype.name}; "
+                                    "use targets.to(ts.int64)")
+        if logits.ndim < 1 or len(targets.shape) != logits.ndim - 1 or not all(
+                a == b for a, b in zip(targets.shape, logits.shape[:-1])):
+            raise TesseraShapeError(f"cross_entropy: logits have shape {shape_str(logits.shape)} (classes in the last dim), "
+                                    f"so targets must have shape {shape_str(logits.shape[:-1])}, but they have "
+                                    f"{shape_str(targets.shape)}")
+        if reduction not in ("mean", "sum", "none"):
+            raise TesseraValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise TesseraValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        loss_dtype = dt.f64 if logits.dtype == dt.f64 else dt.f32
+        loss = Aval(() if reduction != "none" else tuple(targets.shape), loss_dtype)
+        return loss, Aval(logits.shape, logits.dtype)
+
+    def reference(self, logits, targets, *, ignore_index, label_smoothing, z_loss, reduction, compute_grad):
+        V = logits.shape[-1]
+        lf = _acc(logits).reshape(-1, V)
+        t = targets.reshape(-1).long()
+        valid = t != ignore_index
+        _targets_in_range(t, valid, V)
+        t_safe = torch.where(valid, t, 0)
+        lse = torch.logsumexp(lf, -1)
+        nll = lse - lf.gather(1, t_safe[:, None])[:, 0]
+        loss = (1 - label_smoothing) * nll + label_smoothing * (lse - lf.mean(-1)) + z_loss * lse * lse
+        loss = torch.where(valid, loss, 0.0)
+        count = valid.sum().clamp(min=1).to(lf.dtype)
+        grad = None
+        if compute_grad:
+            p = torch.softmax(lf, -1)
+            g = p * (1 + 2 * z_loss * lse[:, None]) - label_smoothing / V
+            g.scatter_add_(1, t_safe[:, None], torch.full_like(g[:, :1], -(1 - label_smoothing)))
+            g = torch.where(valid[:, None], g, 0.0)
+            if reduction == "mean":
+                g = g / count
+            grad = g.reshape(logits.shape).to(logits.dtype)
+        if reduction == "mean":
+            out = loss.sum() / count
+        elif reduction == "sum":
+            out = loss.sum()
+        else:
+            out = loss.reshape(targets.shape)
+        return out, grad
+
+    def vjp(self, cts, ins, outs, *, ignore_index, label_smoothing, z_loss, reduction, compute_grad):
+        from ..errors import TesseraAutodiffError
+
+        if outs[1] is None:
+            raise TesseraAutodiffError("cross_entropy was computed without a tape, so its gradient was not kept; "
+                                       "compute the loss inside @ts.function or ts.grad(f)")
+        return bind(CROSS_ENTROPY_BWD, cts[0], outs[1], reduction=reduction), None
+
+
+class CrossEntropyBwd(Decomposed):
+    name = "cross_entropy_bwd"
+    attrs = (("reduction", "mean"),)
+
+    def shape(self, dloss, dlogits, *, reduction):
+        return Aval(dlogits.shape, dlogits.dtype)
+
+    def reference(self, dloss, dlogits, *, reduction):
+        scale = dloss[..., None] if reduction == "none" else dloss
+        return (_acc(dlogits) * scale).to(dlogits.dtype)
+
+    def decompose(self, dloss, dlogits, *, reduction):
+        return dlogits * (dloss.reshape(*dloss.shape, 1) if reduction == "none" else dloss)
+
+
+# ------------------------------------------------------------------------ attention
+def attention_mask(Sq: int, Sk: int, causal: bool, mask, device):
+    """The boolean "may attend" matrix and the additive bias (or None) for the reference."""
+    allowed = torch.ones(Sq, Sk, dtype=torch.bool, device=device)
+    if causal:
+        i = torch.arange(Sq, device=device)[:, None]
+        j = torch.arange(Sk, device=device)[None, :]
+        allowed = j <= i + (Sk - Sq)
+    bias = None
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            allowed = allowed & mask
+        else:
+            bias = mask
+            allowed = allowed & (mask > float("-inf"))
+    return allowed, bias
+
+
+def attention_reference(q, k, v, mask=None, *, causal=False, scale=None, dropout_p=0.0, seed=0):
+    """Attention as plain torch: returns (o, lse); fully masked rows give o = 0 and lse = -inf.
+
+    q ``[B, H, Sq, D]``, k/v ``[B, Hkv, Sk, D]`` (H a multiple of Hkv: grouped-query attention);
+    causal is aligned to the bottom-right (query i sees key j when j <= i + Sk - Sq).
+    """
+    B, H, Sq, D = q.shape
+    Hkv, Sk = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    kf = k.to(acc).repeat_interleave(H // Hkv, dim=1)
+    vf = v.to(acc).repeat_interleave(H // Hkv, dim=1)
+    s = torch.matmul(q.to(acc), kf.transpose(-1, -2)) * scale
+    allowed, bias = attention_mask(Sq, Sk, causal, mask, q.device)
+    if bias is not None:
+        s = s + bias.to(acc)
+    allowed = allowed.expand(B, H, Sq, Sk)
+    row_ok = allowed.any(-1, keepdim=True)
+    s = torch.where(allowed, s, float("-inf"))
+    s = torch.where(row_ok, s, 0.0)
+    lse = torch.logsumexp(s, -1, keepdim=True)
+    p = torch.where(allowed, torch.exp(s - lse), 0.0)
+    if dropout_p > 0.0:
+        keep = dropout_keep_mask(seed, (B, H, Sq, Sk), dropout_p, device=q.device)
+        p = torch.where(keep, p / (1.0 - dropout_p), 0.0)
+    o = torch.matmul(p, vf)
+    lse = torch.where(row_ok, lse, float("-inf"))[..., 0]
+    return o.to(q.dtype), lse.to(torch.float64 if acc == torch.float64 else torch.float32)
+
+
+def attention_bwd_reference(do, q, k, v, o, lse, mask=None, *, causal=False, scale=None, dropout_p=0.0, seed=0):
+    """Gradients (dq, dk, dv) of :func:`attention_reference` (by torch autograd on it)."""
+    with torch.enable_grad():
+        qs, ks, vs = (t.detach().requires_grad_(True) for t in (q, k, v))
+        out, _ = attention_reference(qs, ks, vs, mask, causal=causal, scale=scale, dropout_p=dropout_p, seed=seed)
+        dq, dk, dv = torch.autograd.grad(out, (qs, ks, vs), do.to(out.dtype))
+    return dq, dk, dv
+
+
+def _check_attention(q, k, v, mask):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.ndim != 4:
+            raise TesseraShapeError(f"flash_attention: {name} must be 4-D [B, H, S, D], got shape {shape_str(t.shape)}")
+        require_float("flash_attention", t, name)
+    if not (k.shape == v.shape if all(isinstance(a, int) for a in k.shape) else all(a == b for a, b in zip(k.shape, v.shape))):
+        raise TesseraShapeError(f"flash_attention: k has shape {shape_str(k.shape)} but v has {shape_str(v.shape)}; they must match")
+    if not (q.shape[0] == k.shape[0]) or not (q.shape[3] == k.shape[3]):
+        raise TesseraShapeError(f"flash_attention: q has shape {shape_str(q.shape)} and k has {shape_str(k.shape)}; "
+                                "batch (dim 0) and head dim (dim 3) must match")
+    H, Hkv = q.shape[1], k.shape[1]
+    if not (Dim.of(H) % Dim.of(Hkv) == 0):
+        raise TesseraShapeError(f"flash_attention: q has {H} heads and k/v have {Hkv}; the query heads must be a "
+                                "multiple of the key/value heads (grouped-query attention)")
+    if q.dtype.storage != k.dtype.storage or q.dtype.storage != v.dtype.storage:
+        raise TesseraDTypeError(f"flash_attention: q, k, v are {q.dtype.name}, {k.dtype.name}, {v.dtype.name}; "
+                                f"convert them to one dtype, e.g. k.to(ts.{q.dtype.name})")
+    if mask is not None:
+        if mask.ndim > 4:
+            raise TesseraShapeError(f"flash_attention: mask has rank {mask.ndim}; it must broadcast to [B, H, Sq, Sk]")
+        broadcast_shapes("flash_attention (mask)", mask.shape, (q.shape[0], H, q.shape[2], k.shape[2]),
+                         names=("mask", "[B, H, Sq, Sk]"))
+
+
+class FlashAttention(Primitive):
+    name = "flash_attention"
+    attrs = (("causal", False), ("scale", None), ("dropout_p", 0.0), ("seed", 0))
+    multiple_results = True
+    nondiff_outputs = (1,)
+
+    def shape(self, q, k, v, mask, *, causal, scale, dropout_p, seed):
+        _check_attention(q, k, v, mask)
+        return Aval(q.shape, q.dtype), Aval(tuple(q.shape[:3]), dt.f64 if q.dtype == dt.f64 else dt.f32)
+
+    def reference(self, q, k, v, mask, *, causal, scale, dropout_p, seed):
+        return attention_reference(q, k, v, mask, causal=causal, scale=scale, dropout_p=dropout_p, seed=seed)
+
+    def vjp(self, cts, ins, outs, **attrs):
+        q, k, v, mask = ins
+        dq, dk, dv = bind(FLASH_ATTENTION_BWD, cts[0], q, k, v, outs[0], outs[1], mask, **attrs)
+        return dq, dk, dv, None
+
+
+class FlashAttentionBwd(Decomposed):
+    name = "flash_attention_bwd"
+    attrs = FlashAttention.attrs
+    multiple_results = True
+
+    def shape(self, do, q, k, v, o, lse, mask, **attrs):
+        return Aval(q.shape, q.dtype), Aval(k.shape, k.dtype), Aval(v.shape, v.dtype)
+
+    def reference(self, do, q, k, v, o, lse, mask, **attrs):
+        return attention_bwd_reference(do, q, k, v, o, lse, mask, **attrs)
+
+    def decompose(self, do, q, k, v, o, lse, mask, *, causal, scale, dropout_p, seed):
+        from . import api as ts
+
+        if dropout_p:
+            from ..errors import TesseraAutodiffError
+
+            raise TesseraAutodiffError("second derivatives of attention with dropout are not supported")
+        B, H, Sq, D = q.shape
+        Hkv, Sk = k.shape[1], k.shape[2]
+        g = H // Hkv
+        sc = 1.0 / math.sqrt(int(D)) if scale is None else scale
+        kk = ts.reshape(ts.broadcast_to(ts.reshape(k, B, Hkv, 1, Sk, D), B, Hkv, g, Sk, D), B, H, Sk, D)
+        vv = ts.reshape(ts.broadcast_to(ts.reshape(v, B, Hkv, 1, Sk, D), B, Hkv, g, Sk, D), B, H, Sk, D)
+        s = ts.matmul(q, ts.transpose(kk, -1, -2)) * sc
+        allowed, bias = attention_mask(int(Sq), int(Sk), causal, None if mask is None else mask.torch(), q.torch().device)
+        from ..core.tensor import Tensor
+
+        allowed_t = Tensor._from_torch(allowed)
+        if bias is not None:
+            s = s + Tensor._from_torch(bias.to(q.torch().dtype))
+        lse_safe = ts.where(lse > float("-inf"), lse, 0.0)
+        p = ts.where(allowed_t, ts.exp(s - ts.reshape(lse_safe, B, H, Sq, 1)), 0.0)
+        dp = ts.matmul(do, ts.transpose(vv, -1, -2))
+        delta = ts.sum(do * o, -1, True)
+        ds = p * (dp - delta)
+        dq = ts.matmul(ds, kk) * sc
+        dk = ts.sum(ts.reshape(ts.matmul(ts.transpose(ds, -1, -2), q) * sc, B, Hkv, g, Sk, D), 2)
+        dv = ts.sum(ts.reshape(ts.matmul(ts.transpose(p, -1, -2), do), B, Hkv, g, Sk, D), 2)
+        return dq, dk, dv
+
+
+LAYER_NORM, LAYER_NORM_BWD = LayerNorm(), LayerNormBwd()
+RMS_NORM, RMS_NORM_BWD = RmsNorm(), RmsNormBwd()
+SOFTMAX, SOFTMAX_BWD = Softmax(), SoftmaxBwd()
+ACTIVATION, ACTIVATION_BWD = Activation(), ActivationBwd()
+DROPOUT = Dropout()
+CROSS_ENTROPY, CROSS_ENTROPY_BWD = CrossEntropy(), CrossEntropyBwd()
+FLASH_ATTENTION, FLASH_ATTENTION_BWD = FlashAttention(), FlashAttentionBwd()
+
+
+def recording_now() -> bool:
+    """Whether a tape is recording (forward ops then keep what their backward needs)."""
+    return tape_state.depth > 0

@@ -1,0 +1,1 @@
+"""Tessera's type layer: symbolic dimensions and tensor annotations."""
