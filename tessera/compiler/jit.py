@@ -76,7 +76,7 @@ class Jitted:
         parts = []
         for x in leaves:
             if isinstance(x, Tensor):
-                parts.append(("T", x.dtype.name, tuple(s == 1 for s in x.shape), x._data.device.type))
+                parts.append(("T", x.dtype.name, x.ndim, x._data.device.type))
             else:
                 parts.append(("S", _static_key(x)))
         return (tree, tuple(parts))

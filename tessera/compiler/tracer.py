@@ -146,7 +146,7 @@ class TraceResult:
 
 def symbolic_shapes(fn, leaves_with_paths, checker=None):
     """Give each tensor input a symbolic shape: annotation names where ``fn`` declares them,
-    fresh names elsewhere; sizes of 1 stay constant (broadcasting depends on them)."""
+    fresh names elsewhere; unnamed sizes of 1 stay constant (broadcasting depends on them)."""
     names: Dict[str, Dim] = {}
     hints: Dict[str, int] = {}
     shapes = []
@@ -158,10 +158,10 @@ def symbolic_shapes(fn, leaves_with_paths, checker=None):
         if spec is not None and len(spec.parsed) == x.ndim and not spec.has_ellipsis:
             aligned = spec.parsed
         for j, size in enumerate(x.shape):
-            if size == 1:
-                dims.append(Dim.const(1))
-                continue
             d = aligned[j] if aligned is not None else None
+            if size == 1 and (d is None or d.is_constant):
+                dims.append(Dim.const(1))  # unnamed size-1 dims broadcast: specialise (checked at each call)
+                continue
             if d is not None and d.symbol_name is not None and d.symbol_name not in names:
                 names[d.symbol_name] = Dim.sym(d.symbol_name)
                 hints[d.symbol_name] = size

@@ -514,8 +514,9 @@ class FlashAttentionBwd(Decomposed):
         allowed_t = Tensor._from_torch(allowed)
         if bias is not None:
             s = s + Tensor._from_torch(bias.to(q.torch().dtype))
-        lse_safe = ts.where(lse > float("-inf"), lse, 0.0)
-        p = ts.where(allowed_t, ts.exp(s - ts.reshape(lse_safe, B, H, Sq, 1)), 0.0)
+        # recomputed from q, k, v (o and lse are only a cache of these), so this is the exact derivative
+        p = ts.where(allowed_t, bind(SOFTMAX, ts.where(allowed_t, s, -1e30), axis=3, log=False), 0.0)
+        o = ts.matmul(p, vv)
         dp = ts.matmul(do, ts.transpose(vv, -1, -2))
         delta = ts.sum(do * o, -1, True)
         ds = p * (dp - delta)

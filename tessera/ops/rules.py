@@ -26,22 +26,26 @@ def broadcast_shapes(op: str, *shapes, names: Sequence[str] = ()) -> Tuple[Dim, 
     ndim = max((len(s) for s in shapes), default=0)
     out = []
     for i in range(ndim):
-        dim = Dim.const(1)
+        dim = None
         for k, s in enumerate(shapes):
             j = i - (ndim - len(s))
             if j < 0:
                 continue
-            d = s[j]
+            d = Dim.of(s[j])
+            if dim is None or dim.terms == d.terms:  # equal as written: no guard needed
+                dim = d
+                continue
             if d == 1:
                 continue
-            if dim == 1:
+            if dim == 1 or dim == d:
                 dim = d
-            elif not (dim == d):
-                labels = list(names) + [f"operand {n}" for n in range(len(names), len(shapes))]
-                desc = ", ".join(f"{labels[n]} has shape {shape_str(sh)}" for n, sh in enumerate(shapes))
-                raise TesseraShapeError(
-                    f"{op}: shapes cannot be broadcast together at dim {i - ndim} ({dim} vs {d}): {desc}. "
-                    "Sizes must match or be 1; reshape or slice one operand.")
+                continue
+            labels = list(names) + [f"operand {n}" for n in range(len(names), len(shapes))]
+            desc = ", ".join(f"{labels[n]} has shape {shape_str(sh)}" for n, sh in enumerate(shapes))
+            raise TesseraShapeError(
+                f"{op}: shapes cannot be broadcast together at dim {i - ndim} ({dim} vs {d}): {desc}. "
+                "Sizes must match or be 1; reshape or slice one operand.")
+        dim = Dim.const(1) if dim is None else dim
         out.append(dim)
     return tuple(out)
 

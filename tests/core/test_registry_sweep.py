@@ -1,0 +1,176 @@
+"""One sweep over every registered primitive: shape rule vs reference, VJP vs finite differences."""
+import math
+
+import pytest
+import torch
+
+import tessera as ts
+from tessera.core.dispatch import aval_of, bind
+from tessera.core.primitive import registry
+from tessera.types.dims import Dim
+
+
+def T(*shape, dtype=torch.float64, positive=False, gen=None):
+    t = torch.randn(*shape, dtype=dtype, generator=gen)
+    if positive:
+        t = t.abs() + 0.5
+    return ts.from_dlpack(t)
+
+
+def I(high, *shape):
+    return ts.from_dlpack(torch.randint(0, high, shape))
+
+
+def B(*shape):
+    return ts.from_dlpack(torch.rand(*shape) > 0.3)
+
+
+# name -> (args factory, attrs); awkward sizes on purpose
+SAMPLES = {
+    "neg": (lambda: (T(3, 5),), {}),
+    "exp": (lambda: (T(3, 5),), {}),
+    "log": (lambda: (T(3, 5, positive=True),), {}),
+    "sqrt": (lambda: (T(4, positive=True),), {}),
+    "rsqrt": (lambda: (T(4, positive=True),), {}),
+    "tanh": (lambda: (T(2, 3),), {}),
+    "erf": (lambda: (T(2, 3),), {}),
+    "sin": (lambda: (T(7),), {}),
+    "cos": (lambda: (T(7),), {}),
+    "sigmoid": (lambda: (T(7),), {}),
+    "abs": (lambda: (T(7),), {}),
+    "sign": (lambda: (T(7),), {}),
+    "logical_not": (lambda: (B(3),), {}),
+    "add": (lambda: (T(3, 1, 5), T(4, 1)), {}),
+    "sub": (lambda: (T(3, 5), T(5)), {}),
+    "mul": (lambda: (T(2, 3), 1.5), {}),
+    "div": (lambda: (T(3, 5), T(3, 1, positive=True)), {}),
+    "pow": (lambda: (T(3, 4, positive=True), T(4)), {}),
+    "maximum": (lambda: (T(3, 4), T(4)), {}),
+    "minimum": (lambda: (T(3, 4), T(3, 1)), {}),
+    "equal": (lambda: (T(3), T(3)), {}),
+    "not_equal": (lambda: (T(3), T(3)), {}),
+    "less": (lambda: (T(3), T(3)), {}),
+    "less_equal": (lambda: (T(3), 0.0), {}),
+    "greater": (lambda: (T(3), T(1)), {}),
+    "greater_equal": (lambda: (T(3), T(3)), {}),
+    "logical_and": (lambda: (B(3), B(3)), {}),
+    "logical_or": (lambda: (B(3), B(2, 3)), {}),
+    "where": (lambda: (B(3, 4), T(3, 4), T(4)), {}),
+    "cast": (lambda: (T(3, 2),), {"dtype": ts.f64, "source": ts.f64}),
+    "sum": (lambda: (T(3, 4, 5),), {"axes": (0, 2), "keepdim": False}),
+    "max": (lambda: (T(3, 4, 5),), {"axes": (1,), "keepdim": True}),
+    "min": (lambda: (T(3, 4),), {"axes": (0, 1), "keepdim": False}),
+    "argmax": (lambda: (T(3, 4),), {"axes": (1,), "keepdim": False}),
+    "argmin": (lambda: (T(3, 4),), {"axes": (0,), "keepdim": True}),
+    "reshape": (lambda: (T(3, 4),), {"shape": (2, 6)}),
+    "permute": (lambda: (T(2, 3, 4),), {"perm": (2, 0, 1)}),
+    "contiguous": (lambda: (T(2, 3),), {}),
+    "broadcast_to": (lambda: (T(3, 1),), {"shape": (2, 3, 5)}),
+    "slice": (lambda: (T(7, 6),), {"starts": (1, 0), "stops": (6, 5), "steps": (2, 1)}),
+    "slice_grad": (lambda: (T(3, 5),), {"shape": (7, 6), "starts": (1, 0), "stops": (6, 5), "steps": (2, 1)}),
+    "take": (lambda: (T(5, 3), I(5, 2, 4)), {"axis": 0}),
+    "take_grad": (lambda: (T(2, 4, 3), I(5, 2, 4)), {"axis": 0, "size": 5}),
+    "concatenate": (lambda: (T(2, 3), T(4, 3)), {"axis": 0}),
+    "matmul": (lambda: (T(2, 3, 4), T(4, 5)), {"accum": None}),
+    "linear": (lambda: (T(2, 3, 4), T(4, 5), T(5)), {"activation": "gelu_tanh", "accum": None}),
+    "full": (lambda: (), {"shape": (2, 3), "value": 1.5, "dtype": ts.f64, "device": "cpu"}),
+    "dim_value": (lambda: (), {"dim": 7, "dtype": ts.f64, "device": "cpu"}),
+    "to_device": (lambda: (T(3),), {"device": "cpu"}),
+    "layer_norm": (lambda: (T(3, 7), T(7), T(7)), {"eps": 1e-5}),
+    "layer_norm_bwd": (lambda: (T(3, 7), T(3, 7), T(7), T(7), T(3), T(3, positive=True)), {}),
+    "rms_norm": (lambda: (T(3, 7), T(7)), {"eps": 1e-6}),
+    "rms_norm_bwd": (lambda: (T(3, 7), T(3, 7), T(7), T(3, positive=True)), {}),
+    "softmax": (lambda: (T(3, 7),), {"axis": 1, "log": False}),
+    "softmax_bwd": (lambda: (T(3, 7), T(3, 7)), {"axis": 1, "log": True}),
+    "activation": (lambda: (T(3, 7),), {"kind": "gelu"}),
+    "activation_bwd": (lambda: (T(3, 7), T(3, 7)), {"kind": "silu"}),
+    "dropout": (lambda: (T(5, 9),), {"p": 0.3, "seed": 11}),
+    "cross_entropy": (lambda: (T(2, 3, 11), I(11, 2, 3)),
+                      {"ignore_index": -100, "label_smoothing": 0.1, "z_loss": 0.01, "reduction": "mean",
+                       "compute_grad": True}),
+    "cross_entropy_bwd": (lambda: (T(4), T(4, 6)), {"reduction": "none"}),
+    "flash_attention": (lambda: (T(1, 4, 5, 8), T(1, 2, 7, 8), T(1, 2, 7, 8), B(1, 1, 5, 7)),
+                        {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
+    "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": False, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
+}
+
+
+def _attn_bwd_args():
+    q, k, v = T(1, 2, 4, 8), T(1, 1, 6, 8), T(1, 1, 6, 8)
+    o, lse = registry["flash_attention"].reference(q.torch(), k.torch(), v.torch(), None, causal=False, scale=0.3,
+                                                   dropout_p=0.0, seed=0)
+    return T(1, 2, 4, 8), q, k, v, ts.from_dlpack(o), ts.from_dlpack(lse), None
+
+
+def test_every_primitive_has_a_sample():
+    missing = sorted(set(registry) - set(SAMPLES))
+    assert not missing, f"add samples for {missing}"
+
+
+def _flat(out):
+    from tessera.core.primitive import Aval
+
+    return list(out) if isinstance(out, tuple) and not isinstance(out, Aval) else [out]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_shape_rule_matches_reference(name):
+    prim = registry[name]
+    make, attrs = SAMPLES[name]
+    args = make()
+    avals = [aval_of(a) for a in args]
+    expected = _flat(prim.shape(*avals, **attrs))
+    got = _flat(prim.reference(*[a.torch() if isinstance(a, ts.Tensor) else a for a in args], **attrs))
+    assert len(expected) == len(got)
+    for e, g in zip(expected, got):
+        if g is None:
+            continue
+        assert tuple(int(d) for d in e.shape) == tuple(g.shape), name
+        assert e.dtype.torch_dtype == g.dtype, (name, e.dtype, g.dtype)
+
+
+def _differentiable_outputs(prim, out):
+    outs = _flat(out)
+    return [i for i, o in enumerate(outs) if o is not None and i not in prim.nondiff_outputs and o.dtype.is_floating]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SAMPLES if registry[n].differentiable))
+def test_vjp_matches_finite_differences(name):
+    prim = registry[name]
+    make, attrs = SAMPLES[name]
+    torch.manual_seed(hash(name) % 1000)
+    args = make()
+    out = bind(prim, *args, **attrs)
+    idx = _differentiable_outputs(prim, out)
+    if not idx:
+        pytest.skip("no float outputs")
+    outs = _flat(out)
+    cts = [ts.from_dlpack(torch.randn(o.shape, dtype=torch.float64)) if i in idx else None
+           for i, o in enumerate(outs)]
+    in_cts = prim.vjp(cts, args, outs, **attrs)
+
+    def objective(xs):
+        o = _flat(prim.reference(*xs, **attrs))
+        return sum(float((o[i].double() * cts[i].torch()).sum()) for i in idx)
+
+    base = [a.torch().clone() if isinstance(a, ts.Tensor) else a for a in args]
+    eps = 1e-6
+    checked = 0
+    for k, a in enumerate(args):
+        if not (isinstance(a, ts.Tensor) and a.dtype.is_floating) or in_cts[k] is None:
+            continue
+        if name == "layer_norm_bwd" and k >= 4 or name == "rms_norm_bwd" and k == 3 \
+                or name == "flash_attention_bwd" and k in (4, 5):
+            continue  # saved statistics: not independent inputs
+        flat = base[k].reshape(-1)
+        fd = torch.zeros_like(flat)
+        for j in range(flat.numel()):
+            plus = [b.clone() if isinstance(b, torch.Tensor) else b for b in base]
+            minus = [b.clone() if isinstance(b, torch.Tensor) else b for b in base]
+            plus[k].reshape(-1)[j] += eps
+            minus[k].reshape(-1)[j] -= eps
+            fd[j] = (objective(plus) - objective(minus)) / (2 * eps)
+        got = in_cts[k].torch().reshape(-1).double()
+        assert torch.allclose(got, fd, rtol=1e-4, atol=1e-6), (name, k, (got - fd).abs().max())
+        checked += 1
+    assert checked, f"{name}: no input was checked"
