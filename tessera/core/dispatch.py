@@ -46,18 +46,19 @@ class TapeNode:
     def __init__(self, prim: Primitive, inputs, attrs, outputs):
         self.prim, self.inputs, self.attrs = prim, inputs, attrs
         # differentiable outputs are held weakly (they point back here); by-products strongly
-        self.outputs = [o if i in prim.nondiff_outputs else weakref.ref(o) for i, o in enumerate(outputs)]
+        self.outputs = [o if (o is None or i in prim.nondiff_outputs) else weakref.ref(o)
+                        for i, o in enumerate(outputs)]
 
     def output(self, i: int):
         o = self.outputs[i]
-        return o if i in self.prim.nondiff_outputs else o()
+        return o if (o is None or i in self.prim.nondiff_outputs) else o()
 
 
 def _record(prim: Primitive, args, attrs, outs) -> None:
     node = TapeNode(prim, args, attrs, outs if prim.multiple_results else (outs,))
     if prim.multiple_results:
         for i, o in enumerate(outs):
-            if i not in prim.nondiff_outputs:
+            if o is not None and i not in prim.nondiff_outputs:
                 o._producer = (node, i)
     else:
         outs._producer = (node, 0)

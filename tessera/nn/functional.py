@@ -13,7 +13,7 @@ from ..core.dispatch import bind
 from ..core.tensor import Tensor
 from ..errors import TesseraTypeError, TesseraValueError
 from ..ops import api
-from ..ops.linalg import ACTIVATIONS, LINEAR
+from ..ops.linalg import ACTIVATIONS, LINEAR, matmul_dtype
 from ..ops.nn_ops import (ACTIVATION, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION, LAYER_NORM, RMS_NORM, SOFTMAX,
                           recording_now)
 from ..ops.rules import normalize_axis
@@ -43,6 +43,7 @@ def linear(x, w, bias=None, *, activation=None):
     _tensor("linear", "bias", bias, optional=True)
     if activation not in ACTIVATIONS:
         raise TesseraValueError(f"ts.nn.linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    matmul_dtype("linear", x, w, names=("x", "w"))
     out, _ = bind(LINEAR, x, w, bias, activation=activation, accum=x.dtype.accum or w.dtype.accum)
     return out
 

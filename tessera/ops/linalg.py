@@ -103,6 +103,7 @@ def matmul(a, b):
     if b.ndim == 1:
         b = b.reshape(b.shape[0], 1)
         squeeze.append(-1)
+    matmul_dtype("matmul", a, b)
     accum = a.dtype.accum or b.dtype.accum
     out = bind(MATMUL, a, b, accum=accum)
     if squeeze:

@@ -42,7 +42,7 @@ class SignatureChecker:
 
     def __init__(self, fn):
         self.fn = fn
-        self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "function"))
+        self.name = getattr(fn, "__name__", "function")
         self.signature = inspect.signature(fn)
         try:
             hints = inspect.get_annotations(fn, eval_str=True)
@@ -69,7 +69,7 @@ class SignatureChecker:
         items = [(name, spec, bound.arguments.get(name)) for name, spec in self.specs.items()
                  if name in bound.arguments]
         for name, spec, value in items:
-            self._check_kind(name, spec, value)
+            self._check_kind(f"argument {name}", spec, value)
         for name, spec, value in items:
             self._bind_bare(name, spec, value, env, binder)
         for name, spec, value in items:
