@@ -85,29 +85,28 @@ def bind(prim: Primitive, *args, **attrs):
 
 def _eager(prim: Primitive, args, attrs):
     targs = []
-    device_type = None
     for a in args:
         if isinstance(a, Tensor):
             if a._dtype.torch_dtype is None and not prim.accepts_packed:
                 raise TesseraDTypeError(
                     f"{prim.name}: an operand is {a._dtype.name}, a storage-only format; "
                     f"convert it first, e.g. x.to(ts.bf16){user_location()}")
-            d = a._data
-            device_type = device_type or d.device.type
-            targs.append(d)
+            targs.append(a._data)
         else:
             targs.append(a)
-    impl = prim.implementation(device_type or "cpu", targs, attrs) if prim.lowerings else prim.reference
+    impl = prim.reference
+    if prim.lowerings:
+        device_type = next((t.device.type for t in targs if hasattr(t, "device")), "cpu")
+        impl = prim.implementation(device_type, targs, attrs)
     try:
         out = impl(*targs, **attrs)
     except TesseraError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise diagnose(prim, args, attrs, exc) from None
-    dtype = prim.result_dtype(attrs) if prim.overrides_dtype else None
     if prim.multiple_results:
         return tuple(None if o is None else Tensor._from_torch(o) for o in out)
-    return Tensor._from_torch(out, dtype)
+    return Tensor._from_torch(out, prim.result_dtype(attrs) if prim.overrides_dtype else None)
 
 
 def aval_of(x):

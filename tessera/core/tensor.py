@@ -78,7 +78,7 @@ class Tensor:
     # ---------------------------------------------------------------- properties
     @property
     def shape(self):
-        return tuple(self._data.shape)
+        return self._data.shape  # a torch.Size: a tuple of ints
 
     @property
     def dtype(self) -> "_dt.DType":
@@ -90,7 +90,7 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
-        return len(self.shape)
+        return len(self.shape) if self._data is None else self._data.dim()
 
     def numel(self) -> int:
         n = 1

@@ -94,6 +94,9 @@ def matmul(a, b):
     for name, x in (("a", a), ("b", b)):
         if not isinstance(x, Tensor):
             raise TesseraShapeError(f"matmul: {name} must be a tensor, got {type(x).__name__}")
+    if a.dtype is b.dtype and a.ndim >= 2 and b.ndim >= 2:  # the common case, kept short
+        return bind(MATMUL, a, b, accum=a.dtype.accum)
+    for name, x in (("a", a), ("b", b)):
         if x.ndim == 0:
             raise TesseraShapeError(f"matmul: {name} is a scalar (0-d); use * for scaling")
     squeeze = []

@@ -18,6 +18,7 @@ import torch
 
 from ..core.dispatch import bind
 from ..core.primitive import Aval, Primitive
+from ..core.tensor import Tensor
 from ..errors import TesseraShapeError, TesseraTypeError
 from ..types.dims import Dim
 from .rules import broadcast_shapes, dims_product, normalize_axis, shape_str
@@ -65,6 +66,8 @@ def reshape(x, *shape):
         (3, 4)
     """
     shape = _shape_args(shape)
+    if type(x) is Tensor and shape == x.shape:
+        return x
     for d in shape:
         if not isinstance(d, (int, Dim)) or isinstance(d, bool):
             raise TesseraTypeError(f"reshape: sizes must be ints (or symbolic dims), got {d!r}")
@@ -473,8 +476,6 @@ def dims_sum(dims) -> Dim:
 # ------------------------------------------------------------------------ indexing
 def getitem(x, index):
     """``x[index]`` for ints, slices, ``...``, ``None`` and one integer tensor."""
-    from ..core.tensor import Tensor
-
     if not isinstance(index, tuple):
         index = (index,)
     n_real = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
