@@ -6,7 +6,7 @@ Example:
     >>> import tessera as ts
     >>> def f(x):
     ...     unused = ts.exp(x)
-    ...     return x.T.T + x.reshape(6).reshape(2, 3)
+    ...     return x.T.T + x.reshape(-1).reshape(*x.shape)
     >>> with ts.device("cpu"):
     ...     g = ts.jit(f).lower(ts.ones(2, 3)).graph
     >>> [n.prim.name for n in g.nodes]

@@ -78,7 +78,7 @@ class Tensor:
     # ---------------------------------------------------------------- properties
     @property
     def shape(self):
-        return self._data.shape  # a torch.Size: a tuple of ints
+        return tuple(self._data.shape)
 
     @property
     def dtype(self) -> "_dt.DType":
