@@ -121,8 +121,39 @@ def fold_layout_ops(graph: Graph) -> Graph:
     return _substitute(graph, mapping, nodes)
 
 
+def fuse_linear_activation(graph: Graph) -> Graph:
+    """linear followed by gelu/silu on its output → one linear with the activation in its epilogue.
+
+    The fused node still outputs the pre-activation (as its by-product), so backward nodes that
+    read it keep working.
+    """
+    producers: Dict[int, Node] = {}
+    fused: Dict[int, Node] = {}  # id(linear node) -> replacement
+    drop = set()
+    for n in graph.nodes:
+        for o in n.outputs:
+            producers[id(o)] = n
+    for n in graph.nodes:
+        if n.prim.name != "activation" or not isinstance(n.inputs[0], Value):
+            continue
+        lin = producers.get(id(n.inputs[0]))
+        if lin is None or lin.prim.name != "linear" or id(lin) in fused or lin.outputs[0] is not n.inputs[0]:
+            continue
+        attrs = lin.attr_dict()
+        if attrs["activation"] is not None:
+            continue
+        attrs["activation"] = n.attr_dict()["kind"]
+        fused[id(lin)] = Node(lin.prim, lin.inputs, lin.prim.make_attrs(**attrs), (n.outputs[0], lin.outputs[0]))
+        drop.add(id(n))
+    if not fused:
+        return graph
+    nodes = tuple(fused.get(id(n), n) for n in graph.nodes if id(n) not in drop)
+    return graph.replace(nodes=nodes)
+
+
 PIPELINE: List[Callable[[Graph], Graph]] = [
     fold_layout_ops,
+    fuse_linear_activation,
     eliminate_common_subexpressions,
     eliminate_dead_code,
 ]

@@ -72,8 +72,8 @@ def bind(prim: Primitive, *args, **attrs):
         if tr is not None:
             trace = tr
             break
-    if trace is None and prim.nullary and active_traces:
-        trace = active_traces[-1]
+    if trace is None and active_traces and (prim.nullary or _symbolic(attrs)):
+        trace = active_traces[-1]  # concrete inputs with symbolic sizes: record, with the inputs as constants
     if trace is not None:
         outs = trace.emit(prim, args, attrs)
     else:
@@ -81,6 +81,16 @@ def bind(prim: Primitive, *args, **attrs):
     if tape_state.depth and prim.differentiable:
         _record(prim, args, attrs, outs)
     return outs
+
+
+def _symbolic(x) -> bool:
+    if isinstance(x, Dim):
+        return not x.is_constant
+    if isinstance(x, (tuple, list)):
+        return any(_symbolic(v) for v in x)
+    if isinstance(x, dict):
+        return any(_symbolic(v) for v in x.values())
+    return False
 
 
 def _eager(prim: Primitive, args, attrs):

@@ -174,6 +174,8 @@ class Pow(Binary):
     def vjp(self, cts, ins, outs):
         a, b = ins
         ct = cts[0]
+        if is_scalar(b) and b in (1, 2):
+            return (unbroadcast(ct if b == 1 else ct * a * 2.0, a.shape), None)
         da = None if is_scalar(a) else unbroadcast(ct * b * pow(a, b - 1), a.shape)
         db = None if is_scalar(b) else unbroadcast(ct * outs[0] * log(a), b.shape)
         return da, db

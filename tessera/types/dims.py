@@ -80,6 +80,22 @@ class _Div(_Atom):
 Monomial = Tuple[_Atom, ...]
 
 
+def _divide_exactly(num: "Dim", term) -> "Dim":
+    """num / term when every term of num is a multiple of the monomial ``term``, else None."""
+    mono_d, c_d = term
+    out = {}
+    for mono, c in num.terms:
+        rest = list(mono)
+        for atom in mono_d:
+            if atom not in rest:
+                return None
+            rest.remove(atom)
+        if c % c_d:
+            return None
+        out[tuple(rest)] = c // c_d
+    return Dim(out)
+
+
 class Dim:
     """An immutable integer polynomial over symbolic sizes (see module docstring)."""
 
@@ -203,8 +219,12 @@ class Dim:
                 return self if op == "//" else Dim.const(0)
             if all(c % d == 0 for _, c in self.terms):
                 return Dim({m: c // d for m, c in self.terms}) if op == "//" else Dim.const(0)
-        elif den == self:
+        elif den.terms == self.terms:
             return Dim.const(1 if op == "//" else 0)
+        elif len(den.terms) == 1:
+            exact = _divide_exactly(self, den.terms[0])
+            if exact is not None:
+                return exact if op == "//" else Dim.const(0)
         return Dim({(_Div(self, den, op),): 1})
 
     def __floordiv__(self, other: IntLike) -> "Dim":
