@@ -30,4 +30,16 @@ from .compiler.jit import jit  # noqa: E402
 from .interop import from_dlpack  # noqa: E402
 
 float64, float32, float16, bfloat16 = f64, f32, f16, bf16
+
+
+def _register_kernels() -> None:
+    import os
+
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("TESSERA_KERNELS", "1") != "0":
+        from .kernels import lowerings  # noqa: F401  (registers the CUDA lowerings)
+
+
+_register_kernels()
 __version__ = "0.1.0"
