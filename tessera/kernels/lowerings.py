@@ -1,0 +1,137 @@
+"""Registers the Triton kernels as the CUDA lowerings of the core's primitives.
+
+Imported by ``tessera`` when a CUDA GPU is present. Each adapter takes the primitive's
+reference signature (torch tensors + attrs) and calls the kernel; each ``supports``
+predicate says when the kernel applies — otherwise the registry falls back to the
+reference with a one-time warning.
+
+Example:
+    >>> from tessera.core.primitive import registry
+    >>> import tessera.kernels.lowerings  # doctest: +SKIP
+    >>> sorted(registry["flash_attention"].lowerings)  # doctest: +SKIP
+    ['cuda']
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import torch
+
+from ..core.primitive import registry
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _cuda(*ts) -> bool:
+    return all(t is None or (t.is_cuda and t.dtype in _FLOATS) for t in ts if isinstance(t, torch.Tensor))
+
+
+def _last(axis, x) -> bool:
+    return axis in (-1, x.dim() - 1)
+
+
+def _register_attention(ka):
+    registry["flash_attention"].register_lowering(
+        "cuda", lambda q, k, v, mask, **a: ka.flash_attention_fwd(q, k, v, mask, **a),
+        supports=lambda q, k, v, mask, **a: ka.supports(q, k, v, mask, a["dropout_p"]), name="flash_attention_fwd")
+    registry["flash_attention_bwd"].register_lowering(
+        "cuda", lambda do, q, k, v, o, lse, mask, **a: ka.flash_attention_bwd(do, q, k, v, o, lse, mask, **a),
+        supports=lambda do, q, k, v, o, lse, mask, **a: ka.supports(q, k, v, mask, a["dropout_p"]),
+        name="flash_attention_bwd")
+
+
+def _register_matmul(km):
+    def matmul(a, b, *, accum):
+        return km.matmul(a, b, acc_dtype=torch.float16 if accum is not None and accum.name == "f16" else torch.float32)
+
+    def linear(x, w, bias, *, activation, accum):
+        out = km.matmul(x, w, bias=bias, activation=activation, return_preact=activation is not None)
+        return out if activation is not None else (out, None)
+
+    registry["matmul"].register_lowering("cuda", matmul, supports=lambda a, b, **_: km.supports(a, b), name="gemm")
+    registry["linear"].register_lowering(
+        "cuda", linear, supports=lambda x, w, bias, **a: km.supports(x, w, bias=bias, activation=a["activation"]),
+        name="gemm+epilogue")
+
+
+def _register_membound(norms, softmax, act, dropout, emb):
+    def stats(t, x):
+        return t.reshape(x.shape[:-1])
+
+    def layer_norm(x, weight, bias, *, eps):
+        y, mean, rstd = norms.layer_norm_fwd(x, weight, bias, eps)
+        return y, stats(mean, x), stats(rstd, x)
+
+    def layer_norm_bwd(dy, x, weight, bias, mean, rstd):
+        return norms.layer_norm_bwd(dy, x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
+
+    def rms_norm(x, weight, *, eps):
+        y, rstd = norms.rms_norm_fwd(x, weight, eps)
+        return y, stats(rstd, x)
+
+    def rms_norm_bwd(dy, x, weight, rstd):
+        return norms.rms_norm_bwd(dy, x, weight, rstd.reshape(-1))
+
+    def sm(x, *, axis, log):
+        return (softmax.log_softmax_fwd if log else softmax.softmax_fwd)(x)
+
+    def sm_bwd(dy, y, *, axis, log):
+        return (softmax.log_softmax_bwd if log else softmax.softmax_bwd)(dy, y)
+
+    def activation(x, *, kind):
+        return act.silu_fwd(x) if kind == "silu" else act.gelu_fwd(x, "tanh" if kind == "gelu_tanh" else "none")
+
+    def activation_bwd(dy, x, *, kind):
+        return act.silu_bwd(dy, x) if kind == "silu" else act.gelu_bwd(dy, x, "tanh" if kind == "gelu_tanh" else "none")
+
+    plain = lambda *ts, **_: _cuda(*ts)  # noqa: E731
+    registry["layer_norm"].register_lowering("cuda", layer_norm, supports=plain, name="layer_norm_fwd")
+    registry["layer_norm_bwd"].register_lowering("cuda", layer_norm_bwd, supports=plain, name="layer_norm_bwd")
+    registry["rms_norm"].register_lowering("cuda", rms_norm, supports=plain, name="rms_norm_fwd")
+    registry["rms_norm_bwd"].register_lowering("cuda", rms_norm_bwd, supports=plain, name="rms_norm_bwd")
+    registry["softmax"].register_lowering("cuda", sm, supports=lambda x, *, axis, log: _cuda(x) and _last(axis, x),
+                                          name="softmax_fwd")
+    registry["softmax_bwd"].register_lowering(
+        "cuda", sm_bwd, supports=lambda dy, y, *, axis, log: _cuda(dy, y) and _last(axis, y), name="softmax_bwd")
+    registry["activation"].register_lowering("cuda", activation, supports=plain, name="activation_fwd")
+    registry["activation_bwd"].register_lowering("cuda", activation_bwd, supports=plain, name="activation_bwd")
+    registry["dropout"].register_lowering(
+        "cuda", lambda x, *, p, seed: dropout.dropout_fwd(x.contiguous(), p, seed), supports=plain, name="dropout_fwd")
+    registry["take_grad"].register_lowering(
+        "cuda", lambda ct, idx, *, axis, size: emb.embedding_bwd(ct, idx, int(size)),
+        supports=lambda ct, idx, *, axis, size: axis == 0 and _cuda(ct), name="embedding_bwd")
+
+
+def _register_cross_entropy(kc):
+    registry["cross_entropy"].register_lowering(
+        "cuda", lambda logits, targets, **a: kc.cross_entropy_fwd(logits, targets, **a),
+        supports=lambda logits, targets, **a: kc.supports(logits, targets), name="cross_entropy_fwd")
+    registry["cross_entropy_bwd"].register_lowering(
+        "cuda", lambda dloss, dlogits, *, reduction: kc.cross_entropy_bwd(dloss, dlogits, reduction),
+        supports=lambda dloss, dlogits, **a: _cuda(dlogits), name="cross_entropy_bwd")
+
+
+_FAMILIES = [
+    (_register_attention, ["tessera.kernels.attention"]),
+    (_register_matmul, ["tessera.kernels.matmul"]),
+    (_register_membound, ["tessera.kernels.norms", "tessera.kernels.softmax", "tessera.kernels.activations",
+                          "tessera.kernels.dropout", "tessera.kernels.embedding"]),
+    (_register_cross_entropy, ["tessera.kernels.cross_entropy"]),
+]
+
+
+def register_all() -> list:
+    """Register every kernel family that imports; returns the names of those that did not."""
+    failed = []
+    for register, modules in _FAMILIES:
+        try:
+            register(*[importlib.import_module(m) for m in modules])
+        except Exception as exc:  # a broken kernel package must not break the reference path
+            failed.append(modules[0])
+            warnings.warn(f"tessera: kernels in {modules[0]} are unavailable ({type(exc).__name__}: {exc}); "
+                          "the reference implementations will be used", stacklevel=2)
+    return failed
+
+
+register_all()
