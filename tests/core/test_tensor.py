@@ -137,3 +137,13 @@ def test_memory_counters(cpu):
     assert ts.memory.get_memory_usage() - before >= 4 * 1024 * 1024 / 1e9 - 1e-9
     del big
     assert ts.memory.max_memory_usage() >= before + 4 * 1024 * 1024 / 1e9 - 1e-9
+
+
+def test_dlpack_with_jax():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    a = jnp.arange(6, dtype=jnp.float32).reshape(2, 3)
+    x = ts.from_dlpack(a)
+    assert x.shape == (2, 3) and x.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    back = jnp.from_dlpack(ts.ones(3, device=x.device) * 2.0)
+    assert back.tolist() == [2.0, 2.0, 2.0]
