@@ -72,7 +72,22 @@ class DimValue(Primitive):
         return torch.tensor(int(dim), dtype=dtype.torch_dtype, device=device)
 
 
-FULL, DIM_VALUE = Full(), DimValue()
+class Arange(Primitive):
+    """``start, start+step, ...`` below ``stop`` (traceable with a symbolic ``stop``)."""
+
+    name = "arange"
+    attrs = (("start", 0), ("stop", 0), ("step", 1), ("dtype", dt.int64), ("device", "cpu"))
+    differentiable = False
+    nullary = True
+
+    def shape(self, *, start, stop, step, dtype, device):
+        return Aval(((Dim.of(stop) - Dim.of(start) + (step - 1)) // step,), dtype)
+
+    def reference(self, *, start, stop, step, dtype, device):
+        return torch.arange(int(start), int(stop), step, dtype=dtype.torch_dtype, device=device)
+
+
+FULL, DIM_VALUE, ARANGE = Full(), DimValue(), Arange()
 
 
 def dim_value(dim, dtype=dt.f32, device=None):
@@ -146,12 +161,13 @@ def arange(start, stop=None, step=1, *, dtype=None, device=None):
     """``ts.arange(5)``, ``ts.arange(2, 10, 3)``; int64 for ints unless ``dtype`` says otherwise."""
     if stop is None:
         start, stop = 0, start
-    for v in (start, stop, step):
-        if isinstance(v, Dim) and not v.is_constant:
-            raise TesseraTraceError("ts.arange with a symbolic size is not supported under ts.jit; pass it as an argument")
-    start, stop = [int(v) if isinstance(v, Dim) else v for v in (start, stop)]
-    default = dt.int64 if all(isinstance(v, int) for v in (start, stop, step)) else dt.f32
+    default = dt.int64 if all(isinstance(v, (int, Dim)) for v in (start, stop, step)) else dt.f32
     d = _dtype(dtype, default)
+    if _symbolic((start, stop)):
+        if not isinstance(step, int) or step <= 0:
+            raise TesseraValueError("ts.arange with a symbolic size needs a positive integer step")
+        return bind(ARANGE, start=start, stop=stop, step=step, dtype=d, device=str(torch_device(device)))
+    start, stop = [int(v) if isinstance(v, Dim) else v for v in (start, stop)]
     return Tensor._from_torch(torch.arange(start, stop, step, dtype=d.torch_dtype, device=torch_device(device)), d)
 
 

@@ -75,6 +75,7 @@ SAMPLES = {
     "linear": (lambda: (T(2, 3, 4), T(4, 5), T(5)), {"activation": "gelu_tanh", "accum": None}),
     "full": (lambda: (), {"shape": (2, 3), "value": 1.5, "dtype": ts.f64, "device": "cpu"}),
     "dim_value": (lambda: (), {"dim": 7, "dtype": ts.f64, "device": "cpu"}),
+    "arange": (lambda: (), {"start": 2, "stop": 11, "step": 3, "dtype": ts.int64, "device": "cpu"}),
     "to_device": (lambda: (T(3),), {"device": "cpu"}),
     "layer_norm": (lambda: (T(3, 7), T(7), T(7)), {"eps": 1e-5}),
     "layer_norm_bwd": (lambda: (T(3, 7), T(3, 7), T(7), T(7), T(3), T(3, positive=True)), {}),
