@@ -1,0 +1,386 @@
+"""Tile IR -> Triton source.
+
+Each op becomes one Triton expression; parallel loops read their index from the
+program id (several parallel loops share one grid axis, in grouped order for
+two, so neighbouring programs reuse tiles from L2); sequential loops become
+``tl.range(..., num_stages=)``; ``online_softmax`` works in base 2 with the
+score scale folded into the exponent.
+
+Example:
+    >>> from tessera.tile.codegen import TL_DTYPES
+    >>> from tessera import dtypes
+    >>> TL_DTYPES[dtypes.bf16]
+    'tl.bfloat16'
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+from .. import dtypes as _dt
+from . import ir
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+GROUP_M = 8
+
+TL_DTYPES = {_dt.f32: "tl.float32", _dt.f16: "tl.float16", _dt.bf16: "tl.bfloat16", _dt.f64: "tl.float64",
+             _dt.int8: "tl.int8", _dt.int16: "tl.int16", _dt.int32: "tl.int32", _dt.int64: "tl.int64",
+             _dt.uint8: "tl.uint8", _dt.bool_: "tl.int1", _dt.fp8_e4m3: "tl.float8e4nv",
+             _dt.fp8_e5m2: "tl.float8e5"}
+_BIN = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%", "lt": "<", "le": "<=",
+        "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "and": "&", "or": "|"}
+
+
+def _lit(v) -> str:
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "float('-inf')" if v < 0 else "float('inf')"
+        if math.isnan(v):
+            return "float('nan')"
+    return repr(v)
+
+
+def _expand(axis: int, rank: int) -> str:
+    if rank <= 1:
+        return ""
+    return "[" + ", ".join(":" if j == axis else "None" for j in range(rank)) + "]"
+
+
+class Codegen:
+    """Emits one Triton kernel for a lowered Tile IR function."""
+
+    def __init__(self, fn: ir.Function, wide: Dict[str, bool]):
+        self.fn, self.wide = fn, wide
+        self.names: Dict[int, str] = {}
+        self.defs: Dict[int, ir.Op] = {}
+        self.lines: List[str] = []
+        self.used: set = set()
+        self.args: List[list] = []
+
+    def name(self, v: ir.Value) -> str:
+        return self.names[v.id]
+
+    def fresh(self, v: ir.Value) -> str:
+        hint = "".join(c if c.isalnum() or c == "_" else "_" for c in (v.hint or "v"))
+        n = f"{hint}_{v.id}"
+        self.names[v.id] = n
+        return n
+
+    def put(self, ind: str, text: str):
+        self.lines.append(ind + text)
+
+    def _count_users(self, block: ir.Block):
+        for op in block.ops:
+            for i, v in enumerate(op.operands):
+                self.users.setdefault(v.id, []).append((op, i))
+            for r in op.regions:
+                self._count_users(r)
+
+    def generate(self) -> str:
+        fn = self.fn
+        self.users: Dict[int, list] = {}
+        self.deferred: Dict[int, tuple] = {}
+        self._count_users(fn.body)
+        sig = []
+        for p in fn.params:
+            if p.kind == "tensor":
+                r = p.value.type.rank
+                sig.append(f"{p.name}_ptr")
+                self.args.append(["ptr", p.name])
+                for d in range(r):
+                    sig.append(f"{p.name}_size{d}")
+                    self.args.append(["size", p.name, d])
+                for d in range(r):
+                    sig.append(f"{p.name}_stride{d}")
+                    self.args.append(["stride", p.name, d])
+                self.names[p.value.id] = p.name
+            elif p.kind == "scalar":
+                sig.append(p.name)
+                self.args.append(["scalar", p.name])
+                self.names[p.value.id] = p.name
+        naxes = fn.attrs.get("parallel_axes", 0)
+        if naxes >= 2:
+            for k in range(naxes):
+                sig.append(f"_n{k}")
+                self.args.append(["count", k])
+        body: List[str] = []
+        self.lines = body
+        ind = "    "
+        if naxes == 1:
+            self.put(ind, "_pid0 = tl.program_id(0)")
+        elif naxes == 2:
+            self.put(ind, "_pid = tl.program_id(0)")
+            self.put(ind, f"_in_group = {GROUP_M} * _n1")
+            self.put(ind, f"_first = (_pid // _in_group) * {GROUP_M}")
+            self.put(ind, f"_gsize = tl.minimum(_n0 - _first, {GROUP_M})")
+            self.put(ind, "_pid0 = _first + (_pid % _in_group) % _gsize")
+            self.put(ind, "_pid1 = (_pid % _in_group) // _gsize")
+        elif naxes == 3:
+            self.put(ind, "_pid = tl.program_id(0)")
+            self.put(ind, "_pid2 = _pid % _n2")
+            self.put(ind, "_pid1 = (_pid // _n2) % _n1")
+            self.put(ind, "_pid0 = _pid // (_n2 * _n1)")
+        batch = fn.attrs.get("batch")
+        if batch:
+            self.put(ind, "_pidb = tl.program_id(1).to(tl.int64)")
+        for p in fn.params:
+            if p.kind == "tensor":
+                if batch:
+                    self.put(ind, f"{p.name}_base = {p.name}_ptr + _pidb * {p.name}_stride0")
+                else:
+                    self.put(ind, f"{p.name}_base = {p.name}_ptr")
+        self.block(fn.body, ind)
+        head = [
+            "# Generated by tessera.tile from kernel '%s'. Do not edit: edit the @ts.kernel source." % fn.name,
+            "import triton",
+            "import triton.language as tl",
+            "",
+            "",
+            f"def {fn.name}({', '.join(sig)}):",
+        ]
+        return "\n".join(head + body + (["    pass"] if not body else [])) + "\n"
+
+    # ------------------------------------------------------------- ops
+    def block(self, block: ir.Block, ind: str):
+        last_line = None
+        for op in block.ops:
+            for r in op.results:
+                self.defs[r.id] = op
+            if op.line is not None and op.line != last_line and op.name not in ("const", "dim", "yield"):
+                self.put(ind, f"# line {op.line}")
+                last_line = op.line
+            getattr(self, "op_" + op.name)(op, ind)
+
+    def assign(self, op, ind, expr, k=0):
+        self.put(ind, f"{self.fresh(op.results[k])} = {expr}")
+
+    def op_const(self, op, ind):
+        v, dt = op.attrs["value"], op.attrs["dtype"]
+        if dt in (_dt.f32, _dt.int32, _dt.bool_) and not (dt == _dt.int32 and isinstance(v, float)):
+            self.names[op.results[0].id] = _lit(float(v) if dt == _dt.f32 else v)
+        else:
+            self.assign(op, ind, f"tl.full([], {_lit(v)}, {TL_DTYPES[dt]})")
+
+    def op_dim(self, op, ind):
+        self.names[op.results[0].id] = f"{self.name(op.operands[0])}_size{op.attrs['axis']}"
+
+    def op_program_id(self, op, ind):
+        self.assign(op, ind, f"tl.program_id({op.attrs['axis']})")
+
+    def op_num_programs(self, op, ind):
+        self.assign(op, ind, f"tl.num_programs({op.attrs['axis']})")
+
+    def op_arange(self, op, ind):
+        self.assign(op, ind, f"tl.arange(0, {op.attrs['n']})")
+
+    def op_full(self, op, ind):
+        shape = list(op.attrs["shape"])
+        self.assign(op, ind, f"tl.full({shape}, {_lit(op.attrs['value'])}, {TL_DTYPES[op.attrs['dtype']]})")
+
+    def op_axis_mask(self, op, ind):
+        s, size = (self.name(v) for v in op.operands)
+        self.assign(op, ind, f"({s} + tl.arange(0, {op.attrs['n']})) < {size}")
+
+    def op_unary(self, op, ind):
+        x = self.name(op.operands[0])
+        fn = op.attrs["fn"]
+        expr = {
+            "exp": f"tl.exp({x})", "exp2": f"tl.math.exp2({x})", "log": f"tl.log({x})", "log2": f"tl.log2({x})",
+            "sqrt": f"tl.sqrt({x})", "rsqrt": f"tl.math.rsqrt({x})", "abs": f"tl.abs({x})",
+            "erf": f"tl.math.erf({x})", "sigmoid": f"1.0 / (1.0 + tl.exp(-{x}))",
+            "tanh": f"2.0 / (1.0 + tl.exp(-2.0 * {x})) - 1.0", "neg": f"-{x}", "not": f"{x} == 0",
+            "gelu": f"0.5 * {x} * (1.0 + tl.math.erf({x} * 0.7071067811865476))",
+            "gelu_tanh": f"0.5 * {x} * (2.0 / (1.0 + tl.exp(-1.5957691216057308 * ({x} + 0.044715 * {x} * {x} * {x})))"
+                         " - 1.0))",
+        }[fn]
+        self.assign(op, ind, expr)
+
+    def _as(self, v: ir.Value, dt) -> str:
+        """``v`` converted to the op's result dtype where it differs (the IR's promotion, made explicit)."""
+        n = self.name(v)
+        if v.type.dtype == dt or dt == _dt.bool_:
+            return n
+        d = self.defs.get(v.id)
+        if d is not None and d.name == "const" and isinstance(v.type, ir.ScalarType):
+            return n if dt.is_floating else f"tl.full([], {n}, {TL_DTYPES[dt]})"
+        return f"{n}.to({TL_DTYPES[dt]})"
+
+    def op_binary(self, op, ind):
+        o = op.attrs["op"]
+        dt = op.results[0].type.dtype
+        if o in ("lt", "le", "gt", "ge", "eq", "ne", "and", "or"):
+            a, b = (self.name(v) for v in op.operands)
+        else:
+            a, b = (self._as(v, dt) for v in op.operands)
+        if o in ("maximum", "minimum"):
+            self.assign(op, ind, f"tl.{o}({a}, {b})")
+        else:
+            self.assign(op, ind, f"{a} {_BIN[o]} {b}")
+
+    def op_where(self, op, ind):
+        dt = op.results[0].type.dtype
+        c, a, b = self.name(op.operands[0]), self._as(op.operands[1], dt), self._as(op.operands[2], dt)
+        self.assign(op, ind, f"tl.where({c}, {a}, {b})")
+
+    def op_cast(self, op, ind):
+        x = op.operands[0]
+        if isinstance(x.type, ir.ScalarType) and self.defs.get(x.id) is not None and self.defs[x.id].name == "const":
+            self.assign(op, ind, f"tl.full([], {self.name(x)}, {TL_DTYPES[op.attrs['dtype']]})")
+        else:
+            self.assign(op, ind, f"{self.name(x)}.to({TL_DTYPES[op.attrs['dtype']]})")
+
+    def op_expand(self, op, ind):
+        self.assign(op, ind, f"tl.expand_dims({self.name(op.operands[0])}, {op.attrs['axis']})")
+
+    def op_broadcast(self, op, ind):
+        self.assign(op, ind, f"tl.broadcast_to({self.name(op.operands[0])}, {list(op.attrs['shape'])})")
+
+    def op_trans(self, op, ind):
+        self.assign(op, ind, f"tl.trans({self.name(op.operands[0])})")
+
+    def op_reduce(self, op, ind):
+        # tl.reduce with the standard combine functions: compiled the same as tl.sum/tl.max on the GPU, and
+        # recognised by Triton's interpreter even when it was not enabled before triton was imported
+        comb = {"sum": "_sum_combine", "max": "_elementwise_max", "min": "_elementwise_min"}[op.attrs["kind"]]
+        self.assign(op, ind, f"tl.reduce({self.name(op.operands[0])}, {op.attrs['axis']}, tl.standard.{comb})")
+
+    def op_dot(self, op, ind):
+        a, b = op.operands[0], op.operands[1]
+        args = [self.name(a), self.name(b)]
+        if len(op.operands) == 3:
+            args.append(self.name(op.operands[2]))
+        prec = ", input_precision='ieee'" if a.type.dtype == _dt.f32 else ""
+        users = self.users.get(op.results[0].id, [])
+        if len(args) == 2 and len(users) == 1 and users[0][0].name == "update_accumulator" and users[0][1] == 1:
+            # acc * alpha + a @ b: accumulate into the rescaled accumulator on the tensor cores
+            self.deferred[op.results[0].id] = (args[0], args[1], prec)
+            return
+        self.assign(op, ind, f"tl.dot({', '.join(args)}{prec})")
+
+    def _pointers(self, op, first):
+        """Pointer and mask expressions of a load/store/atomic op (operands from index ``first`` on)."""
+        t = op.operands[0]
+        tname = self.name(t)
+        access, block = op.attrs["access"], op.attrs["block"]
+        rank = len(block)
+        n_starts = sum(1 for a in access if a[0] in ("i", "s"))
+        starts = [self.name(v) for v in op.operands[first:first + n_starts]]
+        n_masks = len(op.attrs["mask_axes"])
+        masks = [self.name(v) for v in op.operands[first + n_starts:first + n_starts + n_masks]]
+        user = self.name(op.operands[first + n_starts + n_masks]) if op.attrs["user_mask"] else None
+        wide = self.wide.get(tname, False)
+        d0 = 1 if op.attrs["batch"] else 0
+        terms, axis = [], 0
+        for d, (kind, si, n) in enumerate(access, start=d0):
+            stride = f"{tname}_stride{d}"
+            if kind == "i":
+                s = starts[si] + (".to(tl.int64)" if wide else "")
+                terms.append(f"{s} * {stride}")
+                continue
+            if kind == "s":
+                s = starts[si] + (".to(tl.int64)" if wide else "")
+                terms.append(f"({s} + tl.arange(0, {n})){_expand(axis, rank)} * {stride}")
+            else:
+                terms.append(f"tl.arange(0, {n}){_expand(axis, rank)} * {stride}")
+            axis += 1
+        ptr = f"{tname}_base + " + " + ".join(terms) if terms else f"{tname}_base"
+        mparts = [f"{m}{_expand(ax, rank)}" for m, ax in zip(masks, op.attrs["mask_axes"])]
+        if user:
+            mparts.append(user)
+        return ptr, (" & ".join(f"({m})" if " " in m else m for m in mparts) if mparts else None)
+
+    def op_load(self, op, ind):
+        ptr, mask = self._pointers(op, 1)
+        if mask:
+            self.assign(op, ind, f"tl.load({ptr}, mask={mask}, other={_lit(op.attrs['other'])})")
+        else:
+            self.assign(op, ind, f"tl.load({ptr})")
+
+    def _store_like(self, op, ind, fn):
+        ptr, mask = self._pointers(op, 2)
+        v = op.operands[1]
+        val = self.name(v)
+        tdt = op.operands[0].type.dtype
+        vshape = v.type.shape if isinstance(v.type, ir.TileType) else ()
+        if tuple(vshape) != tuple(op.attrs["block"]) and op.attrs["block"]:
+            val = f"tl.broadcast_to({val}, {list(op.attrs['block'])})"
+        if v.type.dtype != tdt:
+            val = f"({val}).to({TL_DTYPES[tdt]})" if fn == "tl.store" else val
+        self.put(ind, f"{fn}({ptr}, {val}{', mask=' + mask if mask else ''})")
+
+    def op_store(self, op, ind):
+        self._store_like(op, ind, "tl.store")
+
+    def op_atomic_add(self, op, ind):
+        self._store_like(op, ind, "tl.atomic_add")
+
+    def op_online_softmax(self, op, ind):
+        s, m, l = op.operands[:3]
+        d = self.defs.get(s.id)
+        qk = None
+        if d is not None and d.name == "binary" and d.attrs["op"] == "mul":
+            x, c = d.operands
+            if isinstance(x.type, ir.ScalarType):
+                x, c = c, x
+            if isinstance(x.type, ir.TileType) and isinstance(c.type, ir.ScalarType) and x.type.dtype == _dt.f32:
+                cd = self.defs.get(c.id)
+                if cd is not None and cd.name == "const":
+                    qk = f"{self.name(x)} * {_lit(float(cd.attrs['value']) * LOG2E)}"
+                else:
+                    qk = f"{self.name(x)} * ({self.name(c)} * {LOG2E})"
+        if qk is None:
+            qk = f"{self.name(s)} * {LOG2E}"
+        m_new, l_new, p = op.results
+        base = f"{p.hint or 'p'}_{p.id}"
+        q = f"_qk_{p.id}"
+        self.put(ind, f"{q} = {qk}")
+        if len(op.operands) == 4:
+            self.put(ind, f"{q} = tl.where({self.name(op.operands[3])}[None, :], {q}, float('-inf'))")
+        m2 = f"_m2_{p.id}"
+        self.put(ind, f"{m2} = tl.maximum({self.name(m)} * {LOG2E}, tl.reduce({q}, 1, tl.standard._elementwise_max))")
+        self.names[p.id] = base
+        self.put(ind, f"{base} = tl.math.exp2({q} - {m2}[:, None])")
+        self.put(ind, f"{self.fresh(l_new)} = {self.name(l)} * tl.math.exp2({self.name(m)} * {LOG2E} - {m2}) "
+                      f"+ tl.reduce({base}, 1, tl.standard._sum_combine)")
+        self.put(ind, f"{self.fresh(m_new)} = {m2} * {LN2}")
+
+    def op_update_accumulator(self, op, ind):
+        pv_id = op.operands[1].id
+        acc, mo, mn = (self.name(op.operands[i]) for i in (0, 2, 3))
+        scaled = f"{acc} * tl.math.exp2(({mo} - {mn}) * {LOG2E})[:, None]"
+        if pv_id in self.deferred:
+            a, b, prec = self.deferred[pv_id]
+            self.assign(op, ind, f"tl.dot({a}, {b}, {scaled}{prec})")
+        else:
+            self.assign(op, ind, f"{scaled} + {self.name(op.operands[1])}")
+
+    def op_for(self, op, ind):
+        lo, hi, step = (self.name(v) for v in op.operands[:3])
+        body = op.regions[0]
+        iv = self.fresh(body.args[0])
+        if op.attrs.get("parallel"):
+            self.put(ind, f"{iv} = {lo} + _pid{op.attrs['axis']} * {step}")
+            self.block(ir.Block(body.args, body.ops[:-1]), ind)
+            return
+        carried = body.args[1:]
+        for a, init in zip(carried, op.operands[3:]):
+            self.put(ind, f"{self.fresh(a)} = {self.name(init)}")
+        self.put(ind, f"for {iv} in tl.range({lo}, {hi}, {step}, num_stages={op.attrs['num_stages']}):")
+        inner = ind + "    "
+        n_before = len(self.lines)
+        self.block(ir.Block(body.args, body.ops[:-1]), inner)
+        ys = body.ops[-1].operands
+        if carried:
+            self.put(inner, f"{', '.join(self.name(a) for a in carried)} = {', '.join(self.name(y) for y in ys)}")
+        if len(self.lines) == n_before:
+            self.put(inner, "pass")
+        for r, a in zip(op.results, carried):
+            self.names[r.id] = self.names[a.id]
+
+
+def generate(fn: ir.Function, wide: Dict[str, bool]):
+    """Triton source for ``fn`` and the ordered launch arguments (``[["ptr", "X"], ["size", "X", 0], ...]``)."""
+    cg = Codegen(fn, wide)
+    src = cg.generate()
+    return src, cg.args
