@@ -114,16 +114,12 @@ def vjp_by_decomposition(prim, cts, ins, attrs):
 
 
 def _flatten_wrt(wrt):
-    if isinstance(wrt, Tensor):
-        return [wrt], lambda gs: gs[0]
-    if isinstance(wrt, (list, tuple)):
-        items = list(wrt)
-        kind = type(wrt)
-        return items, lambda gs: kind(gs)
-    if isinstance(wrt, dict):
-        keys = list(wrt)
-        return [wrt[k] for k in keys], lambda gs: dict(zip(keys, gs))
-    raise TesseraTypeError(f"ts.grad: wrt must be a tensor or a list/tuple/dict of tensors, got {type(wrt).__name__}")
+    from ..compiler import pytree
+
+    if not isinstance(wrt, (Tensor, list, tuple, dict)):
+        raise TesseraTypeError(f"ts.grad: wrt must be a tensor or a list/tuple/dict of tensors, got {type(wrt).__name__}")
+    leaves, tree = pytree.flatten(wrt)
+    return leaves, lambda gs: pytree.unflatten(tree, gs)
 
 
 def grad_of(loss: Tensor, wrt):
@@ -161,8 +157,8 @@ def value_and_grad(f: Callable, argnums: Union[int, Sequence[int]] = 0, has_aux:
         with recording():
             out = f(*args, **kwargs)
             value, aux = (out if has_aux else (out, None))
-            grads = [grad_of(value, args[n]) for n in nums]
-        g = grads[0] if isinstance(argnums, int) else tuple(grads)
+            grads = grad_of(value, tuple(args[n] for n in nums))
+        g = grads[0] if isinstance(argnums, int) else grads
         if tape_state.depth == 0:
             _detach((value, aux, g))
         return ((value, aux), g) if has_aux else (value, g)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -293,6 +294,10 @@ class Dropout(Primitive):
 
 
 # ------------------------------------------------------------------------ cross entropy
+# dlogits buffers whose backward ran (the CUDA backward scales them in place): id -> weak reference
+_CONSUMED: dict = {}
+
+
 def _targets_in_range(t: torch.Tensor, valid: torch.Tensor, V: int) -> None:
     if t.device.type != "cpu" and os.environ.get("TESSERA_CHECKS", "0") != "1":
         return
@@ -365,6 +370,13 @@ class CrossEntropy(Primitive):
         if outs[1] is None:
             raise TesseraAutodiffError("cross_entropy was computed without a tape, so its gradient was not kept; "
                                        "compute the loss inside @ts.function or ts.grad(f)")
+        seen = _CONSUMED.get(id(outs[1]))
+        if seen is not None and seen() is outs[1]:
+            raise TesseraAutodiffError("the gradient through this cross_entropy was already taken: its backward "
+                                       "reuses the forward's buffer, so take one ts.grad per loss (pass every "
+                                       "tensor you need in one wrt list/dict)")
+        key = id(outs[1])
+        _CONSUMED[key] = weakref.ref(outs[1], lambda _, key=key: _CONSUMED.pop(key, None))
         return bind(CROSS_ENTROPY_BWD, cts[0], outs[1], reduction=reduction), None
 
 

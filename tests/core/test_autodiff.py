@@ -128,3 +128,21 @@ def test_grad_without_tape_explains(cpu):
     with pytest.raises(ts.TesseraAutodiffError) as e:
         ts.grad(loss, ts.ones(2))
     assert "@ts.function" in str(e.value)
+
+
+def test_grad_with_nested_params(cpu):
+    params = {"layer": [ts.ones(2, 3, dtype=ts.f64), ts.ones(3, dtype=ts.f64)]}
+    g = ts.grad(lambda p, x: ((x @ p["layer"][0] + p["layer"][1]) ** 2).sum())(params, ts.ones(4, 2, dtype=ts.f64))
+    assert g["layer"][0].tolist() == [[24.0] * 3] * 2 and g["layer"][1].tolist() == [24.0] * 3
+
+
+def test_cross_entropy_backward_is_taken_once(cpu):
+    @ts.function
+    def twice(w, x, t):
+        loss = ts.nn.cross_entropy(ts.nn.linear(x, w), t)
+        ts.grad(loss, w)
+        return ts.grad(loss, w)
+
+    with pytest.raises(ts.TesseraAutodiffError) as e:
+        twice(ts.randn(3, 5), ts.randn(4, 3), ts.randint(0, 5, (4,), dtype=ts.int64))
+    assert "take one ts.grad per loss" in str(e.value)
