@@ -25,7 +25,7 @@ from .ops.api import (abs, add, arange, argmax, argmin, cat, cos, div, empty, em
                       rand, randint, randn, reshape, rsqrt, sigmoid, sin, split, sqrt, stack, sub, sum, take, tanh,
                       tensor, transpose, where, zeros, zeros_like)
 from .types.annotations import Dict
-from . import memory, nn, tile  # noqa: E402
+from . import memory, nn, optim, tile  # noqa: E402
 from .tile import Tile, kernel  # noqa: E402
 from .compiler.jit import jit  # noqa: E402
 from .interop import from_dlpack  # noqa: E402
