@@ -3,7 +3,11 @@ import os
 import pytest
 import torch
 
-import tessera as ts
+if not torch.cuda.is_available():
+    # kernels run on the CPU through Triton's interpreter; it must be chosen before triton is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import tessera as ts  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

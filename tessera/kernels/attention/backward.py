@@ -1,0 +1,231 @@
+"""Flash attention backward (FA2 schedule) in three launches, without atomics.
+
+1. ``_delta_kernel``: delta_i = sum_d dO_id * O_id (fp32), the softmax-gradient row term.
+2. ``_dkdv_kernel``: one program per (key block, batch, kv head) holds dK, dV in registers
+   and streams every query block of every query head of its group, so GQA groups are summed
+   in registers and each dK/dV row is written once.
+3. ``_dq_kernel``: one program per (query block, batch, head) streams the key blocks.
+
+Probabilities are recomputed from the saved lse; dropout regenerates the forward's mask
+from the same philox offsets. Blocks wholly visible under causality skip mask arithmetic.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .tiles import LOG2E, dropout_keep, load_tile, seq_bounds, tile_source, user_mask, visible
+
+
+@triton.jit
+def _delta_kernel(O, DO, DELTA, CU_Q, s_ob, s_oh, s_os, s_od, s_db, s_dh, s_ds, s_dd, s_lb, s_lh,
+                  H, SEQ_Q, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                  VARLEN: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+    b64 = b.to(tl.int64)
+    o_base = O + b64 * s_ob + h.to(tl.int64) * s_oh + q_start.to(tl.int64) * s_os
+    do_base = DO + b64 * s_db + h.to(tl.int64) * s_dh + q_start.to(tl.int64) * s_ds
+    o = load_tile(o_base, b, h, start_m, seqlen_q, s_os, s_od, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
+    do = load_tile(do_base, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    tl.store(DELTA + b64 * s_lb + h.to(tl.int64) * s_lh + q_start + offs_m, delta, mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _row_stats(LSE, DELTA, row_base, offs_m, seqlen_q):
+    """lse in base 2 (+inf for rows with no visible key, so their p is 0) and delta."""
+    ok = offs_m < seqlen_q
+    lse = tl.load(LSE + row_base + offs_m, mask=ok, other=0.0)
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    delta = tl.load(DELTA + row_base + offs_m, mask=ok, other=0.0)
+    return lse2, delta
+
+
+@triton.jit
+def _dkdv_step(dk, dv, k, v, q_desc, do_desc, b, h, LSE, DELTA, row_base, start_m, offs_n, seqlen_q, seqlen_k,
+               s_qs, s_qd, s_ds, s_dd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
+               HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+               EDGE: tl.constexpr, CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr,
+               USE_TMA: tl.constexpr):
+    """Add query block [start_m, start_m + BLOCK_M)'s share to dK, dV.
+
+    Tiles are [M, N] so that k and v are only ever the shared-memory operand of a product;
+    P and dS are transposed on their way into the dV and dK products."""
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = load_tile(q_desc, b, h, start_m, seqlen_q, s_qs, s_qd, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA, True)
+    do = load_tile(do_desc, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA, True)
+    lse2, delta = _row_stats(LSE, DELTA, row_base, offs_m, seqlen_q)
+    s = tl.dot(q, tl.trans(k)) * qk_scale
+    if MASK_KIND == 2:
+        s += user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND) * LOG2E
+    p = tl.math.exp2(s - lse2[:, None])
+    if EDGE:
+        p = tl.where(visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL), p, 0.0)
+    if MASK_KIND == 1:
+        p = tl.where(user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND), p, 0.0)
+    dp = tl.dot(do, tl.trans(v))
+    if DROPOUT:
+        keep = dropout_keep(seed, drop_base, offs_m, offs_n, SEQ_K, dropout_p)
+        inv_keep = 1.0 / (1.0 - dropout_p)
+        dv = tl.dot(tl.trans(tl.where(keep, p * inv_keep, 0.0).to(do.dtype)), do, dv)
+        dp = tl.where(keep, dp * inv_keep, 0.0)
+    else:
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
+    ds = p * (dp - delta[:, None])
+    dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, MASK, DK, DV, CU_Q, CU_K,
+                 s_qb, s_qh, s_qs, s_qd, s_kb, s_kh, s_ks, s_kd, s_vb, s_vh, s_vs, s_vd,
+                 s_db, s_dh, s_ds, s_dd, s_dkb, s_dkh, s_dks, s_dkd, s_dvb, s_dvh, s_dvs, s_dvd,
+                 s_lb, s_lh, s_mb, s_mh, s_mq, s_mk,
+                 H, HKV, GROUP, SEQ_Q, SEQ_K, qk_scale, sm_scale, dropout_p, seed,
+                 HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr,
+                 USE_TMA: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // HKV
+    hk = pid_bh % HKV
+    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
+    k_start, seqlen_k = seq_bounds(CU_K, b, SEQ_K, VARLEN)
+    start_n = pid_n * BLOCK_N
+    if start_n >= seqlen_k:
+        return
+    b64 = b.to(tl.int64)
+    k_base = K + b64 * s_kb + hk.to(tl.int64) * s_kh + k_start.to(tl.int64) * s_ks
+    v_base = V + b64 * s_vb + hk.to(tl.int64) * s_vh + k_start.to(tl.int64) * s_vs
+    # Rows past the end of the keys come in as zeros; their dK/dV rows are never stored.
+    k = load_tile(k_base, b, hk, start_n, seqlen_k, s_ks, s_kd, BLOCK_N, HEAD_DIM, D_PAD, 0, True)
+    v = load_tile(v_base, b, hk, start_n, seqlen_k, s_vs, s_vd, BLOCK_N, HEAD_DIM, D_PAD, 0, True)
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    dk = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
+
+    # Query blocks before m_lo see none of these keys; from m_full on they see all of them.
+    if CAUSAL:
+        diag = seqlen_k - seqlen_q
+        m_lo = tl.maximum(start_n - diag, 0) // BLOCK_M * BLOCK_M
+        m_full = (tl.maximum(start_n + BLOCK_N - 1 - diag, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+        m_full = tl.minimum(m_full, (seqlen_q + BLOCK_M - 1) // BLOCK_M * BLOCK_M)
+    else:
+        m_lo = 0
+        m_full = 0
+    for g in range(0, GROUP):
+        h = hk * GROUP + g
+        q_desc = tile_source(Q, b, h, q_start, s_qb, s_qh, s_qs, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
+        do_desc = tile_source(DO, b, h, q_start, s_db, s_dh, s_ds, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
+        row_base = b64 * s_lb + h.to(tl.int64) * s_lh + q_start
+        mask_base = MASK + b64 * s_mb + h.to(tl.int64) * s_mh
+        drop_base = (b64 * H + h) * SEQ_Q * SEQ_K
+        for start_m in range(m_lo, m_full, BLOCK_M):
+            dk, dv = _dkdv_step(dk, dv, k, v, q_desc, do_desc, b, h, LSE, DELTA, row_base, start_m, offs_n, seqlen_q,
+                                seqlen_k, s_qs, s_qd, s_ds, s_dd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base,
+                                SEQ_K, dropout_p, HEAD_DIM, D_PAD, BLOCK_M, True, CAUSAL, MASK_KIND, DROPOUT,
+                                USE_TMA)
+        for start_m in range(m_full, seqlen_q, BLOCK_M):
+            dk, dv = _dkdv_step(dk, dv, k, v, q_desc, do_desc, b, h, LSE, DELTA, row_base, start_m, offs_n, seqlen_q,
+                                seqlen_k, s_qs, s_qd, s_ds, s_dd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base,
+                                SEQ_K, dropout_p, HEAD_DIM, D_PAD, BLOCK_M, False, CAUSAL, MASK_KIND, DROPOUT,
+                                USE_TMA)
+    dk = dk * sm_scale
+    offs_d = tl.arange(0, D_PAD)
+    ok = (offs_n[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
+    rows = offs_n[:, None].to(tl.int64)
+    dk_ptrs = DK + b64 * s_dkb + hk.to(tl.int64) * s_dkh + (k_start + rows) * s_dks + offs_d[None, :] * s_dkd
+    dv_ptrs = DV + b64 * s_dvb + hk.to(tl.int64) * s_dvh + (k_start + rows) * s_dvs + offs_d[None, :] * s_dvd
+    tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=ok)
+    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _dq_step(dq, q, do, lse2, delta, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k, s_ks, s_kd, s_vs, s_vd,
+             qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
+             HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+             EDGE: tl.constexpr, CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr,
+             USE_TMA: tl.constexpr):
+    """Add key block [start_n, start_n + BLOCK_N)'s share to dQ."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k = load_tile(k_desc, b, hk, start_n, seqlen_k, s_ks, s_kd, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA, EDGE)
+    v = load_tile(v_desc, b, hk, start_n, seqlen_k, s_vs, s_vd, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA, EDGE)
+    s = tl.dot(q, tl.trans(k)) * qk_scale
+    if MASK_KIND == 2:
+        s += user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND) * LOG2E
+    p = tl.math.exp2(s - lse2[:, None])
+    if EDGE:
+        p = tl.where(visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL), p, 0.0)
+    if MASK_KIND == 1:
+        p = tl.where(user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND), p, 0.0)
+    dp = tl.dot(do, tl.trans(v))
+    if DROPOUT:
+        keep = dropout_keep(seed, drop_base, offs_m, offs_n, SEQ_K, dropout_p)
+        dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
+    ds = p * (dp - delta[:, None])
+    dq = tl.dot(ds.to(k.dtype), k, dq)
+    return dq
+
+
+@triton.jit
+def _dq_kernel(Q, K, V, DO, LSE, DELTA, MASK, DQ, CU_Q, CU_K,
+               s_qb, s_qh, s_qs, s_qd, s_kb, s_kh, s_ks, s_kd, s_vb, s_vh, s_vs, s_vd,
+               s_db, s_dh, s_ds, s_dd, s_dqb, s_dqh, s_dqs, s_dqd,
+               s_lb, s_lh, s_mb, s_mh, s_mq, s_mk,
+               H, GROUP, SEQ_Q, SEQ_K, qk_scale, sm_scale, dropout_p, seed,
+               HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr,
+               USE_TMA: tl.constexpr):
+    pid_m = tl.program_id(0)
+    if CAUSAL:
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
+    k_start, seqlen_k = seq_bounds(CU_K, b, SEQ_K, VARLEN)
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+    b64 = b.to(tl.int64)
+    q_base = Q + b64 * s_qb + h.to(tl.int64) * s_qh + q_start.to(tl.int64) * s_qs
+    do_base = DO + b64 * s_db + h.to(tl.int64) * s_dh + q_start.to(tl.int64) * s_ds
+    k_desc = tile_source(K, b, hk, k_start, s_kb, s_kh, s_ks, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
+    v_desc = tile_source(V, b, hk, k_start, s_vb, s_vh, s_vs, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
+    mask_base = MASK + b64 * s_mb + h.to(tl.int64) * s_mh
+    drop_base = (b64 * H + h) * SEQ_Q * SEQ_K
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = load_tile(q_base, b, h, start_m, seqlen_q, s_qs, s_qd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
+    do = load_tile(do_base, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
+    lse2, delta = _row_stats(LSE, DELTA, b64 * s_lb + h.to(tl.int64) * s_lh + q_start, offs_m, seqlen_q)
+    dq = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
+    if CAUSAL:
+        diag = seqlen_k - seqlen_q
+        hi = tl.minimum(seqlen_k, start_m + BLOCK_M + diag)
+        full_end = tl.maximum(start_m + diag + 1, 0) // BLOCK_N * BLOCK_N
+        full_end = tl.minimum(full_end, seqlen_k // BLOCK_N * BLOCK_N)
+    else:
+        hi = seqlen_k
+        full_end = seqlen_k // BLOCK_N * BLOCK_N
+    for start_n in range(0, full_end, BLOCK_N):
+        dq = _dq_step(dq, q, do, lse2, delta, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k, s_ks, s_kd,
+                      s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
+                      HEAD_DIM, D_PAD, BLOCK_N, False, CAUSAL, MASK_KIND, DROPOUT, USE_TMA)
+    for start_n in range(full_end, hi, BLOCK_N):
+        dq = _dq_step(dq, q, do, lse2, delta, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k, s_ks, s_kd,
+                      s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
+                      HEAD_DIM, D_PAD, BLOCK_N, True, CAUSAL, MASK_KIND, DROPOUT, USE_TMA)
+    dq = dq * sm_scale
+    offs_d = tl.arange(0, D_PAD)
+    ptrs = (DQ + b64 * s_dqb + h.to(tl.int64) * s_dqh + (q_start + offs_m[:, None]).to(tl.int64) * s_dqs
+            + offs_d[None, :] * s_dqd)
+    tl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < seqlen_q) & (offs_d[None, :] < HEAD_DIM))

@@ -1,0 +1,58 @@
+"""Block shapes per head dim for the attention kernels (H100 first; tuned with the
+``benchmarks/scripts/attention_device.py`` sweep), and smaller ones under the interpreter.
+
+Example:
+    >>> from tessera.kernels.attention.configs import fwd_config
+    >>> sorted(fwd_config(128, False, interpreted=False))
+    ['BLOCK_M', 'BLOCK_N', 'num_stages', 'num_warps']
+"""
+from __future__ import annotations
+
+import os
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def pad_head_dim(D: int) -> int:
+    """The power of two the kernels use for a head dim (96 runs as 128 with masked columns)."""
+    p = 16
+    while p < D:
+        p *= 2
+    return p
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) by padded head dim.
+FWD = {32: (128, 64, 8, 3), 64: (128, 64, 8, 3), 128: (128, 128, 8, 3), 256: (128, 64, 8, 2)}
+# dK/dV kernel: BLOCK_N keys resident, BLOCK_M queries streamed.
+BWD_DKDV = {32: (128, 64, 8, 2), 64: (128, 128, 8, 2), 128: (128, 64, 8, 2), 256: (128, 32, 8, 2)}
+# dQ kernel: BLOCK_M queries resident, BLOCK_N keys streamed.
+BWD_DQ = {32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (64, 64, 8, 2)}
+
+
+# Under the interpreter small blocks keep CPU tests fast and cross several block edges.
+INTERPRETER = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
+
+
+def _as_dict(t):
+    return {"BLOCK_M": t[0], "BLOCK_N": t[1], "num_warps": t[2], "num_stages": t[3]}
+
+
+def fwd_config(D: int, causal: bool, interpreted: bool | None = None) -> dict:
+    """Launch parameters of the forward kernel for head dim ``D``."""
+    if _interpreting(interpreted):
+        return dict(INTERPRETER)
+    return _as_dict(FWD[pad_head_dim(D)])
+
+
+def bwd_configs(D: int, causal: bool, interpreted: bool | None = None) -> tuple:
+    """(dK/dV config, dQ config) of the backward kernels for head dim ``D``."""
+    if _interpreting(interpreted):
+        return dict(INTERPRETER), dict(INTERPRETER)
+    p = pad_head_dim(D)
+    return _as_dict(BWD_DKDV[p]), _as_dict(BWD_DQ[p])
+
+
+def _interpreting(flag) -> bool:
+    return interpreted() if flag is None else bool(flag)

@@ -1,0 +1,118 @@
+"""Flash attention forward (FA2 schedule): one program per (query block, batch, head).
+
+Scores live only in registers: each program streams K/V blocks, keeps a running row max and
+row sum in base 2 (the softmax scale folded into log2(e)), and rescales its accumulator.
+Key blocks wholly visible under causality run without any mask arithmetic; only the blocks
+that straddle the diagonal or the sequence end are masked, and blocks above the diagonal are
+skipped. The same kernel serves dense ``[B, H, S, D]`` and packed variable-length inputs.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .tiles import LN2, LOG2E, dropout_keep, load_tile, seq_bounds, store_tile, tile_source, user_mask, visible
+
+
+@triton.jit
+def _attend(acc, l_i, m_i, q, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k,
+            s_ks, s_kd, s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
+            HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+            EDGE: tl.constexpr, CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr,
+            USE_TMA: tl.constexpr):
+    """Fold key block [start_n, start_n + BLOCK_N) into the running (acc, l, m).
+
+    EDGE blocks may hold keys past the end or above the diagonal and are masked."""
+    k = load_tile(k_desc, b, hk, start_n, seqlen_k, s_ks, s_kd, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA, EDGE)
+    qk = tl.dot(q, tl.trans(k))
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    if EDGE or MASK_KIND != 0:
+        s = qk * qk_scale
+        if MASK_KIND == 2:
+            s += user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND) * LOG2E
+        if EDGE:
+            s = tl.where(visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL), s, float("-inf"))
+        if MASK_KIND == 1:
+            s = tl.where(user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND),
+                         s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row that has seen no visible key keeps m = -inf; shift it by 0 so exp2 gives 0, not NaN.
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_use[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = m_new
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if DROPOUT:
+        p = tl.where(dropout_keep(seed, drop_base, offs_m, offs_n, SEQ_K, dropout_p), p, 0.0)
+    v = load_tile(v_desc, b, hk, start_n, seqlen_k, s_vs, s_vd, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA, EDGE)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, MASK, CU_Q, CU_K,
+                s_qb, s_qh, s_qs, s_qd, s_kb, s_kh, s_ks, s_kd, s_vb, s_vh, s_vs, s_vd,
+                s_ob, s_oh, s_os, s_od, s_lb, s_lh, s_mb, s_mh, s_mq, s_mk,
+                H, GROUP, SEQ_Q, SEQ_K, qk_scale, dropout_p, seed,
+                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr,
+                USE_TMA: tl.constexpr):
+    pid_m = tl.program_id(0)
+    if CAUSAL:
+        # Heaviest query blocks (most keys) first, so the tail of the grid is short.
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
+    k_start, seqlen_k = seq_bounds(CU_K, b, SEQ_K, VARLEN)
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+    b64 = b.to(tl.int64)
+    q_desc = tile_source(Q, b, h, q_start, s_qb, s_qh, s_qs, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
+    k_desc = tile_source(K, b, hk, k_start, s_kb, s_kh, s_ks, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
+    v_desc = tile_source(V, b, hk, k_start, s_vb, s_vh, s_vs, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
+    o_desc = tile_source(O, b, h, q_start, s_ob, s_oh, s_os, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
+    mask_base = MASK + b64 * s_mb + h.to(tl.int64) * s_mh
+    drop_base = (b64 * H + h) * SEQ_Q * SEQ_K
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = load_tile(q_desc, b, h, start_m, seqlen_q, s_qs, s_qd, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA, True)
+    acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+
+    # Keys [0, full_end) are visible to every row of the block; [full_end, hi) need masking.
+    if CAUSAL:
+        diag = seqlen_k - seqlen_q
+        hi = tl.minimum(seqlen_k, start_m + BLOCK_M + diag)
+        full_end = tl.maximum(start_m + diag + 1, 0) // BLOCK_N * BLOCK_N
+        full_end = tl.minimum(full_end, seqlen_k // BLOCK_N * BLOCK_N)
+    else:
+        hi = seqlen_k
+        full_end = seqlen_k // BLOCK_N * BLOCK_N
+    for start_n in range(0, full_end, BLOCK_N):
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k,
+                                s_ks, s_kd, s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K,
+                                dropout_p, HEAD_DIM, D_PAD, BLOCK_N, False, CAUSAL, MASK_KIND, DROPOUT, USE_TMA)
+    for start_n in range(full_end, hi, BLOCK_N):
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k,
+                                s_ks, s_kd, s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K,
+                                dropout_p, HEAD_DIM, D_PAD, BLOCK_N, True, CAUSAL, MASK_KIND, DROPOUT, USE_TMA)
+
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    inv = 1.0 / l_safe
+    if DROPOUT:
+        inv = inv / (1.0 - dropout_p)
+    o = acc * inv[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+    tl.store(LSE + b64 * s_lb + h.to(tl.int64) * s_lh + q_start + offs_m, lse, mask=offs_m < seqlen_q)
+    store_tile(o_desc, o.to(q.dtype), b, h, start_m, seqlen_q, s_os, s_od, BLOCK_M, HEAD_DIM, D_PAD,
+               USE_TMA)

@@ -1,0 +1,195 @@
+"""Host side of the attention kernels: strides, grids, the TMA decision and the launches.
+
+Dense and packed (varlen) inputs share these launchers: a dense ``[B, H, S, D]`` tensor is
+described by its four strides, a packed ``[total, H, D]`` one by (0, head, token, dim)
+strides plus the cumulative sequence offsets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+
+from . import backward as _bwd
+from . import forward as _fwd
+from .configs import bwd_configs, fwd_config, interpreted, pad_head_dim
+from .tiles import LOG2E_HOST as LOG2E
+
+_ALLOCATOR_SET = False
+
+
+def _ensure_allocator():
+    """Device-side tensor descriptors need scratch memory from a Triton allocator."""
+    global _ALLOCATOR_SET
+    if not _ALLOCATOR_SET:
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+        _ALLOCATOR_SET = True
+
+
+@dataclass
+class Problem:
+    """Shapes and options of one attention call, dense or packed."""
+
+    B: int
+    H: int
+    Hkv: int
+    Sq: int  # dense: the length; varlen: the longest sequence
+    Sk: int
+    D: int
+    causal: bool
+    scale: float
+    dropout_p: float = 0.0
+    seed: int = 0
+    varlen: bool = False
+    cu_q: Optional[torch.Tensor] = None
+    cu_k: Optional[torch.Tensor] = None
+
+
+def strides4(x: torch.Tensor, varlen: bool):
+    """(batch, head, token, dim) strides of a dense [B, H, S, D] or packed [T, H, D] tensor."""
+    if varlen:
+        return (0, x.stride(1), x.stride(0), x.stride(2))
+    return tuple(x.stride())
+
+
+def lse_strides(lse: torch.Tensor, varlen: bool):
+    """(batch, head) strides of lse: dense [B, H, Sq] or packed [H, total_q]; tokens are unit-stride."""
+    return (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
+
+
+def mask_args(mask, prob: Problem, like: torch.Tensor):
+    """(tensor, kind, strides): kind 0 none, 1 bool, 2 additive; broadcast dims get stride 0."""
+    if mask is None:
+        return like, 0, (0, 0, 0, 0)
+    m = mask
+    while m.dim() < 4:
+        m = m.unsqueeze(0)
+    kind = 2
+    if m.dtype == torch.bool:
+        m, kind = m.view(torch.uint8), 1
+    m = m.expand(prob.B, prob.H, prob.Sq, prob.Sk)
+    return m, kind, tuple(m.stride())
+
+
+def tma_usable(*pairs) -> bool:
+    """Tensor descriptors need sm_90+, unit-stride rows, 16-byte aligned bases and row strides."""
+    if interpreted():
+        return False
+    first = pairs[0][0]
+    if not first.is_cuda or torch.cuda.get_device_capability(first.device)[0] < 9:
+        return False
+    for t, st in pairs:
+        es = t.element_size()
+        if st[3] != 1 or st[2] <= 0 or t.data_ptr() % 16:
+            return False
+        if any((s * es) % 16 for s in st[:3]):
+            return False
+    return True
+
+
+def tma_mode(prob: Problem, use_tma, *pairs) -> int:
+    """0: pointer loads; 1: device-side descriptors; 2: host-side 4-D descriptors (dense, D a power of 2).
+
+    ``use_tma`` None chooses the fastest mode the inputs allow; True means 1 or 2, False 0."""
+    if any(t.numel() == 0 for t, _ in pairs):
+        return 0
+    if use_tma is None or use_tma is True:
+        if not tma_usable(*pairs) and use_tma is None:
+            return 0
+        host_ok = not prob.varlen and pad_head_dim(prob.D) == prob.D
+        return 2 if host_ok else 1
+    return int(use_tma)
+
+
+def host_desc(t: torch.Tensor, rows: int, mode: int, D_PAD: int):
+    """A [B, H, S, D] host descriptor with [1, 1, rows, D] blocks when mode is 2, else the tensor."""
+    if mode != 2:
+        return t
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, D_PAD])
+
+
+def _cu(prob: Problem, like):
+    if prob.varlen:
+        return prob.cu_q, prob.cu_k
+    dummy = torch.zeros(1, dtype=torch.int32, device=like.device)
+    return dummy, dummy
+
+
+def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None):
+    """Launch the forward kernel; returns (o, lse)."""
+    o = torch.empty_like(q)
+    if prob.varlen:
+        lse = torch.empty(prob.H, q.shape[0], dtype=torch.float32, device=q.device)
+    else:
+        lse = torch.empty(prob.B, prob.H, prob.Sq, dtype=torch.float32, device=q.device)
+    if o.numel() == 0 or prob.Sq == 0:
+        return o, lse.fill_(float("-inf"))
+    sq, sk, sv, so = (strides4(t, prob.varlen) for t in (q, k, v, o))
+    mode = tma_mode(prob, use_tma, (q, sq), (k, sk), (v, sv), (o, so))
+    if mode == 1 and not interpreted():
+        _ensure_allocator()
+    cfg = dict(config or fwd_config(prob.D, prob.causal))
+    m, kind, sm = mask_args(mask, prob, q)
+    if kind or prob.dropout_p > 0:  # the mask tiles' pipeline buffers must fit in shared memory too
+        cfg["num_stages"] = min(cfg["num_stages"], 2)
+    cu_q, cu_k = _cu(prob, q)
+    grid = (triton.cdiv(prob.Sq, cfg["BLOCK_M"]), prob.B * prob.H)
+    D_PAD, BM, BN = pad_head_dim(prob.D), cfg["BLOCK_M"], cfg["BLOCK_N"]
+    _fwd._fwd_kernel[grid](
+        host_desc(q, BM, mode, D_PAD), host_desc(k, BN, mode, D_PAD), host_desc(v, BN, mode, D_PAD),
+        host_desc(o, BM, mode, D_PAD), lse, m, cu_q, cu_k, *sq, *sk, *sv, *so, *lse_strides(lse, prob.varlen), *sm,
+        prob.H, prob.H // prob.Hkv, prob.Sq, prob.Sk, prob.scale * LOG2E, float(prob.dropout_p), int(prob.seed),
+        HEAD_DIM=prob.D, D_PAD=pad_head_dim(prob.D), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        CAUSAL=prob.causal, MASK_KIND=kind, DROPOUT=prob.dropout_p > 0, VARLEN=prob.varlen, USE_TMA=mode,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return o, lse
+
+
+def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma=None):
+    """Launch delta, dK/dV and dQ kernels; returns (dq, dk, dv)."""
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if q.numel() == 0 or k.numel() == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    if lse.stride(-1) != 1:
+        lse = lse.contiguous()
+    delta = torch.empty_like(lse)
+    sq, sk, sv, so, sdo, sdq, sdk, sdv = (strides4(t, prob.varlen) for t in (q, k, v, o, do, dq, dk, dv))
+    mode = tma_mode(prob, use_tma, (q, sq), (k, sk), (v, sv), (do, sdo))
+    if mode == 1 and not interpreted():
+        _ensure_allocator()
+    cfg_kv, cfg_q = (dict(c) for c in (configs or bwd_configs(prob.D, prob.causal)))
+    m, kind, sm = mask_args(mask, prob, q)
+    if kind or prob.dropout_p > 0:
+        for c in (cfg_kv, cfg_q):
+            c["num_stages"] = min(c["num_stages"], 2)
+    cu_q, cu_k = _cu(prob, q)
+    sl = lse_strides(lse, prob.varlen)
+    D_PAD = pad_head_dim(prob.D)
+    common = dict(HEAD_DIM=prob.D, D_PAD=D_PAD, CAUSAL=prob.causal, MASK_KIND=kind,
+                  DROPOUT=prob.dropout_p > 0, VARLEN=prob.varlen, USE_TMA=mode)
+    qk_scale = prob.scale * LOG2E
+    bm_delta = 64 if D_PAD <= 128 else 32
+    _bwd._delta_kernel[(triton.cdiv(prob.Sq, bm_delta), prob.B * prob.H)](
+        o, do, delta, cu_q, *so, *sdo, *sl, prob.H, prob.Sq,
+        HEAD_DIM=prob.D, D_PAD=D_PAD, BLOCK_M=bm_delta, VARLEN=prob.varlen, num_warps=4)
+    group = prob.H // prob.Hkv
+    _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
+        host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse, delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
+        prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
+        BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], num_warps=cfg_kv["num_warps"],
+        num_stages=cfg_kv["num_stages"], **common)
+    _bwd._dq_kernel[(triton.cdiv(prob.Sq, cfg_q["BLOCK_M"]), prob.B * prob.H)](
+        q, host_desc(k, cfg_q["BLOCK_N"], mode, D_PAD), host_desc(v, cfg_q["BLOCK_N"], mode, D_PAD), do, lse, delta, m, dq, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdq, *sl, *sm,
+        prob.H, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
+        BLOCK_M=cfg_q["BLOCK_M"], BLOCK_N=cfg_q["BLOCK_N"], num_warps=cfg_q["num_warps"],
+        num_stages=cfg_q["num_stages"], **common)
+    return dq, dk, dv
+
+
+def default_scale(D: int, scale) -> float:
+    return 1.0 / math.sqrt(D) if scale is None else float(scale)

@@ -1,0 +1,120 @@
+"""Triton helpers shared by the attention kernels: sequence bounds, tile loads, score masks.
+
+Every tile helper takes ``USE_TMA``: 0 loads through masked pointers (any strides; runs in the
+Triton interpreter); 1 through per-program device-side tensor descriptors over one head's
+[rows, D] matrix; 2 through host-built 4-D descriptors over [B, H, S, D] passed as kernel
+arguments. Both descriptor kinds use Hopper's bulk copy engine and zero-fill outside the
+sequence.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E_HOST = 1.4426950408889634
+LOG2E = tl.constexpr(LOG2E_HOST)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def seq_bounds(CU, b, SEQ, VARLEN: tl.constexpr):
+    """(start, length) of batch entry b: from the offsets CU when VARLEN, else (0, SEQ)."""
+    if VARLEN:
+        start = tl.load(CU + b)
+        length = tl.load(CU + b + 1) - start
+    else:
+        start = b * 0
+        length = SEQ + b * 0
+    return start, length
+
+
+@triton.jit
+def make_desc(base, rows, s_row, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+              USE_TMA: tl.constexpr):
+    """A [rows, HEAD_DIM] tensor descriptor with [BLOCK_R, D_PAD] blocks, or the base pointer itself."""
+    if USE_TMA == 1:
+        return tl.make_tensor_descriptor(base, shape=[rows, HEAD_DIM], strides=[s_row, 1],
+                                         block_shape=[BLOCK_R, D_PAD])
+    else:
+        return base
+
+
+@triton.jit
+def tile_source(T, b, h, start, s_b, s_h, s_row, rows, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr,
+                D_PAD: tl.constexpr, USE_TMA: tl.constexpr):
+    """What :func:`load_tile` reads head (b, h) from: the host descriptor T itself (USE_TMA 2), a
+    device descriptor (1), or the head's base pointer (0); ``start`` is the sequence's first row."""
+    if USE_TMA == 2:
+        return T
+    else:
+        base = T + b.to(tl.int64) * s_b + h.to(tl.int64) * s_h + start.to(tl.int64) * s_row
+        return make_desc(base, rows, s_row, BLOCK_R, HEAD_DIM, D_PAD, USE_TMA)
+
+
+@triton.jit
+def load_tile(desc, b, h, row0, rows, s_row, s_d, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr,
+              D_PAD: tl.constexpr, USE_TMA: tl.constexpr, CHECK_ROWS: tl.constexpr):
+    """Rows [row0, row0 + BLOCK_R) of head (b, h)'s [rows, HEAD_DIM] matrix, zero outside it."""
+    if USE_TMA == 2:
+        return desc.load([b, h, row0, 0]).reshape(BLOCK_R, D_PAD)
+    elif USE_TMA == 1:
+        return desc.load([row0, 0])
+    else:
+        # 64-bit row base, 32-bit offsets inside the tile (fewer registers).
+        offs_r = tl.arange(0, BLOCK_R)
+        offs_d = tl.arange(0, D_PAD)
+        ptrs = (desc + tl.cast(row0, tl.int64) * s_row) + (offs_r[:, None] * s_row + offs_d[None, :] * s_d)
+        offs_r = offs_r + row0
+        if CHECK_ROWS:
+            if HEAD_DIM == D_PAD:
+                return tl.load(ptrs, mask=offs_r[:, None] < rows, other=0.0)
+            else:
+                return tl.load(ptrs, mask=(offs_r[:, None] < rows) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        else:
+            if HEAD_DIM == D_PAD:
+                return tl.load(ptrs)
+            else:
+                return tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+
+
+@triton.jit
+def store_tile(desc, value, b, h, row0, rows, s_row, s_d, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr,
+               D_PAD: tl.constexpr, USE_TMA: tl.constexpr):
+    """Store a [BLOCK_R, D_PAD] tile at rows row0.. of head (b, h), clipped to [rows, HEAD_DIM]."""
+    if USE_TMA == 2:
+        desc.store([b, h, row0, 0], value.reshape(1, 1, BLOCK_R, D_PAD))
+    elif USE_TMA == 1:
+        desc.store([row0, 0], value)
+    else:
+        offs_r = tl.arange(0, BLOCK_R)
+        offs_d = tl.arange(0, D_PAD)
+        ptrs = (desc + tl.cast(row0, tl.int64) * s_row) + (offs_r[:, None] * s_row + offs_d[None, :] * s_d)
+        offs_r = offs_r + row0
+        tl.store(ptrs, value, mask=(offs_r[:, None] < rows) & (offs_d[None, :] < HEAD_DIM))
+
+
+@triton.jit
+def visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL: tl.constexpr):
+    """Bool [M, N] tile: key n exists and (if causal) n <= m + seqlen_k - seqlen_q."""
+    ok = offs_n[None, :] < seqlen_k
+    if CAUSAL:
+        ok = ok & (offs_n[None, :] <= offs_m[:, None] + (seqlen_k - seqlen_q))
+    return ok
+
+
+@triton.jit
+def user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND: tl.constexpr):
+    """The user's mask tile in [M, N]: for MASK_KIND 1 (bool) a keep tile, for 2 the additive values."""
+    inb = (offs_m[:, None] < seqlen_q) & (offs_n[None, :] < seqlen_k)
+    ptrs = mask_base + offs_m[:, None].to(tl.int64) * s_mq + offs_n[None, :].to(tl.int64) * s_mk
+    if MASK_KIND == 1:
+        return tl.load(ptrs, mask=inb, other=0) != 0
+    else:
+        return tl.load(ptrs, mask=inb, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def dropout_keep(seed, drop_base, offs_m, offs_n, SEQ_K, dropout_p):
+    """Keep tile [M, N]: philox uniform at ((b*H + h)*Sq + m)*Sk + n is >= dropout_p."""
+    offs = drop_base + offs_m[:, None].to(tl.int64) * SEQ_K + offs_n[None, :].to(tl.int64)
+    return tl.rand(seed, offs) >= dropout_p

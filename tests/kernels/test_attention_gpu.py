@@ -1,0 +1,105 @@
+"""Attention kernels on a CUDA GPU (bf16/fp16), forward and backward against the float64
+reference (backward through torch autograd on the reference)."""
+import pytest
+import torch
+
+from tessera.kernels.attention import (attention_reference, flash_attention_bwd, flash_attention_fwd,
+                                       flash_attention_varlen_bwd, flash_attention_varlen_fwd, supports)
+from tessera.kernels.attention.reference import varlen_reference
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+TOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}
+
+
+def rel(got, want):
+    assert not torch.isnan(got).any(), "NaN in the kernel's output"
+    want = want.double()
+    if want.norm() < 1e-9:  # e.g. softmax over a single key: the exact gradient is 0
+        return got.double().abs().max().item()
+    return ((got.double() - want).norm() / want.norm()).item()
+
+
+def run_case(B, H, Hkv, Sq, Sk, D, dtype=torch.bfloat16, causal=False, mask=None, dropout_p=0.0, layout="bhsd"):
+    g = torch.Generator(device="cuda").manual_seed(Sq * 7 + Sk * 3 + D + H)
+
+    def make(h, s):
+        if layout == "bshd":
+            return torch.randn(B, s, h, D, device="cuda", generator=g, dtype=dtype).transpose(1, 2)
+        return torch.randn(B, h, s, D, device="cuda", generator=g, dtype=dtype)
+
+    q, k, v = make(H, Sq), make(Hkv, Sk), make(Hkv, Sk)
+    assert supports(q, k, v, mask, dropout_p)
+    o, lse = flash_attention_fwd(q, k, v, mask, causal=causal, dropout_p=dropout_p, seed=77)
+    do = torch.randn(o.shape, device="cuda", generator=g, dtype=dtype)
+    dq, dk, dv = flash_attention_bwd(do, q, k, v, o, lse, mask, causal=causal, dropout_p=dropout_p, seed=77)
+    qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
+    ref_mask = None if mask is None else (mask if mask.dtype == torch.bool else mask.double())
+    ro, rl = attention_reference(qd, kd, vd, ref_mask, causal=causal, dropout_p=dropout_p, seed=77)
+    ro.backward(do.double())
+    tol = TOL[dtype]
+    assert rel(o, ro.detach()) <= tol
+    empty = torch.isinf(rl)
+    assert torch.equal(torch.isinf(lse), empty)
+    if (~empty).any():
+        assert (lse[~empty].double() - rl[~empty]).abs().max() <= 2e-2
+    assert rel(dq, qd.grad) <= tol and rel(dk, kd.grad) <= tol and rel(dv, vd.grad) <= tol
+
+
+@pytest.mark.parametrize("D", [32, 64, 96, 128, 256])
+@pytest.mark.parametrize("S", [1, 17, 1000])
+def test_head_dims_and_lengths(D, S):
+    run_case(2, 3, 3, S, S, D, causal=(S != 1))
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_long_causal_gqa(D):
+    run_case(1, 4, 2, 4097, 4097, D, causal=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fp16_unequal_lengths(causal):
+    run_case(1, 2, 1, 1000, 1537, 128, dtype=torch.float16, causal=causal)
+    run_case(1, 2, 1, 1537, 1000, 64, dtype=torch.float16, causal=causal)
+
+
+def test_transposed_bshd_views():
+    run_case(2, 4, 2, 1000, 1000, 128, causal=True, layout="bshd")
+
+
+def test_key_padding_and_fully_masked_rows():
+    B, Sk = 2, 1000
+    lengths = torch.tensor([1000, 333], device="cuda")
+    pad = (torch.arange(Sk, device="cuda")[None, :] < lengths[:, None]).view(B, 1, 1, Sk)
+    run_case(B, 2, 2, 17, Sk, 128, mask=pad)
+    rows = torch.ones(B, 1, 100, 100, dtype=torch.bool, device="cuda")
+    rows[:, :, 7] = False
+    run_case(B, 2, 1, 100, 100, 64, mask=rows, causal=True)
+
+
+def test_additive_mask_causal():
+    g = torch.Generator(device="cuda").manual_seed(3)
+    run_case(1, 2, 2, 1000, 1000, 64, causal=True, mask=torch.randn(1, 2, 1000, 1000, device="cuda", generator=g))
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_dropout(D):
+    run_case(1, 2, 1, 1000, 1000, D, causal=True, dropout_p=0.2)
+
+
+def test_varlen_gpu():
+    lq, lk = [1, 17, 1000, 4097, 300], [5, 17, 1200, 4097, 100]
+    cq = torch.tensor([0] + torch.tensor(lq).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    ck = torch.tensor([0] + torch.tensor(lk).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    H, Hkv, D = 4, 2, 128
+    q = torch.randn(sum(lq), H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(sum(lk), Hkv, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    o, lse = flash_attention_varlen_fwd(q, k, v, cq, ck, max(lq), max(lk), causal=True)
+    do = torch.randn_like(o)
+    dq, dk, dv = flash_attention_varlen_bwd(do, q, k, v, o, lse, cq, ck, max(lq), max(lk), causal=True)
+    qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
+    ro, rl = varlen_reference(qd, kd, vd, cq.cpu(), ck.cpu(), causal=True)
+    ro.backward(do.double())
+    assert rel(o, ro.detach()) <= 1e-2 and torch.equal(torch.isinf(lse), torch.isinf(rl))
+    assert rel(dq, qd.grad) <= 1e-2 and rel(dk, kd.grad) <= 1e-2 and rel(dv, vd.grad) <= 1e-2
