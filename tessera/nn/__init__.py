@@ -7,9 +7,11 @@ Example:
     >>> y.shape
     (2, 3)
 """
-from .functional import (cross_entropy, dropout, embedding, flash_attention, gelu, layer_norm, linear, log_softmax,
-                         matmul, relu, rms_norm, silu, softmax)
+from .functional import (add_layer_norm, add_rms_norm, cross_entropy, dropout, embedding, flash_attention, gelu,
+                         layer_norm, linear, linear_cross_entropy, log_softmax, matmul, relu, rms_norm, rope_frequencies,
+                         rotary_embedding, silu, softmax, swiglu)
 from .transformer import transformer_layer, transformer_stack
 
-__all__ = ["cross_entropy", "dropout", "embedding", "flash_attention", "gelu", "layer_norm", "linear", "log_softmax",
+__all__ = ["add_layer_norm", "add_rms_norm", "linear_cross_entropy", "rope_frequencies", "rotary_embedding", "swiglu",
+           "cross_entropy", "dropout", "embedding", "flash_attention", "gelu", "layer_norm", "linear", "log_softmax",
            "matmul", "relu", "rms_norm", "silu", "softmax", "transformer_layer", "transformer_stack"]

@@ -14,8 +14,8 @@ from ..core.tensor import Tensor
 from ..errors import TesseraTypeError, TesseraValueError
 from ..ops import api
 from ..ops.linalg import ACTIVATIONS, LINEAR, matmul_dtype
-from ..ops.nn_ops import (ACTIVATION, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION, LAYER_NORM, RMS_NORM, SOFTMAX,
-                          recording_now)
+from ..ops.nn_ops import (ACTIVATION, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION, LAYER_NORM, LINEAR_CROSS_ENTROPY,
+                          RMS_NORM, SOFTMAX, recording_now)
 from ..ops.rules import normalize_axis
 
 
@@ -175,3 +175,90 @@ def flash_attention(q, k, v, causal: bool = False, mask=None, scale=None, dropou
     out, _ = bind(FLASH_ATTENTION, q, k, v, mask, causal=bool(causal), scale=None if scale is None else float(scale),
                   dropout_p=float(dropout_p), seed=int(seed))
     return out
+
+
+def linear_cross_entropy(h, w, targets, bias=None, ignore_index: int = -100, reduction: str = "mean",
+                         label_smoothing: float = 0.0, chunk_size: int = 4096):
+    """``cross_entropy(linear(h, w, bias), targets)`` without ever holding the full logits: tokens are
+    processed ``chunk_size`` at a time and the gradients are computed on the way.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     h, w = ts.randn(10, 8), ts.randn(8, 50)
+        ...     t = ts.randint(0, 50, (10,), dtype=ts.int64)
+        ...     a = ts.nn.linear_cross_entropy(h, w, t, chunk_size=3)
+        ...     b = ts.nn.cross_entropy(ts.nn.linear(h, w), t)
+        >>> abs(float(a) - float(b)) < 1e-4
+        True
+    """
+    for name, t in (("h", h), ("w", w), ("targets", targets)):
+        _tensor("linear_cross_entropy", name, t)
+    _tensor("linear_cross_entropy", "bias", bias, optional=True)
+    if reduction not in ("mean", "sum", "none"):
+        raise TesseraValueError(f"ts.nn.linear_cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise TesseraValueError(f"ts.nn.linear_cross_entropy: chunk_size must be a positive int, got {chunk_size!r}")
+    return bind(LINEAR_CROSS_ENTROPY, h, w, bias, targets, ignore_index=int(ignore_index),
+                label_smoothing=float(label_smoothing), reduction=reduction, chunk=chunk_size)[0]
+
+
+def swiglu(gate, up):
+    """``silu(gate) * up``, the gated MLP activation of LLaMA-style models."""
+    _tensor("swiglu", "gate", gate)
+    _tensor("swiglu", "up", up)
+    return silu(gate) * up
+
+
+def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5):
+    """Residual add fused with the following norm: returns ``(layer_norm(x + residual), x + residual)``."""
+    s = x + residual
+    return layer_norm(s, weight, bias, eps), s
+
+
+def add_rms_norm(x, residual, weight=None, eps: float = 1e-6):
+    """Residual add fused with the following RMS norm: returns ``(rms_norm(x + residual), x + residual)``."""
+    s = x + residual
+    return rms_norm(s, weight, eps), s
+
+
+def rope_frequencies(seq_len: int, dim: int, base: float = 10000.0, *, device=None, dtype=None):
+    """Rotary-embedding tables ``(cos, sin)``, each ``[seq_len, dim // 2]``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     cos, sin = ts.nn.rope_frequencies(16, 8)
+        >>> cos.shape, float(cos[0, 0]), float(sin[0, 0])
+        ((16, 4), 1.0, 0.0)
+    """
+    import torch
+
+    from ..core.device import torch_device
+    from ..dtypes import f32
+
+    if dim % 2:
+        raise TesseraValueError(f"ts.nn.rope_frequencies: dim must be even, got {dim}")
+    dev = torch_device(device)
+    inv = base ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=dev) / dim)
+    angles = torch.arange(seq_len, dtype=torch.float64, device=dev)[:, None] * inv[None, :]
+    d = dtype or f32
+    return (Tensor._from_torch(torch.cos(angles).to(d.torch_dtype), d),
+            Tensor._from_torch(torch.sin(angles).to(d.torch_dtype), d))
+
+
+def rotary_embedding(x, cos, sin):
+    """Rotate the last dim of ``x`` (``[..., S, D]``) by the angles of ``cos``/``sin`` (``[S, D//2]``),
+    rotate-half (GPT-NeoX) layout; with fewer than ``D//2`` columns only that many pairs rotate."""
+    for name, t in (("x", x), ("cos", cos), ("sin", sin)):
+        _tensor("rotary_embedding", name, t)
+    D, R = x.shape[-1], cos.shape[-1]
+    if not (2 * R <= D):
+        raise TesseraValueError(f"ts.nn.rotary_embedding: cos has {R} columns but x's last dim is {D}; "
+                                f"at most {D // 2} pairs can rotate")
+    c, s = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2, rest = x[..., :R], x[..., R:2 * R], x[..., 2 * R:]
+    out = [x1 * c - x2 * s, x2 * c + x1 * s]
+    if not (2 * R == D):
+        out.append(rest)
+    return api.cat(out, dim=-1)

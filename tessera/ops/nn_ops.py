@@ -550,3 +550,67 @@ FLASH_ATTENTION, FLASH_ATTENTION_BWD = FlashAttention(), FlashAttentionBwd()
 def recording_now() -> bool:
     """Whether a tape is recording (forward ops then keep what their backward needs)."""
     return tape_state.depth > 0
+
+
+# ------------------------------------------------------------------------ linear cross entropy
+class LinearCrossEntropy(Primitive):
+    """Cross-entropy of ``h @ w (+ bias)`` and its gradients, chunked over tokens: the full
+    ``[N, V]`` logits never exist. Outputs (loss, dh, dw, dbias) — the gradients are by-products."""
+
+    name = "linear_cross_entropy"
+    attrs = (("ignore_index", -100), ("label_smoothing", 0.0), ("reduction", "mean"), ("chunk", 4096))
+    multiple_results = True
+    nondiff_outputs = (1, 2, 3)
+
+    def shape(self, h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk):
+        if h.ndim != 2 or w.ndim != 2 or not (h.shape[1] == w.shape[0]):
+            raise TesseraShapeError(f"linear_cross_entropy: h must be [N, D] and w [D, V] (laid out [in, out]); got "
+                                    f"h {shape_str(h.shape)} and w {shape_str(w.shape)}")
+        if len(targets.shape) != 1 or not (targets.shape[0] == h.shape[0]):
+            raise TesseraShapeError(f"linear_cross_entropy: targets must have shape ({h.shape[0]},), got "
+                                    f"{shape_str(targets.shape)}")
+        if h.dtype.storage != w.dtype.storage:
+            raise TesseraDTypeError(f"linear_cross_entropy: h is {h.dtype.name} but w is {w.dtype.name}; "
+                                    f"convert w with w.to(ts.{h.dtype.name})")
+        loss = Aval(() if reduction != "none" else (h.shape[0],), dt.f64 if h.dtype == dt.f64 else dt.f32)
+        return loss, Aval(h.shape, h.dtype), Aval(w.shape, w.dtype), (bias and Aval(bias.shape, bias.dtype))
+
+    def reference(self, h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk):
+        acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+        N, V = h.shape[0], w.shape[1]
+        t = targets.long()
+        valid = t != ignore_index
+        _targets_in_range(t, valid, V)
+        count = valid.sum().clamp(min=1).to(acc) if reduction == "mean" else None
+        wf = w.to(acc)
+        dh = torch.empty(h.shape, dtype=acc, device=h.device)
+        dw = torch.zeros(w.shape, dtype=acc, device=h.device)
+        db = torch.zeros(V, dtype=acc, device=h.device) if bias is not None else None
+        losses = torch.empty(N, dtype=acc, device=h.device)
+        ce = CROSS_ENTROPY.reference
+        for s in range(0, N, chunk):
+            hc = h[s:s + chunk].to(acc)
+            logits = hc @ wf + (bias.to(acc) if bias is not None else 0.0)
+            loss_c, g = ce(logits, t[s:s + chunk], ignore_index=ignore_index, label_smoothing=label_smoothing,
+                           z_loss=0.0, reduction="none", compute_grad=True)
+            if count is not None:
+                g = g / count
+            losses[s:s + chunk] = loss_c
+            dh[s:s + chunk] = g @ wf.T
+            dw += hc.T @ g
+            if db is not None:
+                db += g.sum(0)
+        loss = losses.sum() / count if reduction == "mean" else (losses.sum() if reduction == "sum" else losses)
+        return (loss, dh.to(h.dtype), dw.to(w.dtype), None if db is None else db.to(bias.dtype))
+
+    def vjp(self, cts, ins, outs, **attrs):
+        ct = cts[0]
+        if attrs["reduction"] == "none":
+            from ..errors import TesseraAutodiffError
+
+            raise TesseraAutodiffError("linear_cross_entropy: differentiate a reduced loss (reduction='mean' or 'sum')")
+        dh, dw, db = outs[1] * ct, outs[2] * ct, (None if outs[3] is None else outs[3] * ct)
+        return dh, dw, db, None
+
+
+LINEAR_CROSS_ENTROPY = LinearCrossEntropy()

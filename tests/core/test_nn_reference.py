@@ -85,3 +85,33 @@ def test_transformer_stack_runs_under_jit(cpu):
     eager = ts.nn.transformer_stack(x, ws, num_layers=2, num_heads=4)
     jitted = ts.jit(lambda x, ws: ts.nn.transformer_stack(x, ws, num_layers=2, num_heads=4))(x, ws)
     assert torch.allclose(eager.torch(), jitted.torch(), atol=1e-5)
+
+
+def test_linear_cross_entropy_matches_materialised(cpu):
+    h, w, b = torch.randn(11, 6, dtype=torch.float64), torch.randn(6, 23, dtype=torch.float64), torch.randn(23, dtype=torch.float64)
+    t = torch.randint(0, 23, (11,))
+    t[3] = -100
+    f = lambda h, w, b: ts.nn.linear_cross_entropy(h, w, W(t), bias=b, chunk_size=4, label_smoothing=0.05)  # noqa: E731
+    loss = f(W(h), W(w), W(b))
+    grads = ts.grad(f, argnums=(0, 1, 2))(W(h), W(w), W(b))
+    hs, ws, bs = (x.clone().requires_grad_() for x in (h, w, b))
+    ref = F.cross_entropy(hs @ ws + bs, t, label_smoothing=0.05)
+    ref_grads = torch.autograd.grad(ref, (hs, ws, bs))
+    assert abs(float(loss) - float(ref)) < 1e-10
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g.torch(), r, atol=1e-10)
+
+
+def test_rotary_swiglu_add_norm(cpu):
+    x = torch.randn(2, 3, 5, 8)
+    cos, sin = ts.nn.rope_frequencies(5, 8)
+    got = ts.nn.rotary_embedding(W(x), cos, sin).torch()
+    c, s = cos.torch(), sin.torch()
+    ref = torch.cat([x[..., :4] * c - x[..., 4:] * s, x[..., 4:] * c + x[..., :4] * s], -1)
+    assert torch.allclose(got, ref, atol=1e-6)
+    partial = ts.nn.rotary_embedding(W(x), cos[:, :2], sin[:, :2]).torch()
+    assert torch.equal(partial[..., 4:], x[..., 4:])
+    g, u = torch.randn(4, 7), torch.randn(4, 7)
+    assert torch.allclose(ts.nn.swiglu(W(g), W(u)).torch(), F.silu(g) * u, atol=1e-6)
+    y, s2 = ts.nn.add_rms_norm(W(g), W(u))
+    assert torch.allclose(s2.torch(), g + u) and y.shape == (4, 7)

@@ -90,6 +90,8 @@ SAMPLES = {
                       {"ignore_index": -100, "label_smoothing": 0.1, "z_loss": 0.01, "reduction": "mean",
                        "compute_grad": True}),
     "cross_entropy_bwd": (lambda: (T(4), T(4, 6)), {"reduction": "none"}),
+    "linear_cross_entropy": (lambda: (T(7, 5), T(5, 9), T(9), I(9, 7)),
+                             {"ignore_index": -100, "label_smoothing": 0.1, "reduction": "mean", "chunk": 3}),
     "flash_attention": (lambda: (T(1, 4, 5, 8), T(1, 2, 7, 8), T(1, 2, 7, 8), B(1, 1, 5, 7)),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": False, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
