@@ -1,0 +1,120 @@
+"""Kernel configurations: the heuristic default for a problem, and the space the tuner searches.
+
+A :class:`Config` names the kernel ("tma": persistent TMA kernel, Hopper; "ptr": pointer
+kernel with optional split-K; "cublas": torch.matmul, chosen only by measurement) and its
+block shapes, pipeline depth and warps.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import List
+
+
+@dataclass(frozen=True)
+class Config:
+    kernel: str
+    BM: int = 128
+    BN: int = 128
+    BK: int = 64
+    GROUP_M: int = 8
+    stages: int = 3
+    warps: int = 8
+    split_k: int = 1
+    subtile: bool = False
+    flatten: bool = False
+    warp_spec: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "Config":
+        cfg = Config(**d)
+        if cfg.kernel not in ("tma", "ptr", "cublas", "wo"):
+            raise ValueError(f"unknown kernel {cfg.kernel!r}")
+        return cfg
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What the choice of config depends on."""
+
+    M: int
+    N: int
+    K: int
+    batch: int
+    itemsize: int
+    tma_ok: bool
+    interpret: bool
+    num_sms: int
+    fp8: bool = False
+
+    def bucket(self) -> tuple:
+        """Shape bucket: each dim rounded to the nearest power of two (in log space)."""
+        return (_bucket(self.M), _bucket(self.N), _bucket(self.K))
+
+
+def _bucket(x: int) -> int:
+    lo = 1 << max(0, x.bit_length() - 1)
+    return lo if x <= lo * 3 // 2 else lo * 2
+
+
+def _pick_split(p: Problem, BM: int, BN: int, BK: int) -> int:
+    tiles = -(-p.M // BM) * -(-p.N // BN)
+    split = 1
+    while split < 16 and tiles * split * 2 <= 2 * p.num_sms and p.K // (split * 2) >= 4 * BK:
+        split *= 2
+    return split
+
+
+def small_m_config(p: Problem) -> Config:
+    BM = 16 if p.M <= 16 else 32 if p.M <= 32 else 64
+    BN, BK = 64, 128
+    return Config("ptr", BM, BN, BK, 8, 4, 4, _pick_split(p, BM, BN, BK) if p.batch == 1 else 1)
+
+
+def default_config(p: Problem) -> Config:
+    """The heuristic choice when tuning is off."""
+    if p.interpret:
+        if p.tma_ok and p.batch == 1 and p.M > 64:
+            return Config("tma", 32, 32, 16, 4, 1, 4)
+        return Config("ptr", 16, 32, 16, 4, 1, 4)
+    if p.M <= 64 or (p.M <= 128 and -(-p.N // 128) < p.num_sms // 2):
+        return small_m_config(p)
+    if p.tma_ok and p.batch == 1:
+        # Run 2 on H100 (benchmarks/results/matmul.md): fp8 best with sub-tiled, flattened
+        # epilogue; bf16 best or within 2% of best with the plain epilogue.
+        if p.fp8:
+            return Config("tma", 128, 256, 128, 8, 3, 8, subtile=True, flatten=True)
+        tiles = -(-p.M // 128) * -(-p.N // 256)
+        if tiles >= p.num_sms:
+            return Config("tma", 128, 256, 64, 8, 3, 8)
+        return Config("tma", 128, 128, 64, 8, 4, 8)
+    return Config("ptr", 128, 128, 64, 8, 3, 8)
+
+
+def candidates(p: Problem) -> List[Config]:
+    """The configs the tuner times for this problem (the default first)."""
+    out = [default_config(p)]
+    if p.M <= 128 and p.batch == 1:
+        BM = 16 if p.M <= 16 else 32 if p.M <= 32 else 64
+        for BN in (64, 128):
+            for BK in (128, 256):
+                s = _pick_split(p, BM, BN, BK)
+                for split in sorted({max(1, s // 2), s, min(16, s * 2)}):
+                    out.append(Config("ptr", BM, BN, BK, 8, 4 if BK == 128 else 3, 4, split))
+    if p.tma_ok and p.batch == 1 and p.M > 64:
+        if p.fp8:
+            shapes = [(128, 256, 128, 3, 8, True), (128, 256, 128, 4, 8, True), (128, 128, 128, 4, 8, False),
+                      (256, 128, 128, 3, 8, True)]
+        else:
+            shapes = [(128, 256, 64, 3, 8, False), (128, 256, 64, 3, 8, True), (128, 256, 64, 4, 8, True),
+                      (128, 128, 64, 4, 8, False), (256, 128, 64, 3, 8, True), (128, 128, 128, 3, 8, False)]
+        for BM, BN, BK, st, w, sub in shapes:
+            out.append(Config("tma", BM, BN, BK, 8, st, w, subtile=sub))
+        out.append(replace(default_config(p), flatten=True))
+        out.append(replace(default_config(p), GROUP_M=16))
+    if not p.tma_ok or p.batch > 1:
+        for BM, BN, BK, st, w in [(128, 128, 64, 3, 8), (128, 256, 64, 3, 8), (64, 128, 64, 4, 4)]:
+            out.append(Config("ptr", BM, BN, BK, 8, st, w))
+    return list(dict.fromkeys(out))

@@ -1,0 +1,115 @@
+"""``wo_matmul``: activations times a weight-only quantized (fp6 / fp4) weight, dequantised in-kernel."""
+from __future__ import annotations
+
+import torch
+import triton
+
+from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, TesseraTypeError
+from ...quant.weights import QuantizedWeight
+from .autotune import choose
+from .configs import Config
+from .kernel_wo import wo_matmul_kernel
+from .launch import interpreting, num_sms, tile_counters
+
+
+def _default(M, N, KP, bits, sms, interp) -> Config:
+    if interp:
+        return Config("wo", 16, 16, 64 if bits == 6 else 32, 1, 1, 4, 2 if KP >= 128 else 1)
+    BM = 16 if M <= 16 else 32 if M <= 32 else 64
+    BN, BK = 64, 128
+    tiles = -(-M // BM) * -(-N // BN)
+    split = 1
+    while split < 16 and tiles * split < 2 * sms and KP // (split * 2) >= 2 * BK:
+        split *= 2
+    return Config("wo", BM, BN, BK, 1, 3, 4, split)
+
+
+def _candidates(M, N, KP, bits, sms):
+    d = _default(M, N, KP, bits, sms, False)
+    out = [d]
+    if M == 1:  # one row: also the multiply-and-reduce path without tensor cores (BM=1)
+        out += [Config("wo", 1, BN, 128, 1, 3, 4, d.split_k) for BN in (32, 64)]
+    for BN in (64, 128):
+        for BK in ((128, 256) if bits == 4 else (64, 128)):
+            for split in sorted({max(1, d.split_k // 2), d.split_k, d.split_k * 2}):
+                if KP // split >= BK:
+                    out.append(Config("wo", d.BM, BN, BK, 1, 3, 4, split))
+    return list(dict.fromkeys(out))
+
+
+def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None):
+    """``x @ dequantize(qw) + bias`` with the weight read packed (fp6: 6 bits, fp4: 4 bits per value).
+
+    x [..., K] bfloat16/float16 (float32 under the interpreter); ``qw`` from ``tessera.quant.quantize``
+    of a [K, N] weight. Fastest for decode shapes (M <= 16 rows), which only stream the weight.
+
+    Example:
+        >>> import torch, tessera.quant as q
+        >>> from tessera.kernels.matmul import wo_matmul
+        >>> qw = q.quantize(torch.randn(4096, 4096), "fp4_e2m1").to("cuda")                   # doctest: +SKIP
+        >>> y = wo_matmul(torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16), qw)      # doctest: +SKIP
+    """
+    if not isinstance(qw, QuantizedWeight):
+        raise TesseraTypeError(f"wo_matmul: qw must be a tessera.quant.QuantizedWeight, got {type(qw).__name__}; "
+                               f"make one with tessera.quant.quantize(w, 'fp4_e2m1')")
+    if not isinstance(x, torch.Tensor):
+        raise TesseraTypeError(f"wo_matmul: x must be a torch.Tensor, got {type(x).__name__}")
+    K, N = qw.shape
+    if x.dim() < 1 or x.shape[-1] != K:
+        raise TesseraShapeError(f"wo_matmul: x has shape {tuple(x.shape)} but the weight expects K={K} inputs "
+                                f"(x's last dim); the weight is [K, N]=[{K}, {N}]")
+    allowed = (torch.bfloat16, torch.float16) + ((torch.float32,) if interpreting() else ())
+    if x.dtype not in allowed:
+        raise TesseraDTypeError(f"wo_matmul: x must be one of {allowed}, got {x.dtype}; cast it with x.to(torch.bfloat16)")
+    interp = interpreting()
+    if (interp and x.device.type != "cpu") or (not interp and not x.is_cuda):
+        raise TesseraDeviceError(f"wo_matmul: no Tessera kernel for tensors on {x.device}; dequantize and use torch")
+    if qw.data.device != x.device:
+        raise TesseraDeviceError(f"wo_matmul: qw is on {qw.data.device}, x on {x.device}; move it with qw.to(x.device)")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (N,)):
+        raise TesseraShapeError(f"wo_matmul: bias must be a tensor of shape [N]=[{N}]")
+    out_dtype = out_dtype or x.dtype
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, K)
+    M = x2.shape[0]
+    out = torch.empty(M, N, dtype=out_dtype, device=x.device)
+    if M == 0:
+        return out.reshape(*lead, N)
+    f = qw.fmt
+    KP = qw.k_padded
+    sms = num_sms(-1 if interp else (x.device.index if x.device.index is not None else torch.cuda.current_device()))
+    data, scales = qw.data, qw.scales
+
+    def run(cfg: Config):
+        if cfg.BK < qw.group_size:  # a K block holds whole groups
+            cfg = Config("wo", cfg.BM, cfg.BN, qw.group_size, 1, cfg.stages, cfg.warps, cfg.split_k)
+        tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
+        ws = cnt = out
+        if cfg.split_k > 1:
+            ws = torch.empty(tiles * cfg.split_k * cfg.BM * cfg.BN, dtype=torch.float32, device=x.device)
+            cnt = tile_counters(x.device, tiles)
+
+        def go():
+            wo_matmul_kernel[(tiles * cfg.split_k,)](
+                x2, data, scales, bias if bias is not None else out, out, ws, cnt,
+                M, N, K, KP, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
+                BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
+                SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, num_warps=cfg.warps, num_stages=cfg.stages)
+            return out
+        return go
+
+    if _config is not None:
+        cfg = _config
+    else:
+        default = _default(M, N, KP, f.bits, sms, interp)
+        bm = 1 if M == 1 else default.BM  # one row tunes apart: it may take the BM=1 path
+        def key():
+            return {"op": "wo_matmul",
+                    "arch": "interp" if interp else "sm%d%d" % torch.cuda.get_device_capability(x.device),
+                    "sms": sms, "fmt": f.name, "gs": qw.group_size, "x": str(x.dtype), "out": str(out_dtype),
+                    "m": bm, "n": N, "k": KP, "bias": bias is not None}
+        memo = ("wo", f.name, qw.group_size, bm, N, KP, x.dtype, out_dtype, bias is not None, str(x.device))
+        cfg = choose(key, memo, default, lambda: _candidates(M, N, KP, f.bits, sms), run,
+                     f"wo_matmul {f.name} M={M} N={N} K={K}")
+    run(cfg)()
+    return out.reshape(*lead, N)

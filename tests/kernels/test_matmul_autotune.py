@@ -1,0 +1,73 @@
+"""The GEMM autotuner: searched once, stored on disk, reused, re-tuned when corrupt; failures are slow."""
+import glob
+
+import pytest
+
+from tessera.kernels.matmul import autotune
+from tessera.kernels.matmul.configs import Config, Problem, candidates, default_config
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TESSERA_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "_CACHE", None)
+    monkeypatch.setattr(autotune, "_MEMO", {})
+    return tmp_path
+
+
+def _fake_runner(calls):
+    def make(cfg):
+        calls.append(cfg)
+        if cfg.BN == 64:
+            raise RuntimeError("out of resources")  # must count as infinitely slow, not crash
+        return lambda: None
+    return make
+
+
+def test_tunes_once_then_reads_the_disk_cache(fresh, monkeypatch, capsys):
+    cands = [Config("tma", 128, 128), Config("tma", 128, 256), Config("ptr", 16, 64)]
+    monkeypatch.setattr(autotune, "_timed", lambda fn: 1.0 if calls[-1].BN == 256 else 2.0)
+    calls = []
+    key = {"op": "test", "shape": [1, 2, 3]}
+    best = autotune.choose(key, ("m",), cands[0], lambda: cands, _fake_runner(calls), "test")
+    assert best == Config("tma", 128, 256) and len(calls) == 3
+    assert "autotuning test" in capsys.readouterr().err  # a progress line while tuning
+    rec = autotune.cached_choice(key)
+    assert any(ms is None for ms, _ in rec["timings"])  # the failed config was recorded as infinitely slow
+    monkeypatch.setattr(autotune, "_MEMO", {})  # a new process: no memo, the disk answers
+    calls.clear()
+    assert autotune.choose(key, ("m",), cands[0], lambda: cands, _fake_runner(calls), "test") == best
+    assert calls == []
+
+
+def test_corrupt_entry_is_retuned(fresh, monkeypatch):
+    cands = [Config("tma", 128, 128), Config("tma", 128, 256)]
+    calls = []
+    monkeypatch.setattr(autotune, "_timed", lambda fn: 1.0)
+    key = {"op": "test2"}
+    autotune.choose(key, ("k",), cands[0], lambda: cands, _fake_runner(calls), "test")
+    for path in glob.glob(str(fresh / "**" / "*.json"), recursive=True):
+        with open(path, "w") as f:
+            f.write("{not json")
+    monkeypatch.setattr(autotune, "_MEMO", {})
+    calls.clear()
+    autotune.choose(key, ("k",), cands[0], lambda: cands, _fake_runner(calls), "test")
+    assert len(calls) == 2
+
+
+def test_off_by_default_uses_the_heuristic(monkeypatch):
+    monkeypatch.delenv("TESSERA_AUTOTUNE", raising=False)
+    monkeypatch.setattr(autotune, "_MEMO", {})
+    d = Config("ptr", 16, 64)
+    assert autotune.choose({"op": "x"}, ("off",), d, lambda: pytest.fail("tuned"), None, "x") is d
+
+
+def test_heuristic_and_candidates():
+    big = Problem(8192, 8192, 8192, 1, 2, True, False, 132)
+    assert default_config(big) == Config("tma", 128, 256, 64, 8, 3, 8)
+    dec = Problem(1, 4096, 4096, 1, 2, True, False, 132)
+    d = default_config(dec)
+    assert d.kernel == "ptr" and d.BM == 16 and d.split_k > 1
+    assert all(c.kernel in ("tma", "ptr") for c in candidates(big)) and len(set(candidates(big))) == len(candidates(big))
+    assert big.bucket() == (8192, 8192, 8192) and Problem(12288, 100, 7, 1, 2, True, False, 132).bucket() == (8192, 128, 8)

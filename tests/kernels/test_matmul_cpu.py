@@ -1,0 +1,157 @@
+"""GEMM kernels through Triton's CPU interpreter (fp32/fp16): indexing of awkward shapes, strides,
+batch broadcasting, every epilogue, split-K, fp8 and weight-only paths, and bad-input errors."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import tessera.quant as q  # noqa: E402
+from tessera.errors import TesseraDTypeError, TesseraShapeError, TesseraValueError  # noqa: E402
+from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, supports, wo_matmul  # noqa: E402
+from tessera.kernels.matmul.configs import Config  # noqa: E402
+from tessera.kernels.matmul.launch import interpreting  # noqa: E402
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available() or not interpreting(),
+                                reason="CPU interpreter tests (TRITON_INTERPRET=1 before Triton kernels load)")
+
+TMA = Config("tma", 32, 32, 16, 4, 1, 4)
+TMA_SUB = Config("tma", 32, 32, 16, 4, 1, 4, subtile=True)
+PTR = Config("ptr", 16, 32, 16, 4, 1, 4)
+SPLIT = Config("ptr", 16, 16, 16, 4, 1, 4, split_k=3)
+
+
+def rel(out, ref):
+    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def rnd(*shape, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (17, 100, 129), (129, 17, 100), (100, 129, 17)])
+def test_awkward_shapes_default_dispatch(M, N, K):
+    a, b = rnd(M, K, seed=M), rnd(K, N, seed=N)
+    out = matmul(a, b)
+    assert out.shape == (M, N) and torch.isfinite(out).all()
+    assert rel(out, a.double() @ b.double()) < 1e-5
+
+
+@pytest.mark.parametrize("cfg", [TMA, TMA_SUB, PTR, SPLIT], ids=["tma", "tma_subtile", "ptr", "splitk"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, True)])
+def test_every_kernel_and_layout(cfg, ta, tb):
+    M, N, K = 72, 40, 52  # TMA needs 16-byte strides: 72*4, 40*4 and 52*4 bytes
+    a = rnd(K, M, seed=1).t() if ta else rnd(M, K, seed=1)
+    b = rnd(N, K, seed=2).t() if tb else rnd(K, N, seed=2)
+    assert rel(matmul(a, b, _config=cfg), a.double() @ b.double()) < 1e-5
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "silu", "relu"])
+@pytest.mark.parametrize("cfg", [TMA, SPLIT], ids=["tma", "splitk"])
+def test_epilogues(act, cfg):
+    M, N, K = 36, 44, 48
+    a, b, bias, res = rnd(M, K, seed=3), rnd(K, N, seed=4), rnd(N, seed=5), rnd(1, N, seed=6)
+    out, pre = matmul(a, b, bias=bias, activation=act, residual=res, return_preact=True, _config=cfg)
+    ref_pre = a.double() @ b.double() + bias.double()
+    f = {"gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu, "relu": torch.relu,
+         "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}[act]
+    assert rel(pre, ref_pre) < 1e-5
+    assert rel(out, f(ref_pre) + res.double()) < 1e-5
+
+
+def test_batched_broadcast_and_folded_batch():
+    a, b = rnd(3, 1, 20, 24, seed=7), rnd(2, 24, 18, seed=8)
+    assert matmul(a, b).shape == (3, 2, 20, 18)
+    assert rel(matmul(a, b), a.double() @ b.double()) < 1e-5
+    a, b, r = rnd(2, 3, 20, 24, seed=9), rnd(24, 18, seed=10), rnd(20, 18, seed=11)  # folded into M
+    assert rel(matmul(a, b, residual=r), a.double() @ b.double() + r.double()) < 1e-5
+    a = rnd(2, 20, 24, seed=12).transpose(1, 2).transpose(1, 2)[:, ::2]  # strided rows, not foldable
+    assert rel(matmul(a, b), a.double() @ b.double()) < 1e-5
+
+
+def test_more_than_three_batch_dims():
+    a, b = rnd(2, 1, 2, 2, 5, 8, seed=13), rnd(2, 1, 2, 8, 3, seed=14)
+    assert rel(matmul(a, b), a.double() @ b.double()) < 1e-5
+
+
+def test_fp16_and_fp16_accumulate():
+    a, b = rnd(33, 64, seed=15, dtype=torch.float16), rnd(64, 40, seed=16, dtype=torch.float16)
+    ref = a.double() @ b.double()
+    assert matmul(a, b).dtype == torch.float16
+    assert rel(matmul(a, b), ref) < 5e-3
+    assert rel(matmul(a, b, acc_dtype=torch.float16), ref) < 5e-3
+    assert matmul(a, b, out_dtype=torch.float32).dtype == torch.float32
+
+
+def test_bad_inputs_raise_typed_errors():
+    a, b = torch.randn(4, 5), torch.randn(6, 3)
+    with pytest.raises(TesseraShapeError, match="inner dims"):
+        matmul(a, b)
+    with pytest.raises(TesseraDTypeError, match="scaled_matmul"):
+        matmul(a.to(torch.float8_e4m3fn), torch.randn(5, 3).to(torch.float8_e4m3fn))
+    with pytest.raises(TesseraDTypeError, match="equal"):
+        matmul(a, torch.randn(5, 3, dtype=torch.float16))
+    with pytest.raises(TesseraDTypeError, match="acc_dtype"):
+        matmul(a, torch.randn(5, 3), acc_dtype=torch.float16)
+    with pytest.raises(TesseraShapeError, match="bias"):
+        matmul(a, torch.randn(5, 3), bias=torch.randn(4))
+    with pytest.raises(TesseraShapeError, match="residual"):
+        matmul(a, torch.randn(5, 3), residual=torch.randn(2, 3))
+    with pytest.raises(TesseraValueError, match="activation"):
+        matmul(a, torch.randn(5, 3), activation="tanh")
+    assert not supports(a, b) and supports(a, torch.randn(5, 3))
+
+
+def test_scaled_matmul_fp8_matches_ml_dtypes_reference():
+    import ml_dtypes
+    import numpy as np
+
+    x, w = rnd(40, 64, seed=17), rnd(24, 64, seed=18)
+    qa, sa = quantize_fp8(x, axis=1)
+    qw, sw = quantize_fp8(w, torch.float8_e5m2, axis=1)
+    # the fp8 values are x/scale rounded as ml_dtypes rounds them
+    ref_a = (x.double() / sa.double()).numpy().astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    assert np.array_equal(qa.double().numpy(), np.clip(ref_a, -448, 448))
+    ref = (torch.from_numpy(ref_a) * sa.double()) @ (qw.double() * sw.double()).t()
+    for cfg in (None, PTR):
+        out = scaled_matmul(qa, qw.t(), sa, sw.t(), out_dtype=torch.float32, _config=cfg)
+        assert rel(out, ref) < 1e-5
+    out = scaled_matmul(qa, qw.t(), sa.amax(), sw.amax(), out_dtype=torch.float32)  # per-tensor scales
+    assert rel(out, (qa.double() @ qw.double().t()) * sa.amax().double() * sw.amax().double()) < 1e-5
+
+
+def test_quantize_fp8_delayed_scaling_and_saturation():
+    x = torch.tensor([[1.0, -1000.0, 3.0]])
+    q8, s = quantize_fp8(x, amax=torch.tensor(448.0))  # delayed: amax from history, x saturates
+    assert s.item() == 1.0 and q8.float().tolist() == [[1.0, -448.0, 3.0]]
+    with pytest.raises(TesseraValueError, match="amax"):
+        quantize_fp8(x, amax=float("inf"))
+
+
+def test_scaled_matmul_bad_scales():
+    qa = torch.randn(8, 16).to(torch.float8_e4m3fn)
+    qb = torch.randn(16, 4).to(torch.float8_e4m3fn)
+    one = torch.tensor(1.0)
+    with pytest.raises(TesseraShapeError, match="scale_a"):
+        scaled_matmul(qa, qb, torch.ones(4, 1), one)
+    with pytest.raises(TesseraShapeError, match="scale_b"):
+        scaled_matmul(qa, qb, one, torch.ones(4, 1))
+    with pytest.raises(TesseraValueError, match="finite"):
+        scaled_matmul(qa, qb, torch.tensor(float("nan")), one)
+    with pytest.raises(TesseraDTypeError, match="fp8"):
+        scaled_matmul(qa.float(), qb, one, one)
+
+
+@pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])
+def test_weight_only_matmul(fmt):
+    w, bias = rnd(100, 40, seed=19), rnd(40, seed=20)
+    qw = q.quantize(w, fmt, group_size=32)
+    wd = q.dequantize(qw).double()
+    for M, cfg in ((1, None), (1, Config("wo", 1, 16, 64, 1, 1, 4, 2)), (5, Config("wo", 16, 16, 64, 1, 1, 4, 2))):
+        x = rnd(M, 100, seed=M)
+        assert rel(wo_matmul(x, qw, bias=bias, _config=cfg), x.double() @ wd + bias.double()) < 1e-5
+    with pytest.raises(TesseraShapeError, match="K=100"):
+        wo_matmul(torch.randn(2, 64), qw)

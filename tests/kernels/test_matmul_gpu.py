@@ -1,0 +1,64 @@
+"""GEMM kernels on the GPU: bf16/fp16/fp8/weight-only against float64 references on fresh inputs."""
+import pytest
+import torch
+
+import tessera.quant as q
+from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, wo_matmul
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+TOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}
+
+
+def rel(out, ref):
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def rnd(*shape, dtype=torch.bfloat16):
+    return torch.randn(*shape, device="cuda").to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,N,K", [(1, 4096, 4096), (17, 1000, 129), (1000, 777, 4096), (2048, 2056, 1024)])
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul_vs_float64(dtype, M, N, K, tb):
+    a = rnd(M, K, dtype=dtype)
+    b = rnd(N, K, dtype=dtype).t() if tb else rnd(K, N, dtype=dtype)
+    out = matmul(a, b)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert rel(out, a.double() @ b.double()) < TOL[dtype]
+
+
+def test_fused_linear_bias_gelu_residual_preact():
+    x, w, bias, res = rnd(1000, 512), rnd(1536, 512), rnd(1536), rnd(1000, 1536)
+    out, pre = matmul(x, w.t(), bias=bias, activation="gelu", residual=res, return_preact=True)
+    ref_pre = x.double() @ w.double().t() + bias.double()
+    assert rel(pre, ref_pre) < 1e-2
+    assert rel(out, torch.nn.functional.gelu(ref_pre) + res.double()) < 1e-2
+
+
+def test_batched_and_fp16_accumulate():
+    a, b = rnd(3, 1, 100, 64), rnd(2, 64, 72)
+    assert rel(matmul(a, b), a.double() @ b.double()) < 1e-2
+    a, b = rnd(512, 256, dtype=torch.float16), rnd(256, 384, dtype=torch.float16)
+    assert rel(matmul(a, b, acc_dtype=torch.float16), a.double() @ b.double()) < 5e-3
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 64, 128), (1000, 1032, 2048)])
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_scaled_matmul_fp8(M, N, K, rowwise):
+    x, w = rnd(M, K, dtype=torch.float32), rnd(N, K, dtype=torch.float32)
+    qa, sa = quantize_fp8(x, axis=1 if rowwise else None)
+    qw, sw = quantize_fp8(w, axis=1 if rowwise else None)
+    sb = sw.t() if rowwise else sw
+    out = scaled_matmul(qa, qw.t(), sa, sb)
+    ref = (qa.double() * sa.double()) @ (qw.double() * sw.double()).t()
+    assert out.dtype == torch.bfloat16 and rel(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])
+@pytest.mark.parametrize("M", [1, 5, 16])
+def test_weight_only(fmt, M):
+    w = torch.randn(4096, 1000, device="cuda")
+    qw = q.quantize(w, fmt, group_size=32)
+    x = rnd(M, 4096)
+    assert rel(wo_matmul(x, qw), x.double() @ q.dequantize(qw).double()) < 1e-2
