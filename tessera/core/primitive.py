@@ -43,6 +43,7 @@ class Lowering(NamedTuple):
     fn: Callable
     supports: Optional[Callable]
     name: str
+    warn_on_fallback: bool = True
 
 
 class Primitive:
@@ -88,9 +89,12 @@ class Primitive:
 
     # lowerings ------------------------------------------------------------------
     def register_lowering(self, device_type: str, fn: Callable, supports: Optional[Callable] = None,
-                          name: str = "") -> None:
-        """Use ``fn`` (same signature as :meth:`reference`) on ``device_type`` where ``supports`` says so."""
-        self.lowerings[device_type] = Lowering(fn, supports, name or getattr(fn, "__qualname__", "lowering"))
+                          name: str = "", warn_on_fallback: bool = True) -> None:
+        """Use ``fn`` (same signature as :meth:`reference`) on ``device_type`` where ``supports`` says so.
+
+        ``warn_on_fallback=False`` when ``supports`` routes by measured speed rather than capability."""
+        self.lowerings[device_type] = Lowering(fn, supports, name or getattr(fn, "__qualname__", "lowering"),
+                                               warn_on_fallback)
 
     def implementation(self, device_type: str, args, attrs) -> Callable:
         """The fast lowering for this device when registered and applicable, else the reference."""
@@ -99,7 +103,7 @@ class Primitive:
             return self.reference
         if low.supports is None or low.supports(*args, **attrs):
             return low.fn
-        if device_type not in self._warned:
+        if low.warn_on_fallback and device_type not in self._warned:
             self._warned.add(device_type)
             warnings.warn(f"tessera: {self.name} on {device_type} falls back to the reference implementation "
                           f"for these inputs ({low.name} does not support them); this warning is shown once.",

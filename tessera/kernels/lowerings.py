@@ -56,9 +56,10 @@ def _register_matmul(km):
         return min(a.shape[-2] if a.dim() > 1 else 1, a.shape[-1], b.shape[-1]) >= _MIN_KERNEL_DIM
 
     registry["matmul"].register_lowering(
-        "cuda", matmul, supports=lambda a, b, **_: large(a, b) and km.supports(a, b), name="gemm")
+        "cuda", matmul, supports=lambda a, b, **_: large(a, b) and km.supports(a, b), name="gemm",
+        warn_on_fallback=False)
     registry["linear"].register_lowering(
-        "cuda", linear, name="gemm+epilogue",
+        "cuda", linear, name="gemm+epilogue", warn_on_fallback=False,
         supports=lambda x, w, bias, **a: large(x.reshape(-1, x.shape[-1]), w)
         and km.supports(x, w, bias=bias, activation=a["activation"]))
 
