@@ -33,8 +33,9 @@ def main():
     B, S, D = (int(v) for v in (sys.argv[1:4] if len(sys.argv) > 3 else (4, 2048, 4096)))
     torch.manual_seed(0)
     sc = 1 / math.sqrt(D)
-    tx = torch.randn(B, S, D, device="cuda", dtype=torch.bfloat16)
-    tw = [(torch.randn(D, m * D, device="cuda") * sc).to(torch.bfloat16) for m in (3, 1, 4)]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    tx = torch.randn(B, S, D, device=dev, dtype=torch.bfloat16)
+    tw = [(torch.randn(D, m * D, device=dev) * sc).to(torch.bfloat16) for m in (3, 1, 4)]
     args = [ts.from_dlpack(t) for t in [tx] + tw]
     jitted = ts.jit(qs.transformer_layer)
     out = jitted(*args).torch()
@@ -42,10 +43,13 @@ def main():
     err = float((out.double() - ref).norm() / ref.norm())
     print(f"rel. error vs float64 torch: {err:.2e}")
     flops = 2 * B * S * D * (3 * D + D + 8 * D) + 4 * B * S * S * D / 2
-    compiled = torch.compile(torch_layer)
+    peers = [("tessera jit", lambda: jitted(*args)), ("tessera eager", lambda: qs.transformer_layer(*args)),
+             ("torch eager", lambda: torch_layer(tx, *tw))]
+    if dev == "cuda":
+        compiled = torch.compile(torch_layer)
+        peers.append(("torch.compile", lambda: compiled(tx, *tw)))
     rows = []
-    for name, fn in [("tessera jit", lambda: jitted(*args)), ("tessera eager", lambda: qs.transformer_layer(*args)),
-                     ("torch eager", lambda: torch_layer(tx, *tw)), ("torch.compile", lambda: compiled(tx, *tw))]:
+    for name, fn in peers:
         ms = try_bench(fn)
         rows.append((name, ms))
         print(f"{name}: {ms} ms, {flops / ms / 1e9 if ms else 0:.0f} TFLOP/s", flush=True)
