@@ -19,7 +19,7 @@ import torch
 from ..core.dispatch import bind
 from ..core.primitive import Aval, Primitive
 from ..core.tensor import Tensor
-from ..errors import TesseraShapeError, TesseraTypeError
+from ..errors import TesseraError, TesseraShapeError, TesseraTypeError
 from ..types.dims import Dim
 from .rules import broadcast_shapes, dims_product, normalize_axis, shape_str
 
@@ -474,10 +474,69 @@ def dims_sum(dims) -> Dim:
 
 
 # ------------------------------------------------------------------------ indexing
+class BasicIndex(Primitive):
+    """``x[index]`` with ints, slices, ``...`` and ``None`` on a concrete tensor (the eager fast path;
+    tracing lowers indexing to ``slice``/``reshape`` instead)."""
+
+    name = "basic_index"
+    attrs = (("index", ()),)
+
+    def shape(self, x, *, index):
+        out = torch.empty(tuple(int(d) for d in x.shape), device="meta")[index].shape
+        return Aval(tuple(Dim.const(d) for d in out), x.dtype)
+
+    def reference(self, x, *, index):
+        return x[index]
+
+    def vjp(self, cts, ins, outs, *, index):
+        return (bind(BASIC_INDEX_GRAD, cts[0], shape=tuple(ins[0].shape), index=index),)
+
+
+class BasicIndexGrad(Primitive):
+    name = "basic_index_grad"
+    attrs = (("shape", ()), ("index", ()))
+
+    def shape(self, ct, *, shape, index):
+        return Aval(tuple(Dim.of(d) for d in shape), ct.dtype)
+
+    def reference(self, ct, *, shape, index):
+        out = ct.new_zeros(_ints(shape))
+        out[index] = ct
+        return out
+
+    def vjp(self, cts, ins, outs, *, shape, index):
+        return (bind(BASIC_INDEX, cts[0], index=index),)
+
+
+BASIC_INDEX, BASIC_INDEX_GRAD = BasicIndex(), BasicIndexGrad()
+_BASIC = (int, builtins.slice, type(Ellipsis), type(None))
+
+
+def _is_basic(index) -> bool:
+    for i in index:
+        if isinstance(i, bool) or not isinstance(i, _BASIC):
+            return False
+        if isinstance(i, builtins.slice) and not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+                                                   for v in (i.start, i.stop, i.step)):
+            return False
+        if isinstance(i, builtins.slice) and i.step is not None and i.step <= 0:
+            return False
+    return True
+
+
 def getitem(x, index):
     """``x[index]`` for ints, slices, ``...``, ``None`` and one integer tensor."""
     if not isinstance(index, tuple):
         index = (index,)
+    if type(x) is Tensor and _is_basic(index):
+        try:
+            return bind(BASIC_INDEX, x, index=index)
+        except TesseraError:
+            pass  # the general path below reports the mistake precisely
+    return _general_index(x, index)
+
+
+def _general_index(x, index):
     n_real = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
         raise TesseraShapeError("indexing: at most one '...' is allowed")

@@ -69,6 +69,8 @@ SAMPLES = {
     "slice": (lambda: (T(7, 6),), {"starts": (1, 0), "stops": (6, 5), "steps": (2, 1)}),
     "slice_grad": (lambda: (T(3, 5),), {"shape": (7, 6), "starts": (1, 0), "stops": (6, 5), "steps": (2, 1)}),
     "take": (lambda: (T(5, 3), I(5, 2, 4)), {"axis": 0}),
+    "basic_index": (lambda: (T(4, 5, 6),), {"index": (1, slice(None, None, 2), None, Ellipsis)}),
+    "basic_index_grad": (lambda: (T(3, 1, 6),), {"shape": (4, 5, 6), "index": (1, slice(None, None, 2), None, Ellipsis)}),
     "take_grad": (lambda: (T(2, 4, 3), I(5, 2, 4)), {"axis": 0, "size": 5}),
     "concatenate": (lambda: (T(2, 3), T(4, 3)), {"axis": 0}),
     "matmul": (lambda: (T(2, 3, 4), T(4, 5)), {"accum": None}),
