@@ -9,9 +9,9 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 import tessera as ts
+from tessera.bench.seed_reference import torch_transformer_layer
 from tessera.bench.common import Row, format_table, try_bench
 
 spec = importlib.util.spec_from_file_location("quickstart", os.path.join(os.path.dirname(__file__), "..", "..",
@@ -20,13 +20,7 @@ qs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(qs)
 
 
-def torch_layer(x, w_qkv, w_out, w_mlp, H=16):
-    B, S, D = x.shape
-    q, k, v = (x @ w_qkv).split(D, dim=-1)
-    q, k, v = (t.reshape(B, S, H, D // H).transpose(1, 2) for t in (q, k, v))
-    a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, S, D)
-    x = F.layer_norm(x + a @ w_out, (D,))
-    return x + F.gelu(x @ w_mlp) @ w_mlp.T
+torch_layer = torch_transformer_layer
 
 
 def main():

@@ -17,18 +17,8 @@ from __future__ import annotations
 from typing import Dict, List
 
 from ..errors import TesseraShapeError
-from ..types.dims import Dim
+from ..types.dims import Dim, has_symbolic
 from .ir import Graph, Literal, Value
-
-
-def _has_dim(x) -> bool:
-    if isinstance(x, Dim):
-        return not x.is_constant
-    if isinstance(x, (tuple, list)):
-        return any(_has_dim(v) for v in x)
-    if isinstance(x, dict):
-        return any(_has_dim(v) for v in x.values())
-    return False
 
 
 def _resolve(x, env):
@@ -79,7 +69,7 @@ class Executable:
                 slot[id(o)] = len(slot)
                 outs.append(slot[id(o)])
             attrs = n.attr_dict()
-            dynamic = _has_dim(attrs)
+            dynamic = has_symbolic(attrs)
             self.steps.append((n.prim, tuple(ins), tuple(outs), attrs if dynamic else _plain(attrs), dynamic))
         self.n_slots = len(slot)
         self.outputs = [(True, slot[id(o)]) if isinstance(o, Value) else (False, getattr(o, "value", None))

@@ -189,7 +189,7 @@ def trace_function(fn, args, kwargs, name: str = None, checker=None) -> TraceRes
     env = ShapeEnv(hints)
     devices = {x.device for _, x in tensor_leaves}
     trace = Trace(env, next(iter(devices)) if devices else default_device())
-    tracers, inputs = [], []
+    inputs = []
     it = iter(shapes)
     new_leaves = []
     for x in leaves:

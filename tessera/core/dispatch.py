@@ -20,7 +20,7 @@ from __future__ import annotations
 import weakref
 
 from ..errors import TesseraDeviceError, TesseraDTypeError, TesseraError
-from ..types.dims import Dim
+from ..types.dims import Dim, has_symbolic
 from .primitive import Aval, Primitive
 from .tensor import Tensor
 from .userframe import user_location
@@ -72,7 +72,7 @@ def bind(prim: Primitive, *args, **attrs):
         if tr is not None:
             trace = tr
             break
-    if trace is None and active_traces and (prim.nullary or _symbolic(attrs)):
+    if trace is None and active_traces and (prim.nullary or has_symbolic(attrs)):
         trace = active_traces[-1]  # concrete inputs with symbolic sizes: record, with the inputs as constants
     if trace is not None:
         outs = trace.emit(prim, args, attrs)
@@ -81,16 +81,6 @@ def bind(prim: Primitive, *args, **attrs):
     if tape_state.depth and prim.differentiable:
         _record(prim, args, attrs, outs)
     return outs
-
-
-def _symbolic(x) -> bool:
-    if isinstance(x, Dim):
-        return not x.is_constant
-    if isinstance(x, (tuple, list)):
-        return any(_symbolic(v) for v in x)
-    if isinstance(x, dict):
-        return any(_symbolic(v) for v in x.values())
-    return False
 
 
 def _eager(prim: Primitive, args, attrs):

@@ -21,7 +21,7 @@ from ..core.dispatch import bind
 from ..core.primitive import Aval, Primitive
 from ..core.tensor import Tensor
 from ..errors import TesseraTraceError, TesseraTypeError, TesseraValueError
-from ..types.dims import Dim
+from ..types.dims import Dim, has_symbolic
 
 
 def _shape(args, fn: str):
@@ -32,10 +32,6 @@ def _shape(args, fn: str):
         if isinstance(d, int) and d < 0:
             raise TesseraValueError(f"ts.{fn}: size {d} is negative")
     return shape
-
-
-def _symbolic(shape) -> bool:
-    return any(isinstance(d, Dim) and not d.is_constant for d in shape)
 
 
 def _concrete(shape):
@@ -113,7 +109,7 @@ def full(*shape, fill_value=None, dtype=None, device=None):
     default = dt.bool_ if isinstance(fill_value, bool) else (dt.int64 if isinstance(fill_value, int) else dt.f32)
     d = _dtype(dtype, default)
     dev = torch_device(device)
-    if _symbolic(shape):
+    if has_symbolic(shape):
         return bind(FULL, shape=shape, value=fill_value, dtype=d, device=str(dev))
     return Tensor._from_torch(torch.full(_concrete(shape), fill_value, dtype=d.torch_dtype, device=dev), d)
 
@@ -131,7 +127,7 @@ def ones(*shape, dtype=None, device=None):
 def empty(*shape, dtype=None, device=None):
     """An uninitialised tensor (fast; read nothing before writing)."""
     shape = _shape(shape, "empty")
-    if _symbolic(shape):
+    if has_symbolic(shape):
         return zeros(shape, dtype=dtype, device=device)
     d = _dtype(dtype, dt.f32)
     return Tensor._from_torch(torch.empty(_concrete(shape), dtype=d.torch_dtype, device=torch_device(device)), d)
@@ -163,7 +159,7 @@ def arange(start, stop=None, step=1, *, dtype=None, device=None):
         start, stop = 0, start
     default = dt.int64 if all(isinstance(v, (int, Dim)) for v in (start, stop, step)) else dt.f32
     d = _dtype(dtype, default)
-    if _symbolic((start, stop)):
+    if has_symbolic((start, stop)):
         if not isinstance(step, int) or step <= 0:
             raise TesseraValueError("ts.arange with a symbolic size needs a positive integer step")
         return bind(ARANGE, start=start, stop=stop, step=step, dtype=d, device=str(torch_device(device)))
@@ -173,7 +169,7 @@ def arange(start, stop=None, step=1, *, dtype=None, device=None):
 
 def _random_shape(shape, fn):
     shape = _shape(shape, fn)
-    if _symbolic(shape):
+    if has_symbolic(shape):
         raise TesseraTraceError(f"ts.{fn} with symbolic sizes cannot run under ts.jit; create the random tensor "
                                 "outside and pass it in as an argument")
     return _concrete(shape)

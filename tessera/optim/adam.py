@@ -24,6 +24,7 @@ from ._engine import adam_step, check_grads
 from ._tree import flatten, same_structure, to_torch_leaf, unflatten
 from ._validate import betas as check_betas
 from ._validate import finite_nonneg, lr_arg, lr_value
+from .base import Optimizer
 from .state import make_like, masters_for, rewrap
 
 
@@ -128,7 +129,7 @@ def adamw_update(params, grads, state: AdamState, *, lr=1e-3, betas=(0.9, 0.999)
                    inplace=inplace, fused=fused)
 
 
-class Adam:
+class Adam(Optimizer):
     """Adam that updates ``params`` in place: ``opt = Adam(params, lr=1e-3); opt.step(grads)``.
 
     Example:
@@ -152,15 +153,6 @@ class Adam:
         self.weight_decay = finite_nonneg("weight_decay", self._default_wd if weight_decay is None else weight_decay)
         self.fused = fused
         self.state = adam_init(params, master_weights=master_weights, state_dtype=state_dtype)
-
-    @property
-    def step_count(self) -> int:
-        """Updates done so far."""
-        return self.state.step
-
-    def current_lr(self) -> float:
-        """The learning rate the next :meth:`step` will use."""
-        return lr_value(self.lr, self.state.step)
 
     def step(self, grads) -> None:
         """Update the parameters in place from ``grads`` (same structure as the params; None leaves are skipped)."""

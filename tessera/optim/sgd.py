@@ -18,6 +18,7 @@ from ..errors import TesseraTypeError, TesseraValueError
 from ._engine import check_grads, sgd_step
 from ._tree import flatten, same_structure, to_torch_leaf, unflatten
 from ._validate import finite_nonneg, lr_arg, lr_value
+from .base import Optimizer
 from .state import make_like, masters_for, rewrap
 
 
@@ -101,7 +102,7 @@ def sgd_update(params, grads, state: SGDState, *, lr, momentum: float = 0.0, dam
     return unflatten(spec, rewrap(p_leaves, ps)), new_state
 
 
-class SGD:
+class SGD(Optimizer):
     """SGD updating ``params`` in place: ``opt = SGD(params, lr=0.1, momentum=0.9); opt.step(grads)``.
 
     Example:
@@ -120,15 +121,6 @@ class SGD:
             momentum, dampening, nesterov, weight_decay)
         self.fused = fused
         self.state = sgd_init(params, master_weights=master_weights, state_dtype=state_dtype)
-
-    @property
-    def step_count(self) -> int:
-        """Updates done so far."""
-        return self.state.step
-
-    def current_lr(self) -> float:
-        """The learning rate the next :meth:`step` will use."""
-        return lr_value(self.lr, self.state.step)
 
     def step(self, grads) -> None:
         """Update the parameters in place from ``grads`` (same structure as the params)."""

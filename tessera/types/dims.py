@@ -442,6 +442,23 @@ _COMPARE = {
 }
 
 
+def has_symbolic(x) -> bool:
+    """Whether ``x`` (a dim, or tuples/lists/dicts of them) holds a dim that is not a constant.
+
+    Example:
+        >>> from tessera.types.dims import Dim, has_symbolic
+        >>> has_symbolic({"shape": (2, Dim.sym("S"))}), has_symbolic((2, Dim.const(3)))
+        (True, False)
+    """
+    if isinstance(x, Dim):
+        return not x.is_constant
+    if isinstance(x, (tuple, list)):
+        return any(has_symbolic(v) for v in x)
+    if isinstance(x, dict):
+        return any(has_symbolic(v) for v in x.values())
+    return False
+
+
 def active_env():
     """The ShapeEnv of the trace in progress, or None outside ``ts.jit`` tracing."""
     return _ENV_STACK[-1] if _ENV_STACK else None

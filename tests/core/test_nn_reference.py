@@ -1,5 +1,4 @@
 """ts.nn against torch.nn.functional on random inputs of awkward sizes."""
-import math
 
 import pytest
 import torch

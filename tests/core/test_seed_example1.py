@@ -5,9 +5,9 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import tessera as ts
+from tessera.bench.seed_reference import torch_transformer_layer
 
 _spec = importlib.util.spec_from_file_location(
     "quickstart", os.path.join(os.path.dirname(__file__), "..", "..", "examples", "quickstart.py"))
@@ -16,13 +16,7 @@ _spec.loader.exec_module(quickstart)
 transformer_layer = quickstart.transformer_layer
 
 
-def torch_layer(x, w_qkv, w_out, w_mlp, H=16):
-    B, S, D = x.shape
-    q, k, v = (x @ w_qkv).split(D, dim=-1)
-    q, k, v = (t.reshape(B, S, H, D // H).transpose(1, 2) for t in (q, k, v))
-    a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, S, D)
-    x = F.layer_norm(x + a @ w_out, (D,))
-    return x + F.gelu(x @ w_mlp) @ w_mlp.T
+torch_layer = torch_transformer_layer
 
 
 def _inputs(B, S, D, dtype=ts.bf16):
