@@ -74,8 +74,26 @@ class Executable:
         self.n_slots = len(slot)
         self.outputs = [(True, slot[id(o)]) if isinstance(o, Value) else (False, getattr(o, "value", None))
                         for o in graph.outputs]
+        self.releases = self._plan_releases()
         self.input_dims = input_dims
         self.symbols = sorted({s for dims in input_dims for d in dims for s in d.free_symbols()})
+
+    def _plan_releases(self):
+        """For each step, the slots read for the last time there (freed right after, so that
+        intermediates do not outlive their last use). Inputs, constants and outputs are kept."""
+        keep = set(range(self.n_inputs + len(self.constants))) | {i for is_slot, i in self.outputs if is_slot}
+        last = {}
+        for k, (_, ins, outs, _, _) in enumerate(self.steps):
+            for is_slot, i in ins:
+                if is_slot:
+                    last[i] = k
+            for o in outs:
+                last.setdefault(o, k)  # an output nobody reads is dropped at once
+        releases = [[] for _ in self.steps]
+        for i, k in last.items():
+            if i not in keep:
+                releases[k].append(i)
+        return [tuple(r) for r in releases]
 
     def bind_sizes(self, inputs) -> Dict[str, int]:
         """Sizes of the symbols from the input shapes (each bare symbol's first occurrence)."""
@@ -101,7 +119,7 @@ class Executable:
         slots = [None] * self.n_slots
         slots[:self.n_inputs] = inputs
         slots[self.n_inputs:self.n_inputs + len(self.constants)] = self.constants
-        for prim, ins, outs, attrs, dynamic in self.steps:
+        for (prim, ins, outs, attrs, dynamic), release in zip(self.steps, self.releases):
             args = [slots[i] if is_slot else i for is_slot, i in ins]
             kw = _resolve(attrs, env) if dynamic else attrs
             device_type = next((a.device.type for a in args if hasattr(a, "device")), "cpu")
@@ -112,4 +130,6 @@ class Executable:
             else:
                 for o, r in zip(outs, out):
                     slots[o] = r
+            for i in release:
+                slots[i] = None
         return [slots[i] if is_slot else i for is_slot, i in self.outputs]

@@ -86,3 +86,21 @@ def test_ir_is_printable_and_simplified(cpu):
     assert "flash_attention" in text and "layer_norm" in text and "linear" in text
     assert "B" in text and "S" in text  # symbolic sizes from the annotations
     assert "contiguous" not in text
+
+
+def test_executor_frees_intermediates_after_last_use(cpu):
+    from tessera.compiler.executor import Executable
+
+    def chain(x):
+        for _ in range(6):
+            x = ts.exp(x) * 0.5
+        return x
+
+    lowered = ts.jit(chain).lower(ts.ones(4))
+    exe = lowered.compile()
+    freed = {i for r in exe.releases for i in r}
+    produced = {o for _, _, outs, _, _ in exe.steps for o in outs}
+    final = {i for is_slot, i in exe.outputs if is_slot}
+    assert produced - final == freed  # every intermediate is released, the output is kept
+    assert ts.jit(chain)(ts.ones(4)).tolist() == chain(ts.ones(4)).tolist()
+    assert isinstance(exe, Executable)
