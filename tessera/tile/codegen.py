@@ -339,16 +339,20 @@ class Codegen:
             self.put(ind, f"{q} = tl.where({self.name(op.operands[3])}[None, :], {q}, float('-inf'))")
         m2 = f"_m2_{p.id}"
         self.put(ind, f"{m2} = tl.maximum({self.name(m)} * {LOG2E}, tl.reduce({q}, 1, tl.standard._elementwise_max))")
+        # a row with no valid score yet keeps m = -inf; subtract 0 there so that p and l stay 0, not NaN
+        m2s = f"_m2s_{p.id}"
+        self.put(ind, f"{m2s} = tl.where({m2} == float('-inf'), 0.0, {m2})")
         self.names[p.id] = base
-        self.put(ind, f"{base} = tl.math.exp2({q} - {m2}[:, None])")
-        self.put(ind, f"{self.fresh(l_new)} = {self.name(l)} * tl.math.exp2({self.name(m)} * {LOG2E} - {m2}) "
+        self.put(ind, f"{base} = tl.math.exp2({q} - {m2s}[:, None])")
+        self.put(ind, f"{self.fresh(l_new)} = {self.name(l)} * tl.math.exp2({self.name(m)} * {LOG2E} - {m2s}) "
                       f"+ tl.reduce({base}, 1, tl.standard._sum_combine)")
         self.put(ind, f"{self.fresh(m_new)} = {m2} * {LN2}")
 
     def op_update_accumulator(self, op, ind):
         pv_id = op.operands[1].id
         acc, mo, mn = (self.name(op.operands[i]) for i in (0, 2, 3))
-        scaled = f"{acc} * tl.math.exp2(({mo} - {mn}) * {LOG2E})[:, None]"
+        mn_safe = f"tl.where({mn} == float('-inf'), 0.0, {mn})"  # rows still empty: scale 0, not NaN
+        scaled = f"{acc} * tl.math.exp2(({mo} - {mn_safe}) * {LOG2E})[:, None]"
         if pv_id in self.deferred:
             a, b, prec = self.deferred[pv_id]
             self.assign(op, ind, f"tl.dot({a}, {b}, {scaled}{prec})")
