@@ -64,7 +64,7 @@ def _register_matmul(km):
         and km.supports(x, w, bias=bias, activation=a["activation"]))
 
 
-def _register_membound(norms, softmax, act, dropout, emb):
+def _register_membound(norms, softmax, act, dropout, emb, rotary):
     def stats(t, x):
         return t.reshape(x.shape[:-1])
 
@@ -94,6 +94,14 @@ def _register_membound(norms, softmax, act, dropout, emb):
     def activation_bwd(dy, x, *, kind):
         return act.silu_bwd(dy, x) if kind == "silu" else act.gelu_bwd(dy, x, "tanh" if kind == "gelu_tanh" else "none")
 
+    def add_layer_norm(x, residual, weight, bias, *, eps):
+        y, s, mean, rstd = norms.add_layer_norm_fwd(x, residual, weight, bias, eps)
+        return y, s, stats(mean, x), stats(rstd, x)
+
+    def add_rms_norm(x, residual, weight, bias, *, eps):
+        y, s, rstd = norms.add_rms_norm_fwd(x, residual, weight, eps)
+        return y, s, stats(rstd, x)
+
     plain = lambda *ts, **_: _cuda(*ts)  # noqa: E731
     registry["layer_norm"].register_lowering("cuda", layer_norm, supports=plain, name="layer_norm_fwd")
     registry["layer_norm_bwd"].register_lowering("cuda", layer_norm_bwd, supports=plain, name="layer_norm_bwd")
@@ -107,6 +115,12 @@ def _register_membound(norms, softmax, act, dropout, emb):
     registry["activation_bwd"].register_lowering("cuda", activation_bwd, supports=plain, name="activation_bwd")
     registry["dropout"].register_lowering(
         "cuda", lambda x, *, p, seed: dropout.dropout_fwd(x.contiguous(), p, seed), supports=plain, name="dropout_fwd")
+    registry["swiglu"].register_lowering("cuda", act.swiglu_fwd, supports=plain, name="swiglu_fwd")
+    registry["swiglu_bwd"].register_lowering("cuda", act.swiglu_bwd, supports=plain, name="swiglu_bwd")
+    registry["rotary"].register_lowering("cuda", lambda x, cos, sin: rotary.rotary_fwd(x, cos, sin),
+                                         supports=plain, name="rotary_fwd")
+    registry["add_layer_norm"].register_lowering("cuda", add_layer_norm, supports=plain, name="add_layer_norm_fwd")
+    registry["add_rms_norm"].register_lowering("cuda", add_rms_norm, supports=plain, name="add_rms_norm_fwd")
     registry["take_grad"].register_lowering(
         "cuda", lambda ct, idx, *, axis, size: emb.embedding_bwd(ct, idx, int(size)),
         supports=lambda ct, idx, *, axis, size: axis == 0 and _cuda(ct), name="embedding_bwd")
@@ -125,7 +139,7 @@ _FAMILIES = [
     (_register_attention, ["tessera.kernels.attention"]),
     (_register_matmul, ["tessera.kernels.matmul"]),
     (_register_membound, ["tessera.kernels.norms", "tessera.kernels.softmax", "tessera.kernels.activations",
-                          "tessera.kernels.dropout", "tessera.kernels.embedding"]),
+                          "tessera.kernels.dropout", "tessera.kernels.embedding", "tessera.kernels.rotary"]),
     (_register_cross_entropy, ["tessera.kernels.cross_entropy"]),
 ]
 

@@ -14,8 +14,8 @@ from ..core.tensor import Tensor
 from ..errors import TesseraTypeError, TesseraValueError
 from ..ops import api
 from ..ops.linalg import ACTIVATIONS, LINEAR, matmul_dtype
-from ..ops.nn_ops import (ACTIVATION, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION, LAYER_NORM, LINEAR_CROSS_ENTROPY,
-                          RMS_NORM, SOFTMAX, recording_now)
+from ..ops.nn_ops import (ACTIVATION, ADD_LAYER_NORM, ADD_RMS_NORM, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION,
+                          LAYER_NORM, LINEAR_CROSS_ENTROPY, RMS_NORM, ROTARY, SOFTMAX, SWIGLU, recording_now)
 from ..ops.rules import normalize_axis
 
 
@@ -207,19 +207,23 @@ def swiglu(gate, up):
     """``silu(gate) * up``, the gated MLP activation of LLaMA-style models."""
     _tensor("swiglu", "gate", gate)
     _tensor("swiglu", "up", up)
-    return silu(gate) * up
+    return bind(SWIGLU, gate, up)
 
 
 def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5):
     """Residual add fused with the following norm: returns ``(layer_norm(x + residual), x + residual)``."""
-    s = x + residual
-    return layer_norm(s, weight, bias, eps), s
+    for name, t in (("x", x), ("residual", residual)):
+        _tensor("add_layer_norm", name, t)
+    y, s, _, _ = bind(ADD_LAYER_NORM, x, residual, weight, bias, eps=float(eps))
+    return y, s
 
 
 def add_rms_norm(x, residual, weight=None, eps: float = 1e-6):
     """Residual add fused with the following RMS norm: returns ``(rms_norm(x + residual), x + residual)``."""
-    s = x + residual
-    return rms_norm(s, weight, eps), s
+    for name, t in (("x", x), ("residual", residual)):
+        _tensor("add_rms_norm", name, t)
+    y, s, _ = bind(ADD_RMS_NORM, x, residual, weight, None, eps=float(eps))
+    return y, s
 
 
 def rope_frequencies(seq_len: int, dim: int, base: float = 10000.0, *, device=None, dtype=None):
@@ -252,13 +256,4 @@ def rotary_embedding(x, cos, sin):
     rotate-half (GPT-NeoX) layout; with fewer than ``D//2`` columns only that many pairs rotate."""
     for name, t in (("x", x), ("cos", cos), ("sin", sin)):
         _tensor("rotary_embedding", name, t)
-    D, R = x.shape[-1], cos.shape[-1]
-    if not (2 * R <= D):
-        raise TesseraValueError(f"ts.nn.rotary_embedding: cos has {R} columns but x's last dim is {D}; "
-                                f"at most {D // 2} pairs can rotate")
-    c, s = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2, rest = x[..., :R], x[..., R:2 * R], x[..., 2 * R:]
-    out = [x1 * c - x2 * s, x2 * c + x1 * s]
-    if not (2 * R == D):
-        out.append(rest)
-    return api.cat(out, dim=-1)
+    return bind(ROTARY, x, cos.to(x.dtype), sin.to(x.dtype))

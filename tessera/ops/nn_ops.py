@@ -614,3 +614,127 @@ class LinearCrossEntropy(Primitive):
 
 
 LINEAR_CROSS_ENTROPY = LinearCrossEntropy()
+
+
+# ------------------------------------------------------------------------ swiglu, rotary, add + norm
+class Swiglu(Primitive):
+    name = "swiglu"
+
+    def shape(self, gate, up):
+        require_float("swiglu", gate, "gate")
+        if tuple(gate.shape) != tuple(up.shape) and not all(a == b for a, b in zip(gate.shape, up.shape)):
+            raise TesseraShapeError(f"swiglu: gate has shape {shape_str(gate.shape)} but up has {shape_str(up.shape)}; "
+                                    "they must match")
+        return Aval(gate.shape, gate.dtype)
+
+    def reference(self, gate, up):
+        return (F.silu(_acc(gate)) * _acc(up)).to(gate.dtype)
+
+    def vjp(self, cts, ins, outs):
+        return bind(SWIGLU_BWD, cts[0], ins[0], ins[1])
+
+
+class SwigluBwd(Decomposed):
+    name = "swiglu_bwd"
+    multiple_results = True
+
+    def shape(self, dy, gate, up):
+        return Aval(gate.shape, gate.dtype), Aval(up.shape, up.dtype)
+
+    def reference(self, dy, gate, up):
+        g, u, d = _acc(gate), _acc(up), _acc(dy)
+        s = torch.sigmoid(g)
+        return (d * u * s * (1 + g * (1 - s))).to(gate.dtype), (d * g * s).to(up.dtype)
+
+    def decompose(self, dy, gate, up):
+        from . import api as ts
+
+        s = ts.sigmoid(gate)
+        return dy * up * s * (1.0 + gate * (1.0 - s)), dy * gate * s
+
+
+class Rotary(Primitive):
+    """Rotate-half rotary embedding of the last dim of ``x [..., S, D]`` by ``cos``/``sin`` ``[S, R]``
+    (R <= D/2 pairs rotate; the rest passes through)."""
+
+    name = "rotary"
+
+    def shape(self, x, cos, sin):
+        require_float("rotary_embedding", x)
+        if cos.ndim != 2 or tuple(cos.shape) != tuple(sin.shape) and not all(a == b for a, b in zip(cos.shape, sin.shape)):
+            raise TesseraShapeError(f"rotary_embedding: cos and sin must both be [S, R]; got {shape_str(cos.shape)} "
+                                    f"and {shape_str(sin.shape)}")
+        if x.ndim < 2 or not (x.shape[-2] == cos.shape[0]) or not (2 * Dim.of(cos.shape[1]) <= Dim.of(x.shape[-1])):
+            raise TesseraShapeError(f"rotary_embedding: x has shape {shape_str(x.shape)} (…, S, D) but cos has "
+                                    f"{shape_str(cos.shape)}; cos must be [S, R] with R <= D/2")
+        return Aval(x.shape, x.dtype)
+
+    def reference(self, x, cos, sin):
+        R = cos.shape[-1]
+        xf, c, s = _acc(x), _acc(cos), _acc(sin)
+        x1, x2 = xf[..., :R], xf[..., R:2 * R]
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s, xf[..., 2 * R:]], -1).to(x.dtype)
+
+    def vjp(self, cts, ins, outs):
+        from .elementwise import unbroadcast
+
+        x, cos, sin = ins
+        ct = cts[0]
+        dx = bind(ROTARY, ct, cos, -sin)  # the inverse rotation
+        R = cos.shape[-1]
+        c1, c2 = ct[..., :R], ct[..., R:2 * R]
+        x1, x2 = x[..., :R], x[..., R:2 * R]
+        dcos = unbroadcast(c1 * x1 + c2 * x2, cos.shape).to(cos.dtype)
+        dsin = unbroadcast(c2 * x1 - c1 * x2, sin.shape).to(sin.dtype)
+        return dx, dcos, dsin
+
+
+class AddNorm(Primitive):
+    """``s = x + residual`` fused with the norm that follows: outputs (y, s, statistics...)."""
+
+    multiple_results = True
+    rms = False
+
+    def shape(self, x, residual, weight, bias, *, eps):
+        if not all(a == b for a, b in zip(x.shape, residual.shape)) or x.ndim != residual.ndim:
+            raise TesseraShapeError(f"{self.name}: x has shape {shape_str(x.shape)} but residual has "
+                                    f"{shape_str(residual.shape)}; they must match")
+        if x.dtype.storage != residual.dtype.storage:
+            raise TesseraDTypeError(f"{self.name}: x is {x.dtype.name} but residual is {residual.dtype.name}; "
+                                    f"convert with residual.to(ts.{x.dtype.name})")
+        norm = (RMS_NORM.shape(x, weight, eps=eps) if self.rms else LAYER_NORM.shape(x, weight, bias, eps=eps))
+        return (norm[0], Aval(x.shape, x.dtype)) + tuple(norm[1:])
+
+    def reference(self, x, residual, weight, bias, *, eps):
+        s = x + residual
+        norm = RMS_NORM.reference(s, weight, eps=eps) if self.rms else LAYER_NORM.reference(s, weight, bias, eps=eps)
+        return (norm[0], s) + tuple(norm[1:])
+
+    def vjp(self, cts, ins, outs, *, eps):
+        x, residual, weight, bias = ins
+        ct_y, ct_s = cts[0], cts[1]
+        if self.rms:
+            dsum, dw = bind(RMS_NORM_BWD, ct_y, outs[1], weight, outs[2])
+            db = None
+        else:
+            dsum, dw, db = bind(LAYER_NORM_BWD, ct_y, outs[1], weight, bias, outs[2], outs[3])
+        if ct_s is not None:
+            dsum = dsum + ct_s
+        return dsum, dsum, dw, db
+
+
+class AddLayerNorm(AddNorm):
+    name = "add_layer_norm"
+    attrs = (("eps", 1e-5),)
+    nondiff_outputs = (2, 3)
+
+
+class AddRmsNorm(AddNorm):
+    name = "add_rms_norm"
+    attrs = (("eps", 1e-6),)
+    nondiff_outputs = (2,)
+    rms = True
+
+
+SWIGLU, SWIGLU_BWD, ROTARY = Swiglu(), SwigluBwd(), Rotary()
+ADD_LAYER_NORM, ADD_RMS_NORM = AddLayerNorm(), AddRmsNorm()
