@@ -24,6 +24,7 @@ from .ops.api import (abs, add, arange, argmax, argmin, cat, cos, div, empty, em
                       log, manual_seed, matmul, max, maximum, mean, min, minimum, mul, ones, ones_like, permute, pow,
                       rand, randint, randn, reshape, rsqrt, sigmoid, sin, split, sqrt, stack, sub, sum, take, tanh,
                       tensor, transpose, where, zeros, zeros_like)
+from .ops.fp8_ops import quantize_fp8
 from .types.annotations import Dict
 from . import memory, nn, optim, tile  # noqa: E402
 from .tile import Tile, kernel  # noqa: E402

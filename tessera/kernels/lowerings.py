@@ -43,11 +43,15 @@ def _register_attention(ka):
 
 
 def _register_matmul(km):
+    def acc_dtype(accum):
+        return torch.float16 if accum is not None and accum.name == "f16" else torch.float32
+
     def matmul(a, b, *, accum):
-        return km.matmul(a, b, acc_dtype=torch.float16 if accum is not None and accum.name == "f16" else torch.float32)
+        return km.matmul(a, b, acc_dtype=acc_dtype(accum))
 
     def linear(x, w, bias, *, activation, accum):
-        out = km.matmul(x, w, bias=bias, activation=activation, return_preact=activation is not None)
+        out = km.matmul(x, w, bias=bias, activation=activation, return_preact=activation is not None,
+                        acc_dtype=acc_dtype(accum))
         return out if activation is not None else (out, None)
 
     # Measured on an H100: Tessera's GEMM is at 0.97-1.06x cuBLAS on large shapes and faster with a fused
@@ -58,6 +62,15 @@ def _register_matmul(km):
     registry["matmul"].register_lowering(
         "cuda", matmul, supports=lambda a, b, **_: large(a, b) and km.supports(a, b), name="gemm",
         warn_on_fallback=False)
+    def scaled_linear(x, w, x_scale, w_scale, bias, *, out_dtype):
+        rows = x.shape[:-1]
+        sx = x_scale.reshape(-1, 1) if x_scale.dim() else x_scale
+        out = km.scaled_matmul(x.reshape(-1, x.shape[-1]), w, sx, w_scale, out_dtype=out_dtype.torch_dtype, bias=bias)
+        return out.reshape(*rows, w.shape[1])
+
+    registry["scaled_linear"].register_lowering(
+        "cuda", scaled_linear, name="fp8 gemm",
+        supports=lambda x, w, *rest, **a: x.is_cuda and min(x.numel() // x.shape[-1], *w.shape) >= 16)
     registry["linear"].register_lowering(
         "cuda", linear, name="gemm+epilogue", warn_on_fallback=False,
         supports=lambda x, w, bias, **a: large(x.reshape(-1, x.shape[-1]), w)

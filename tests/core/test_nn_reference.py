@@ -114,3 +114,33 @@ def test_rotary_swiglu_add_norm(cpu):
     assert torch.allclose(ts.nn.swiglu(W(g), W(u)).torch(), F.silu(g) * u, atol=1e-6)
     y, s2 = ts.nn.add_rms_norm(W(g), W(u))
     assert torch.allclose(s2.torch(), g + u) and y.shape == (4, 7)
+
+
+def test_fp8_quantize_and_linear_against_ml_dtypes(cpu):
+    import ml_dtypes
+    import numpy as np
+
+    x = torch.randn(6, 32, dtype=torch.float64)
+    w = torch.randn(32, 10, dtype=torch.float64)
+    qx, sx = ts.quantize_fp8(W(x.float()), axis=-1)
+    qw, sw = ts.quantize_fp8(W(w.float()), axis=0)
+    assert qx.dtype == ts.fp8_e4m3 and sx.shape == (6, 1) and sw.shape == (1, 10)
+    # the reference: round x/scale to e4m3 with ml_dtypes, then dequantise in float64
+    sxr = x.abs().amax(-1, keepdim=True).float() / 448.0
+    xr = (x.float() / sxr).numpy().astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * sxr.double().numpy()
+    assert np.allclose(qx.to(ts.f32).numpy().astype(np.float64) * sx.numpy(), xr)
+    y = ts.nn.fp8_linear(W(x.float()), qw, w_scale=sw, out_dtype=ts.f32)
+    ref = torch.from_numpy(xr) @ (qw.to(ts.f32).torch().double() * sw.torch().double())
+    assert torch.allclose(y.torch().double(), ref, rtol=1e-5, atol=1e-5)
+    exact = x @ w
+    assert float((y.torch().double() - exact).norm() / exact.norm()) < 0.1  # fp8 is coarse, not wrong
+
+
+def test_fp8_bad_scales(cpu):
+    qw, sw = ts.quantize_fp8(ts.randn(8, 4), axis=0)
+    with pytest.raises(ts.TesseraShapeError):
+        ts.nn.fp8_linear(ts.randn(2, 8), qw, w_scale=ts.ones(4))
+    with pytest.raises(ts.TesseraValueError):
+        ts.nn.fp8_linear(ts.randn(2, 8), qw, w_scale=sw * float("inf"))
+    with pytest.raises(ts.TesseraDTypeError):
+        ts.nn.fp8_linear(ts.randn(2, 8), ts.randn(8, 4), w_scale=sw)

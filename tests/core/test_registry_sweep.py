@@ -92,6 +92,8 @@ SAMPLES = {
                       {"ignore_index": -100, "label_smoothing": 0.1, "z_loss": 0.01, "reduction": "mean",
                        "compute_grad": True}),
     "cross_entropy_bwd": (lambda: (T(4), T(4, 6)), {"reduction": "none"}),
+    "quantize_fp8": (lambda: (T(3, 7), None), {"dtype": ts.fp8_e4m3, "axis": -1}),
+    "scaled_linear": (lambda: _fp8_args(), {"out_dtype": ts.bf16}),
     "swiglu": (lambda: (T(3, 7), T(3, 7)), {}),
     "swiglu_bwd": (lambda: (T(3, 7), T(3, 7), T(3, 7)), {}),
     "rotary": (lambda: (T(2, 5, 10), T(5, 3), T(5, 3)), {}),
@@ -103,6 +105,12 @@ SAMPLES = {
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": False, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
 }
+
+
+def _fp8_args():
+    x, sx = ts.quantize_fp8(T(2, 5, 16), axis=-1)
+    w, sw = ts.quantize_fp8(T(16, 9), axis=0)
+    return x, w, sx, sw, T(9, dtype=torch.float32)
 
 
 def _attn_bwd_args():
@@ -198,6 +206,9 @@ GPU_SAMPLES = {  # larger, awkward sizes where a kernel has a lowering; (factory
     "swiglu": (lambda: (G(7, 1000), G(7, 1000)), {}),
     "swiglu_bwd": (lambda: (G(7, 1000), G(7, 1000), G(7, 1000)), {}),
     "rotary": (lambda: (G(2, 3, 37, 64), G(37, 32, dtype=torch.float32), G(37, 32, dtype=torch.float32)), {}),
+    "scaled_linear": (lambda: (G(3, 177, 256).to(ts.fp8_e4m3), G(256, 320).to(ts.fp8_e4m3),
+                               ts.from_dlpack(torch.rand(3, 177, 1, device="cuda") + 0.5),
+                               ts.from_dlpack(torch.rand(1, 320, device="cuda") + 0.5), None), {"out_dtype": ts.bf16}),
     "add_layer_norm": (lambda: (G(37, 1000), G(37, 1000), G(1000), G(1000)), {"eps": 1e-5}),
     "add_rms_norm": (lambda: (G(37, 1000), G(37, 1000), G(1000), None), {"eps": 1e-6}),
     "flash_attention": (lambda: (G(2, 4, 97, 64), G(2, 2, 130, 64), G(2, 2, 130, 64), None),

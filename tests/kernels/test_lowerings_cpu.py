@@ -38,8 +38,14 @@ SAMPLES = {
     "flash_attention": (lambda: (R(1, 2, 17, 32), R(1, 1, 20, 32), R(1, 1, 20, 32), None),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "matmul": (lambda: (R(2, 17, 33), R(33, 19)), {"accum": None}),
+    "scaled_linear": (lambda: _fp8_args(), {"out_dtype": __import__("tessera").f32}),
     "linear": (lambda: (R(3, 17, 33), R(33, 19), R(19)), {"activation": "gelu", "accum": None}),
 }
+
+
+def _fp8_args():
+    x, w = R(3, 17, 32).to(torch.float8_e4m3fn), R(32, 24).to(torch.float8_e4m3fn)
+    return x, w, torch.rand(3, 17, 1) + 0.5, torch.rand(1, 24) + 0.5, R(24)
 
 
 def _ln_bwd_args():

@@ -1,0 +1,134 @@
+"""fp8 primitives: quantisation with scales, and the scaled (fp8 × fp8) linear.
+
+A scale is the dequantisation multiplier: ``x ≈ x_fp8 * scale``. Current scaling derives it
+from the tensor's own amax; delayed scaling passes an ``amax`` carried from earlier steps.
+
+Example:
+    >>> import tessera as ts
+    >>> with ts.device("cpu"):
+    ...     q, s = ts.quantize_fp8(ts.tensor([[1.0, -2.0], [4.0, 0.5]]), axis=-1)
+    >>> q.dtype, s.shape
+    (fp8_e4m3, (2, 1))
+"""
+from __future__ import annotations
+
+
+import torch
+
+from .. import dtypes as dt
+from ..core.dispatch import aval_of, bind
+from ..core.primitive import Aval, Primitive
+from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
+from ..types.dims import Dim
+from .rules import shape_str
+
+_FP8 = ("fp8_e4m3", "fp8_e5m2")
+
+
+class QuantizeFp8(Primitive):
+    name = "quantize_fp8"
+    attrs = (("dtype", dt.fp8_e4m3), ("axis", None))
+    multiple_results = True
+    differentiable = False
+
+    def shape(self, x, amax, *, dtype, axis):
+        if not x.dtype.is_floating or x.dtype.name in _FP8:
+            raise TesseraDTypeError(f"quantize_fp8: x must be a float tensor wider than fp8, got {x.dtype.name}")
+        if dtype.name not in _FP8:
+            raise TesseraDTypeError(f"quantize_fp8: dtype must be ts.fp8_e4m3 or ts.fp8_e5m2, got {dtype.name}")
+        scale_shape = () if axis is None else tuple(Dim.const(1) if i == axis % x.ndim else d
+                                                     for i, d in enumerate(x.shape))
+        return Aval(x.shape, dtype), Aval(scale_shape, dt.f32)
+
+    def reference(self, x, amax, *, dtype, axis):
+        fmax = torch.finfo(dtype.torch_dtype).max
+        xf = x.float()
+        if amax is None:
+            amax = xf.abs().amax() if axis is None else xf.abs().amax(dim=axis, keepdim=True)
+        amax = amax.float()
+        if not bool(torch.isfinite(amax).all()):
+            raise TesseraValueError("quantize_fp8: amax is not finite (the input holds inf/NaN); fix the input "
+                                    "or pass a finite amax")
+        scale = torch.where(amax > 0, amax / fmax, torch.ones_like(amax))
+        q = (xf / scale).clamp(-fmax, fmax).to(dtype.torch_dtype)
+        return q, scale
+
+
+class ScaledLinear(Primitive):
+    """``(x_fp8 * x_scale) @ (w_fp8 * w_scale) + bias`` with fp32 accumulation."""
+
+    name = "scaled_linear"
+    attrs = (("out_dtype", dt.bf16),)
+    differentiable = False
+
+    def shape(self, x, w, x_scale, w_scale, bias, *, out_dtype):
+        for name, t in (("x", x), ("w", w)):
+            if t.dtype.name not in _FP8:
+                raise TesseraDTypeError(f"fp8_linear: {name} must be fp8, got {t.dtype.name}; quantize it with "
+                                        "ts.quantize_fp8")
+        if w.ndim != 2 or not (x.shape[-1] == w.shape[0]):
+            raise TesseraShapeError(f"fp8_linear: x has shape {shape_str(x.shape)} and w {shape_str(w.shape)}; w is "
+                                    "[in, out] and x's last dim must equal w's first")
+        rows = tuple(x.shape[:-1])
+        if x_scale.ndim not in (0, x.ndim) or (x_scale.ndim and not (x_scale.shape[-1] == 1)):
+            raise TesseraShapeError(f"fp8_linear: x_scale has shape {shape_str(x_scale.shape)}; use a scalar (per "
+                                    f"tensor) or shape {shape_str(rows + (Dim.const(1),))} (per row)")
+        if w_scale.ndim not in (0, 2) or (w_scale.ndim and not (w_scale.shape[0] == 1 and w_scale.shape[1] == w.shape[1])):
+            raise TesseraShapeError(f"fp8_linear: w_scale has shape {shape_str(w_scale.shape)}; use a scalar (per "
+                                    f"tensor) or shape (1, {w.shape[1]}) (per output column)")
+        return Aval(rows + (w.shape[1],), out_dtype)
+
+    def reference(self, x, w, x_scale, w_scale, bias, *, out_dtype):
+        for name, s in (("x_scale", x_scale), ("w_scale", w_scale)):
+            if not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
+                raise TesseraValueError(f"fp8_linear: {name} must be finite and positive")
+        y = (x.float() * x_scale.float()) @ (w.float() * w_scale.float())
+        if bias is not None:
+            y = y + bias.float()
+        return y.to(out_dtype.torch_dtype)
+
+
+QUANTIZE_FP8, SCALED_LINEAR = QuantizeFp8(), ScaledLinear()
+
+
+def quantize_fp8(x, dtype=dt.fp8_e4m3, axis=None, amax=None):
+    """``(x_fp8, scale)`` with ``x ≈ x_fp8 * scale``: per tensor (``axis=None``) or along ``axis``
+    (``axis=-1``: one scale per row); ``amax`` for delayed scaling.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     q, s = ts.quantize_fp8(ts.tensor([3.0, -448.0]))
+        >>> q.to(ts.f32).tolist(), float(s)
+        ([3.0, -448.0], 1.0)
+    """
+    dtype = dt.as_dtype(dtype)
+    if axis is not None and not isinstance(axis, int):
+        raise TesseraValueError(f"quantize_fp8: axis must be an int or None, got {axis!r}")
+    return bind(QUANTIZE_FP8, x, amax, dtype=dtype, axis=axis)
+
+
+def fp8_linear(x, w, bias=None, *, w_scale, x_scale=None, out_dtype=dt.bf16):
+    """A linear layer on fp8 tensor cores: ``w`` is fp8 ``[in, out]`` with its ``w_scale`` (scalar or
+    per output column ``(1, out)``); ``x`` is fp8 with ``x_scale`` (delayed scaling), or a wider float
+    that is quantised here, one scale per row (current scaling).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     w, sw = ts.quantize_fp8(ts.randn(16, 8), axis=0)
+        ...     y = ts.nn.fp8_linear(ts.randn(4, 16), w, w_scale=sw)
+        >>> y.shape, y.dtype
+        ((4, 8), bf16)
+    """
+    if x.dtype.name not in _FP8:
+        if x_scale is not None:
+            raise TesseraValueError("fp8_linear: x_scale is for an fp8 x; a wider x is quantised here")
+        x, x_scale = quantize_fp8(x, axis=-1)
+    elif x_scale is None:
+        raise TesseraValueError("fp8_linear: x is fp8, so pass its x_scale (the dequantisation multiplier)")
+    args, out_dtype = (x, w, x_scale, w_scale, bias), dt.as_dtype(out_dtype)
+    SCALED_LINEAR.shape(*(aval_of(a) for a in args), out_dtype=out_dtype)  # torch would broadcast a wrong scale
+    return bind(SCALED_LINEAR, *args, out_dtype=out_dtype)
+
+
