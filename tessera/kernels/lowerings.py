@@ -68,6 +68,14 @@ def _register_matmul(km):
         out = km.scaled_matmul(x.reshape(-1, x.shape[-1]), w, sx, w_scale, out_dtype=out_dtype.torch_dtype, bias=bias)
         return out.reshape(*rows, w.shape[1])
 
+    def weight_only_linear(x, data, scales, bias, *, fmt, group_size, k, n):
+        from ..quant import QuantizedWeight, get_format
+
+        return km.wo_matmul(x, QuantizedWeight(data, scales, get_format(fmt), group_size, (k, n)), bias=bias)
+
+    registry["weight_only_linear"].register_lowering(
+        "cuda", weight_only_linear, name="weight-only gemm",
+        supports=lambda x, *rest, **a: x.is_cuda and x.dtype in (torch.bfloat16, torch.float16))
     registry["scaled_linear"].register_lowering(
         "cuda", scaled_linear, name="fp8 gemm",
         supports=lambda x, w, *rest, **a: x.is_cuda and min(x.numel() // x.shape[-1], *w.shape) >= 16)

@@ -11,8 +11,8 @@ from .functional import (add_layer_norm, add_rms_norm, cross_entropy, dropout, e
                          layer_norm, linear, linear_cross_entropy, log_softmax, matmul, relu, rms_norm, rope_frequencies,
                          rotary_embedding, silu, softmax, swiglu)
 from .transformer import transformer_layer, transformer_stack
-from ..ops.fp8_ops import fp8_linear
+from ..ops.fp8_ops import fp8_linear, quantized_linear
 
-__all__ = ["fp8_linear", "add_layer_norm", "add_rms_norm", "linear_cross_entropy", "rope_frequencies", "rotary_embedding", "swiglu",
+__all__ = ["fp8_linear", "quantized_linear", "add_layer_norm", "add_rms_norm", "linear_cross_entropy", "rope_frequencies", "rotary_embedding", "swiglu",
            "cross_entropy", "dropout", "embedding", "flash_attention", "gelu", "layer_norm", "linear", "log_softmax",
            "matmul", "relu", "rms_norm", "silu", "softmax", "transformer_layer", "transformer_stack"]

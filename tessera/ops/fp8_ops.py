@@ -1,4 +1,5 @@
-"""fp8 primitives: quantisation with scales, and the scaled (fp8 × fp8) linear.
+"""Low-precision primitives: fp8 quantisation with scales, the scaled (fp8 × fp8) linear, and the
+weight-only quantized (fp6/fp4 weight) linear.
 
 A scale is the dequantisation multiplier: ``x ≈ x_fp8 * scale``. Current scaling derives it
 from the tensor's own amax; delayed scaling passes an ``amax`` carried from earlier steps.
@@ -18,7 +19,7 @@ import torch
 from .. import dtypes as dt
 from ..core.dispatch import aval_of, bind
 from ..core.primitive import Aval, Primitive
-from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
+from ..errors import TesseraDTypeError, TesseraShapeError, TesseraTypeError, TesseraValueError
 from ..types.dims import Dim
 from .rules import shape_str
 
@@ -132,3 +133,63 @@ def fp8_linear(x, w, bias=None, *, w_scale, x_scale=None, out_dtype=dt.bf16):
     return bind(SCALED_LINEAR, *args, out_dtype=out_dtype)
 
 
+
+
+# ------------------------------------------------------------------------ weight-only quantized linear
+class WeightOnlyLinear(Primitive):
+    """``x @ dequantize(w) + bias`` for an fp6/fp4 weight stored packed with per-group scales
+    (:mod:`tessera.quant`); on GPU the weight is dequantised inside the GEMM."""
+
+    name = "weight_only_linear"
+    attrs = (("fmt", "fp4_e2m1"), ("group_size", 32), ("k", 0), ("n", 0))
+    differentiable = False
+
+    def shape(self, x, data, scales, bias, *, fmt, group_size, k, n):
+        if not x.dtype.is_floating or x.dtype.name in ("fp8_e4m3", "fp8_e5m2"):
+            raise TesseraDTypeError(f"quantized_linear: x must be bf16/f16/f32, got {x.dtype.name}")
+        if not (x.shape[-1] == k):
+            raise TesseraShapeError(f"quantized_linear: x has shape {shape_str(x.shape)} but the weight is [{k}, {n}]; "
+                                    f"x's last dim must be {k}")
+        if bias is not None and (bias.ndim != 1 or not (bias.shape[0] == n)):
+            raise TesseraShapeError(f"quantized_linear: bias has shape {shape_str(bias.shape)}; it must be ({n},)")
+        return Aval(tuple(x.shape[:-1]) + (Dim.const(n),), x.dtype)
+
+    def reference(self, x, data, scales, bias, *, fmt, group_size, k, n):
+        from ..quant import QuantizedWeight, dequantize, get_format
+
+        w = dequantize(QuantizedWeight(data, scales, get_format(fmt), group_size, (k, n)), dtype=torch.float32)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        y = x.to(acc) @ w.to(acc)
+        if bias is not None:
+            y = y + bias.to(acc)
+        return y.to(x.dtype)
+
+
+WEIGHT_ONLY_LINEAR = WeightOnlyLinear()
+
+
+def quantized_linear(x, qw, bias=None):
+    """``x @ w + bias`` where ``w`` is a :class:`tessera.quant.QuantizedWeight` (fp6/fp4 codes with
+    per-group scales, from :func:`tessera.quant.quantize`).
+
+    Example:
+        >>> import tessera as ts
+        >>> from tessera.quant import quantize
+        >>> with ts.device("cpu"):
+        ...     w = ts.randn(64, 16)
+        ...     qw = quantize(w.torch(), "fp4_e2m1", group_size=32)
+        ...     y = ts.nn.quantized_linear(ts.randn(3, 64), qw)
+        >>> y.shape
+        (3, 16)
+    """
+    from ..core.tensor import Tensor
+    from ..quant import QuantizedWeight
+
+    if not isinstance(qw, QuantizedWeight):
+        raise TesseraTypeError(f"quantized_linear: qw must be a tessera.quant.QuantizedWeight (made by "
+                               f"tessera.quant.quantize), got {type(qw).__name__}")
+    data, scales = Tensor._from_torch(qw.data), Tensor._from_torch(qw.scales)
+    attrs = dict(fmt=qw.fmt.name, group_size=qw.group_size, k=int(qw.shape[0]), n=int(qw.shape[1]))
+    args = (x, data, scales, bias)
+    WEIGHT_ONLY_LINEAR.shape(*(aval_of(a) for a in args), **attrs)
+    return bind(WEIGHT_ONLY_LINEAR, *args, **attrs)

@@ -144,3 +144,19 @@ def test_fp8_bad_scales(cpu):
         ts.nn.fp8_linear(ts.randn(2, 8), qw, w_scale=sw * float("inf"))
     with pytest.raises(ts.TesseraDTypeError):
         ts.nn.fp8_linear(ts.randn(2, 8), ts.randn(8, 4), w_scale=sw)
+
+
+def test_quantized_linear_matches_dequantised_weight(cpu):
+    from tessera.quant import dequantize, quantize
+
+    for fmt in ("fp4_e2m1", "fp6_e2m3", "fp6_e3m2"):
+        w = torch.randn(72, 12)
+        qw = quantize(w, fmt, group_size=32)
+        x = torch.randn(2, 5, 72)
+        got = ts.nn.quantized_linear(W(x), qw).torch()
+        ref = x.double() @ dequantize(qw, dtype=torch.float64)
+        assert torch.allclose(got.double(), ref, atol=1e-4), fmt
+    with pytest.raises(ts.TesseraShapeError):
+        ts.nn.quantized_linear(ts.randn(3, 71), qw)
+    with pytest.raises(ts.TesseraTypeError):
+        ts.nn.quantized_linear(ts.randn(3, 72), w)

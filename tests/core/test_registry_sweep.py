@@ -94,6 +94,7 @@ SAMPLES = {
     "cross_entropy_bwd": (lambda: (T(4), T(4, 6)), {"reduction": "none"}),
     "quantize_fp8": (lambda: (T(3, 7), None), {"dtype": ts.fp8_e4m3, "axis": -1}),
     "scaled_linear": (lambda: _fp8_args(), {"out_dtype": ts.bf16}),
+    "weight_only_linear": (lambda: _wo_args(), {"fmt": "fp6_e2m3", "group_size": 32, "k": 40, "n": 6}),
     "swiglu": (lambda: (T(3, 7), T(3, 7)), {}),
     "swiglu_bwd": (lambda: (T(3, 7), T(3, 7), T(3, 7)), {}),
     "rotary": (lambda: (T(2, 5, 10), T(5, 3), T(5, 3)), {}),
@@ -105,6 +106,13 @@ SAMPLES = {
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": False, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
 }
+
+
+def _wo_args():
+    from tessera.quant import quantize
+
+    qw = quantize(torch.randn(40, 6), "fp6_e2m3", group_size=32)
+    return T(3, 40), ts.from_dlpack(qw.data), ts.from_dlpack(qw.scales), T(6)
 
 
 def _fp8_args():
@@ -206,6 +214,7 @@ GPU_SAMPLES = {  # larger, awkward sizes where a kernel has a lowering; (factory
     "swiglu": (lambda: (G(7, 1000), G(7, 1000)), {}),
     "swiglu_bwd": (lambda: (G(7, 1000), G(7, 1000), G(7, 1000)), {}),
     "rotary": (lambda: (G(2, 3, 37, 64), G(37, 32, dtype=torch.float32), G(37, 32, dtype=torch.float32)), {}),
+    "weight_only_linear": (lambda: _wo_gpu_args(), {"fmt": "fp4_e2m1", "group_size": 32, "k": 1000, "n": 520}),
     "scaled_linear": (lambda: (G(3, 177, 256).to(ts.fp8_e4m3), G(256, 320).to(ts.fp8_e4m3),
                                ts.from_dlpack(torch.rand(3, 177, 1, device="cuda") + 0.5),
                                ts.from_dlpack(torch.rand(1, 320, device="cuda") + 0.5), None), {"out_dtype": ts.bf16}),
@@ -217,6 +226,13 @@ GPU_SAMPLES = {  # larger, awkward sizes where a kernel has a lowering; (factory
                       {"ignore_index": -100, "label_smoothing": 0.0, "z_loss": 0.0, "reduction": "mean",
                        "compute_grad": True}),
 }
+
+
+def _wo_gpu_args():
+    from tessera.quant import quantize
+
+    qw = quantize(torch.randn(1000, 520, device="cuda"), "fp4_e2m1", group_size=32)
+    return G(7, 1000), ts.from_dlpack(qw.data), ts.from_dlpack(qw.scales), None
 
 
 def G(*shape, dtype=torch.bfloat16):

@@ -39,8 +39,16 @@ SAMPLES = {
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "matmul": (lambda: (R(2, 17, 33), R(33, 19)), {"accum": None}),
     "scaled_linear": (lambda: _fp8_args(), {"out_dtype": __import__("tessera").f32}),
+    "weight_only_linear": (lambda: _wo_args(), {"fmt": "fp4_e2m1", "group_size": 32, "k": 100, "n": 24}),
     "linear": (lambda: (R(3, 17, 33), R(33, 19), R(19)), {"activation": "gelu", "accum": None}),
 }
+
+
+def _wo_args():
+    from tessera.quant import quantize
+
+    qw = quantize(R(100, 24), "fp4_e2m1", group_size=32)
+    return R(5, 100), qw.data, qw.scales, R(24)
 
 
 def _fp8_args():
