@@ -20,6 +20,7 @@ import warnings
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 from ..dtypes import DType
+from ..errors import TesseraError
 from ..types.dims import Dim, format_dims
 
 registry: Dict[str, "Primitive"] = {}
@@ -75,11 +76,11 @@ class Primitive:
     # the rules (subclasses override) -------------------------------------------
     def shape(self, *avals: Optional[Aval], **attrs):
         """Output aval(s) for input avals; raises a typed error when the inputs do not fit."""
-        raise NotImplementedError(f"primitive {self.name} has no shape rule")
+        raise TesseraError(f"primitive {self.name} has no shape rule; define shape() in its class")
 
     def reference(self, *args, **attrs):
         """Torch implementation on any device: the definition of the op's semantics."""
-        raise NotImplementedError(f"primitive {self.name} has no reference implementation")
+        raise TesseraError(f"primitive {self.name} has no reference implementation; define reference() in its class")
 
     def vjp(self, cts, inputs, outputs, **attrs):
         """Cotangents of the inputs (None where zero) from the outputs' cotangents."""

@@ -38,7 +38,9 @@ class Decomposed(Primitive):
     """A primitive whose VJP comes from autodiff of ``decompose`` (a Tessera-op version)."""
 
     def decompose(self, *args, **attrs):
-        raise NotImplementedError
+        from ..errors import TesseraAutodiffError
+
+        raise TesseraAutodiffError(f"{self.name} has no decomposition, so it cannot be differentiated")
 
     def vjp(self, cts, ins, outs, **attrs):
         from ..core.autodiff import vjp_by_decomposition

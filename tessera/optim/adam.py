@@ -20,11 +20,11 @@ from typing import Any, Optional
 import torch
 
 from ..errors import TesseraTypeError
-from ._engine import adam_step, check_grads
+from ._engine import adam_step
 from ._tree import flatten, same_structure, to_torch_leaf, unflatten
 from ._validate import betas as check_betas
 from ._validate import finite_nonneg, lr_arg, lr_value
-from .base import Optimizer
+from .base import Optimizer, params_and_grads
 from .state import make_like, masters_for, rewrap
 
 
@@ -72,12 +72,7 @@ def _update(params, grads, state: AdamState, *, lr, betas, eps, weight_decay, ad
     eps = finite_nonneg("eps", eps)
     weight_decay = finite_nonneg("weight_decay", weight_decay)
     lr_now = lr_value(lr, state.step)
-    p_leaves, spec = flatten(params)
-    g_leaves, gspec = flatten(grads)
-    same_structure(spec, gspec, "grads")
-    ps = [to_torch_leaf(p) for p in p_leaves]
-    gs = [to_torch_leaf(g) for g in g_leaves]
-    check_grads(ps, gs)
+    p_leaves, spec, ps, gs = params_and_grads(params, grads)
     ms, mspec = flatten(state.exp_avg)
     vs, _ = flatten(state.exp_avg_sq)
     same_structure(spec, mspec, "state.exp_avg")

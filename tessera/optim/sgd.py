@@ -15,10 +15,10 @@ from typing import Any, Optional
 import torch
 
 from ..errors import TesseraTypeError, TesseraValueError
-from ._engine import check_grads, sgd_step
-from ._tree import flatten, same_structure, to_torch_leaf, unflatten
+from ._engine import sgd_step
+from ._tree import flatten, to_torch_leaf, unflatten
 from ._validate import finite_nonneg, lr_arg, lr_value
-from .base import Optimizer
+from .base import Optimizer, params_and_grads
 from .state import make_like, masters_for, rewrap
 
 
@@ -72,12 +72,7 @@ def sgd_update(params, grads, state: SGDState, *, lr, momentum: float = 0.0, dam
         raise TesseraTypeError(f"state must be an SGDState from sgd_init, got {type(state).__name__}")
     momentum, dampening, nesterov, weight_decay = _check_hyper(momentum, dampening, nesterov, weight_decay)
     lr_now = lr_value(lr, state.step)
-    p_leaves, spec = flatten(params)
-    g_leaves, gspec = flatten(grads)
-    same_structure(spec, gspec, "grads")
-    ps = [to_torch_leaf(p) for p in p_leaves]
-    gs = [to_torch_leaf(g) for g in g_leaves]
-    check_grads(ps, gs)
+    p_leaves, spec, ps, gs = params_and_grads(params, grads)
     ws = flatten(state.master)[0] if state.master is not None else None
     first = False
     bufs = None
