@@ -129,6 +129,9 @@ class Trace:
             out_avals = prim.shape(*avals, **attrs)
         multiple = prim.multiple_results
         out_avals = tuple(out_avals) if multiple else (out_avals,)
+        if self.env.aliases:
+            out_avals = tuple(None if a is None else Aval(tuple(self.env.canonical(d) for d in a.shape), a.dtype)
+                              for a in out_avals)
         outs = tuple(self.new_value(a) if a is not None else self.new_value(Aval((), avals[0].dtype))
                      for a in out_avals)
         self.nodes.append(Node(prim, tuple(ins), prim.make_attrs(**attrs), outs))

@@ -412,6 +412,7 @@ class ShapeEnv:
     def __init__(self, hints: Mapping[str, int]):
         self.hints = dict(hints)
         self.guards = []  # (op, lhs, rhs, expected)
+        self.aliases: Dict[str, "Dim"] = {}  # symbol -> the symbol a guard proved it equal to
 
     def __enter__(self):
         _ENV_STACK.append(self)
@@ -424,7 +425,22 @@ class ShapeEnv:
         a, b = lhs.evaluate(self.hints), rhs.evaluate(self.hints)
         result = _COMPARE[op](a, b)
         self.guards.append((op, lhs, rhs, result))
+        if op == "==" and result:
+            self._unify(lhs, rhs)
         return result
+
+    def _unify(self, lhs: "Dim", rhs: "Dim") -> None:
+        """Two bare symbols proved equal (and guarded): later shapes use one name for both."""
+        a, b = self.canonical(lhs).symbol_name, self.canonical(rhs).symbol_name
+        if a is not None and b is not None and a != b:
+            keep, drop = sorted((a, b))
+            self.aliases[drop] = Dim.sym(keep)
+
+    def canonical(self, d: "Dim") -> "Dim":
+        """``d`` with every aliased symbol replaced by its representative."""
+        while self.aliases and d.free_symbols() & self.aliases.keys():
+            d = d.substitute(self.aliases)
+        return d
 
     def check(self, sizes: Mapping[str, int]) -> bool:
         """Whether every guard holds for these sizes."""
