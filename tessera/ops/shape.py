@@ -34,6 +34,14 @@ class Reshape(Primitive):
     attrs = (("shape", ()),)
 
     def shape(self, x, *, shape):
+        if any(isinstance(d, int) and d == -1 for d in shape):  # eager calls leave -1 for torch to infer
+            known = dims_product([d for d in shape if not (isinstance(d, int) and d == -1)])
+            total = dims_product(x.shape)
+            if known == 0 or not (total % known == 0):
+                raise TesseraShapeError(f"reshape: cannot reshape a tensor of shape {shape_str(x.shape)} ({total} "
+                                        f"elements) to {tuple(shape)}: {total} is not a multiple of {known}, the "
+                                        "product of the other sizes")
+            shape = tuple(total // known if (isinstance(d, int) and d == -1) else d for d in shape)
         new = tuple(Dim.of(d) for d in shape)
         if not (dims_product(new) == dims_product(x.shape)):
             raise TesseraShapeError(f"reshape: cannot reshape a tensor of shape {shape_str(x.shape)} "
@@ -66,8 +74,11 @@ def reshape(x, *shape):
         (3, 4)
     """
     shape = _shape_args(shape)
-    if type(x) is Tensor and shape == x.shape:
-        return x
+    if type(x) is Tensor:
+        if shape == x.shape:
+            return x
+        if all(type(d) is int and d >= -1 for d in shape) and shape.count(-1) <= 1:
+            return bind(RESHAPE, x, shape=shape)  # eager: torch infers -1 and checks the size
     for d in shape:
         if not isinstance(d, (int, Dim)) or isinstance(d, bool):
             raise TesseraTypeError(f"reshape: sizes must be ints (or symbolic dims), got {d!r}")
@@ -111,8 +122,13 @@ PERMUTE = Permute()
 
 def permute(x, *dims):
     """Reorder dims: ``x.permute(0, 2, 1, 3)``."""
-    dims = tuple(normalize_axis("permute", d, x.ndim) for d in _shape_args(dims))
-    if dims == tuple(range(x.ndim)):
+    dims = _shape_args(dims)
+    n = x.ndim
+    if all(type(d) is int and 0 <= d < n for d in dims):
+        dims = tuple(dims)
+    else:
+        dims = tuple(normalize_axis("permute", d, n) for d in dims)
+    if dims == tuple(range(n)):
         return x
     return bind(PERMUTE, x, perm=dims)
 
@@ -127,13 +143,17 @@ def transpose(x, dim0=None, dim1=None):
         ((2, 4, 3), (3, 2))
     """
     if dim0 is None and dim1 is None:
-        return permute(x, *reversed(range(x.ndim)))
+        n = x.ndim
+        return x if n < 2 else bind(PERMUTE, x, perm=tuple(range(n - 1, -1, -1)))
     if dim0 is None or dim1 is None:
         raise TesseraTypeError("transpose: give both dims (x.transpose(1, 2)) or neither (reverse all)")
-    a, b = normalize_axis("transpose", dim0, x.ndim), normalize_axis("transpose", dim1, x.ndim)
-    perm = list(range(x.ndim))
-    perm[a], perm[b] = perm[b], perm[a]
-    return permute(x, *perm)
+    n = x.ndim
+    a, b = normalize_axis("transpose", dim0, n), normalize_axis("transpose", dim1, n)
+    if a == b:
+        return x
+    perm = list(range(n))
+    perm[a], perm[b] = b, a
+    return bind(PERMUTE, x, perm=tuple(perm))
 
 
 class Contiguous(Primitive):
