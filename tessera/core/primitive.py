@@ -134,5 +134,3 @@ def use_kernels(enabled: bool) -> None:
     """
     _kernels_enabled[0] = bool(enabled)
 
-
-REQUIRED = dataclasses.MISSING

@@ -15,7 +15,8 @@ import torch
 from .. import dtypes as dt
 from ..core.dispatch import bind
 from ..core.primitive import Aval, Primitive
-from .rules import broadcast_shapes, is_scalar, result_type, shape_of
+from ..dtypes import result_type
+from .rules import broadcast_shapes, is_scalar, shape_of
 
 
 def unbroadcast(ct, shape):
