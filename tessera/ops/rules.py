@@ -6,15 +6,19 @@ from typing import Sequence, Tuple
 from ..errors import TesseraDTypeError, TesseraShapeError
 from ..types.dims import Dim, format_dims
 
+
 def shape_str(shape) -> str:
     return format_dims(shape) if any(isinstance(d, Dim) and not d.is_constant for d in shape) else \
         str(tuple(int(d.constant_value) if isinstance(d, Dim) else int(d) for d in shape))
 
+
 def is_scalar(x) -> bool:
     return isinstance(x, (bool, int, float))
 
+
 def shape_of(x) -> Tuple[Dim, ...]:
     return () if is_scalar(x) else x.shape
+
 
 def broadcast_shapes(op: str, *shapes, names: Sequence[str] = ()) -> Tuple[Dim, ...]:
     """NumPy broadcasting on symbolic dims; a mismatch names the operands and the dim."""
@@ -44,6 +48,7 @@ def broadcast_shapes(op: str, *shapes, names: Sequence[str] = ()) -> Tuple[Dim, 
         out.append(dim)
     return tuple(out)
 
+
 def normalize_axis(op: str, axis: int, ndim: int, arg: str = "dim") -> int:
     if not isinstance(axis, int) or isinstance(axis, bool):
         raise TesseraShapeError(f"{op}: {arg} must be an int, got {axis!r}")
@@ -51,6 +56,7 @@ def normalize_axis(op: str, axis: int, ndim: int, arg: str = "dim") -> int:
         raise TesseraShapeError(f"{op}: {arg}={axis} is out of range for a tensor of rank {ndim} "
                                 f"(valid: {-ndim}..{ndim - 1})")
     return axis % ndim if ndim else 0
+
 
 def normalize_axes(op: str, axes, ndim: int) -> Tuple[int, ...]:
     if axes is None:
@@ -60,9 +66,11 @@ def normalize_axes(op: str, axes, ndim: int) -> Tuple[int, ...]:
     out = tuple(sorted({normalize_axis(op, a, ndim) for a in axes}))
     return out
 
+
 def require_float(op: str, x, name: str = "x") -> None:
     if not x.dtype.is_floating:
         raise TesseraDTypeError(f"{op}: {name} must be a float tensor, got {x.dtype.name}; use {name}.to(ts.f32)")
+
 
 def dims_product(dims) -> Dim:
     p = Dim.const(1)
