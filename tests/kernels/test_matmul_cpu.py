@@ -21,6 +21,8 @@ TMA = Config("tma", 32, 32, 16, 4, 1, 4)
 TMA_SUB = Config("tma", 32, 32, 16, 4, 1, 4, subtile=True)
 PTR = Config("ptr", 16, 32, 16, 4, 1, 4)
 SPLIT = Config("ptr", 16, 16, 16, 4, 1, 4, split_k=3)
+SKINNY = Config("skinny", 16, 32, 16, 1, 2, 4, split_k=3, swap=True)
+SKINNY_NOSWAP = Config("skinny", 16, 32, 16, 1, 2, 4, split_k=1)
 
 
 def rel(out, ref):
@@ -40,7 +42,8 @@ def test_awkward_shapes_default_dispatch(M, N, K):
     assert rel(out, a.double() @ b.double()) < 1e-5
 
 
-@pytest.mark.parametrize("cfg", [TMA, TMA_SUB, PTR, SPLIT], ids=["tma", "tma_subtile", "ptr", "splitk"])
+@pytest.mark.parametrize("cfg", [TMA, TMA_SUB, PTR, SPLIT, SKINNY, SKINNY_NOSWAP],
+                         ids=["tma", "tma_subtile", "ptr", "splitk", "skinny", "skinny_noswap"])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, True)])
 def test_every_kernel_and_layout(cfg, ta, tb):
     M, N, K = 72, 40, 52  # TMA needs 16-byte strides: 72*4, 40*4 and 52*4 bytes
@@ -50,7 +53,7 @@ def test_every_kernel_and_layout(cfg, ta, tb):
 
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "silu", "relu"])
-@pytest.mark.parametrize("cfg", [TMA, SPLIT], ids=["tma", "splitk"])
+@pytest.mark.parametrize("cfg", [TMA, SPLIT, SKINNY], ids=["tma", "splitk", "skinny"])
 def test_epilogues(act, cfg):
     M, N, K = 36, 44, 48
     a, b, bias, res = rnd(M, K, seed=3), rnd(K, N, seed=4), rnd(N, seed=5), rnd(1, N, seed=6)
@@ -150,7 +153,9 @@ def test_weight_only_matmul(fmt):
     w, bias = rnd(100, 40, seed=19), rnd(40, seed=20)
     qw = q.quantize(w, fmt, group_size=32)
     wd = q.dequantize(qw).double()
-    for M, cfg in ((1, None), (1, Config("wo", 1, 16, 64, 1, 1, 4, 2)), (5, Config("wo", 16, 16, 64, 1, 1, 4, 2))):
+    tma = Config("wo", 16, 16, 64, 1, 2, 4, 3, tma_loads=True)
+    for M, cfg in ((1, None), (1, Config("wo", 1, 16, 64, 1, 1, 4, 2)), (5, Config("wo", 16, 16, 64, 1, 1, 4, 2)),
+                   (3, tma), (1, Config("wo", 1, 16, 64, 1, 2, 4, 2, tma_loads=True))):
         x = rnd(M, 100, seed=M)
         assert rel(wo_matmul(x, qw, bias=bias, _config=cfg), x.double() @ wd + bias.double()) < 1e-5
     with pytest.raises(TesseraShapeError, match="K=100"):

@@ -4,6 +4,7 @@ import torch
 
 import tessera.quant as q
 from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, wo_matmul
+from tessera.kernels.matmul.configs import Config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 TOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}
@@ -62,3 +63,30 @@ def test_weight_only(fmt, M):
     qw = q.quantize(w, fmt, group_size=32)
     x = rnd(M, 4096)
     assert rel(wo_matmul(x, qw), x.double() @ q.dequantize(qw).double()) < 1e-2
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 4096, 4096), (16, 1000, 4104), (77, 2056, 1024), (128, 8192, 1000)])
+@pytest.mark.parametrize("swap,split", [(True, 1), (True, 4), (False, 3)])
+@pytest.mark.parametrize("kmajor", [True, False])
+def test_skinny_kernel(M, N, K, swap, split, kmajor):
+    a = rnd(M, K)
+    b = rnd(N, K).t() if kmajor else rnd(K, N)
+    bias = rnd(N)
+    BM = max(16, min(128, 1 << (M - 1).bit_length()))
+    cfg = Config("skinny", BM, 64, 128, 1, 4, 4, split, swap=swap)
+    out = matmul(a, b, bias=bias, activation="silu", _config=cfg)
+    ref = torch.nn.functional.silu(a.double() @ b.double() + bias.double())
+    assert rel(out, ref) < 1e-2
+    out2 = matmul(a, b, bias=bias, activation="silu", _config=cfg)  # split-K counters were reset
+    assert torch.equal(out, out2)
+
+
+@pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3"])
+@pytest.mark.parametrize("BM", [1, 16])
+def test_weight_only_tma_loads(fmt, BM):
+    w = torch.randn(4096, 1000, device="cuda")
+    qw = q.quantize(w, fmt, group_size=32)
+    M = 1 if BM == 1 else 13
+    x = rnd(M, 4096)
+    cfg = Config("wo", BM, 64, 256, 1, 4, 4, 4, tma_loads=True)
+    assert rel(wo_matmul(x, qw, _config=cfg), x.double() @ q.dequantize(qw).double()) < 1e-2

@@ -16,7 +16,7 @@ from .autotune import choose
 from .checks import check_matmul_args
 from .configs import Config, Problem, candidates, default_config
 from .epilogue import ACTIVATIONS, torch_epilogue
-from .launch import interpreting, launch_ptr, launch_tma, major, num_sms
+from .launch import interpreting, launch_ptr, launch_skinny, launch_tma, major, num_sms
 
 
 @lru_cache(maxsize=None)
@@ -84,7 +84,7 @@ def _cublas(a, b, bias, activation, residual, out_dtype, return_preact):
 
 
 def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, acc_dtype=torch.float32,
-           return_preact=False, _config: Config = None):
+           return_preact=False, _config: Config = None, _launcher: bool = False):
     """``act(a @ b + bias) + residual`` in one kernel; ``(out, preact)`` with ``return_preact``.
 
     a [..., M, K] and b [..., K, N] broadcast their batch dims and may have any strides.
@@ -129,11 +129,14 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
         out2, pre2 = out.view(-1, N), pre.view(-1, N) if pre is not None else None
 
         def run(cfg: Config):
-            if cfg.kernel == "tma" and not p.tma_ok:  # TMA cannot read these strides in place
+            # TMA cannot read these strides in place; the skinny kernel accumulates in fp32 only
+            if (cfg.kernel == "tma" and not p.tma_ok) or (cfg.kernel == "skinny" and (not p.tma_ok or acc_f16)):
                 cfg = Config("ptr", 128, 128, 64, 8, 3, 8) if not interp else Config("ptr", 16, 32, 16, 4, 1, 4)
             if cfg.kernel == "tma":
                 return lambda: launch_tma(a2, b2, out2, cfg, la, lb, bias=bias_c, act=act, res=res2, pre=pre2,
                                           acc_f16=acc_f16)
+            if cfg.kernel == "skinny":
+                return lambda: launch_skinny(a2, b2, out2, cfg, la, lb, bias=bias_c, act=act, res=res2, pre=pre2)
             if cfg.kernel == "cublas":
                 return lambda: _cublas(a, b, bias, activation, residual, out_dtype, return_preact)
             return lambda: launch_ptr(a2, b2, out2, cfg, bias=bias_c, act=act, res=res2, pre=pre2, acc_f16=acc_f16)
@@ -172,7 +175,10 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
                 bias is not None, act, residual is not None, return_preact, acc_f16, str(a.device))
         cfg = choose(key, memo, default_config(p), lambda: candidates(p) + [Config("cublas")], run,
                      f"matmul M={p.M} N={N} K={K} batch={p.batch} {a.dtype}")
-    result = run(cfg)()
+    go = run(cfg)
+    if _launcher:  # benchmarks: the bare kernel launch, without this function's checks
+        return go
+    result = go()
     if cfg.kernel == "cublas":
         return result
     return (out, pre) if return_preact else out

@@ -1,8 +1,8 @@
 """Kernel configurations: the heuristic default for a problem, and the space the tuner searches.
 
-A :class:`Config` names the kernel ("tma": persistent TMA kernel, Hopper; "ptr": pointer
-kernel with optional split-K; "cublas": torch.matmul, chosen only by measurement) and its
-block shapes, pipeline depth and warps.
+A :class:`Config` names the kernel ("tma": persistent TMA kernel, Hopper; "skinny": split-K
+TMA kernel for a few rows, Hopper; "ptr": pointer kernel with optional split-K; "cublas":
+torch.matmul, chosen only by measurement) and its block shapes, pipeline depth and warps.
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class Config:
     subtile: bool = False
     flatten: bool = False
     warp_spec: bool = False
+    swap: bool = False  # skinny kernel: the weight tile is the MMA's left operand
+    tma_loads: bool = False  # weight-only kernel: packed weight read by pipelined TMA copies
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -30,7 +32,7 @@ class Config:
     @staticmethod
     def from_json(d: dict) -> "Config":
         cfg = Config(**d)
-        if cfg.kernel not in ("tma", "ptr", "cublas", "wo"):
+        if cfg.kernel not in ("tma", "skinny", "ptr", "cublas", "wo"):
             raise ValueError(f"unknown kernel {cfg.kernel!r}")
         return cfg
 
@@ -73,6 +75,28 @@ def small_m_config(p: Problem) -> Config:
     return Config("ptr", BM, BN, BK, 8, 4, 4, _pick_split(p, BM, BN, BK) if p.batch == 1 else 1)
 
 
+def skinny_config(p: Problem, BN: int = 64, BK: int = 128, stages: int = 4, split: int = 0,
+                  swap: bool = True) -> Config:
+    """The skinny (decode) kernel: split-K so that about two programs run per SM."""
+    BM = max(16, min(128, 1 << (p.M - 1).bit_length()))
+    return Config("skinny", BM, BN, BK, 1, stages, 4, split or _pick_split(p, BM, BN, BK), swap=swap)
+
+
+def skinny_candidates(p: Problem) -> List[Config]:
+    """Tile width, K block and pipeline depth around the default, each with half and double the split."""
+    out = []
+    for BN, BK, stages in ((64, 128, 4), (64, 256, 3), (128, 128, 4), (32, 256, 4)):
+        d = skinny_config(p, BN, BK, stages)
+        for split in sorted({max(1, d.split_k // 2), d.split_k, min(16, d.split_k * 2)}):
+            out.append(replace(d, split_k=split))
+    out.append(replace(skinny_config(p), swap=False))
+    return out
+
+
+def _skinny_ok(p: Problem) -> bool:
+    return p.tma_ok and p.batch == 1 and not p.fp8
+
+
 def default_config(p: Problem) -> Config:
     """The heuristic choice when tuning is off."""
     if p.interpret:
@@ -103,6 +127,8 @@ def candidates(p: Problem) -> List[Config]:
                 s = _pick_split(p, BM, BN, BK)
                 for split in sorted({max(1, s // 2), s, min(16, s * 2)}):
                     out.append(Config("ptr", BM, BN, BK, 8, 4 if BK == 128 else 3, 4, split))
+        if _skinny_ok(p):
+            out += skinny_candidates(p)
     if p.tma_ok and p.batch == 1 and p.M > 64:
         if p.fp8:
             shapes = [(128, 256, 128, 3, 8, True), (128, 256, 128, 4, 8, True), (128, 128, 128, 4, 8, False),

@@ -1,16 +1,15 @@
 """General GEMM through pointer loads: any strides, up to three broadcast batch dims, masks for
 any M/N/K, optional split-K for small-M (decode) shapes. Runs on any CUDA GPU and the interpreter.
 
-Split-K (batch 1 only): program ``s`` of ``SPLIT_K`` sums its slice of K into an fp32
-workspace, then takes a ticket from a per-tile counter; the last to arrive adds the partial
-sums, runs the epilogue, stores, and resets the counter to 0 for the next call.
+Split-K (batch 1 only): program ``s`` of ``SPLIT_K`` sums its slice of K; the slices meet in
+an fp32 workspace (:func:`~.splitk.finish_tile`).
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from .epilogue import apply_epilogue
+from .splitk import finish_tile
 from .tiles import grouped_tile
 
 
@@ -71,23 +70,5 @@ def ptr_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr, pr
         b_ptrs += BK * sbk
     acc = acc.to(tl.float32)
 
-    if SPLIT_K > 1:
-        tile_ws = ws_ptr + tile.to(tl.int64) * (SPLIT_K * BM * BN)
-        loc = tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]
-        tl.store(tile_ws + split * (BM * BN) + loc, acc)
-        tl.debug_barrier()  # every thread's partial sums are stored before the ticket is taken
-        ticket = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if ticket == SPLIT_K - 1:
-            acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for s in range(SPLIT_K):
-                acc += tl.load(tile_ws + s * (BM * BN) + loc, cache_modifier=".cg")
-            tl.store(cnt_ptr + tile, 0)
-            acc = apply_epilogue(acc, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
-                                 srm, srn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
-            mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-            tl.store(c_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)
-    else:
-        acc = apply_epilogue(acc, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
-                             srm, srn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
-        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        tl.store(c_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)
+    finish_tile(acc, tile, split, offs_m, offs_n, M, N, c_ptr, ws_ptr, cnt_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr,
+                pre_ptr, srm, srn, BM, BN, SPLIT_K, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)

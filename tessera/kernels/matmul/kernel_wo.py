@@ -1,7 +1,8 @@
 """Weight-only quantized GEMM kernel: ``x [M, K] @ dequant(q) [K, N]`` decoding fp6/fp4 codes in
 registers. Built for decode shapes (small M), where reading the packed weight is the whole cost.
 
-The packed weight is stored per output column (``q[n, bytes along K]``, fp6 as three byte
+The packed bytes are read by pointer loads or, where the row pitch allows (``USE_TMA``), by
+TMA copies pipelined ``STAGES`` deep. The packed weight is stored per output column (``q[n, bytes along K]``, fp6 as three byte
 planes), so a program reads ``BN`` rows of contiguous bytes, viewed as
 [BN, groups, packs per group] so each group's scale multiplies by broadcast. Each pack of PER
 codes (2 for fp4, 4 for fp6) covers K positions ``PER * p + j``; the matching x columns are read
@@ -10,14 +11,16 @@ with stride PER, so the products need no interleaving.
 Decoding costs a shift, an or and a conversion: a code's exponent and mantissa bits are moved
 to the top of an fp16's exponent/mantissa fields, which makes that fp16 equal to the code's
 value times ``2**(BIAS - 15)`` (subnormal codes become fp16 subnormals, converted exactly);
-the constant is folded into the group scale. Split-K reduces through the same last-arriver
-scheme as the pointer GEMM. With BM == 1 (one activation row) the product is a multiply and
+the constant is folded into the group scale. Split-K slices meet in :func:`~.splitk.finish_tile`.
+With BM == 1 (one activation row) the product is a multiply and
 reduce in fp32 instead of a tensor-core dot.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from .splitk import finish_tile
 
 
 @triton.jit
@@ -45,7 +48,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                      M, N, K, KP, ldq, lds, sxm, sxk,
                      BITS: tl.constexpr, EBITS: tl.constexpr, MBITS: tl.constexpr, GS: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
-                     HAS_BIAS: tl.constexpr):
+                     HAS_BIAS: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr):
     PER: tl.constexpr = 2 if BITS == 4 else 4
     BKP: tl.constexpr = BK // PER  # packs per K block
     NGB: tl.constexpr = BK // GS  # groups per K block
@@ -72,7 +75,9 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     q_row = q_ptr + rn[:, None, None].to(tl.int64) * ldq
     s_row = s_ptr + rn[:, None] * lds
     PLANE = KP // 4
-    for ki in range(0, tl.cdiv(k_hi - k_lo, BK)):
+    if USE_TMA:  # rows past N and bytes past the end read as zeros; codes past KP meet zero scales
+        q_desc = tl.make_tensor_descriptor(q_ptr, shape=[N, KP * BITS // 8], strides=[ldq, 1], block_shape=[BN, BKP])
+    for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
         g = k0 // GS + offs_g
         s = tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0).to(tl.float32) * FOLD
@@ -81,13 +86,21 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
         pmask = pk < KP // PER
         k_base = k0 + PER * offs_p
         if BITS == 4:
-            byte = tl.load(q_row + pk, mask=pmask, other=0).to(tl.int32)
+            if USE_TMA:
+                byte = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP)).to(tl.int32)
+            else:
+                byte = tl.load(q_row + pk, mask=pmask, other=0).to(tl.int32)
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, byte & 15, s3, BN, BKP, EBITS, MBITS, BM == 1)
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, byte >> 4, s3, BN, BKP, EBITS, MBITS, BM == 1)
         else:
-            b0 = tl.load(q_row + pk, mask=pmask, other=0).to(tl.int32)
-            b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0).to(tl.int32)
-            b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0).to(tl.int32)
+            if USE_TMA:
+                b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP)).to(tl.int32)
+                b1 = tl.reshape(q_desc.load([pid_n * BN, PLANE + k0 // PER]), (BN, NGB, GP)).to(tl.int32)
+                b2 = tl.reshape(q_desc.load([pid_n * BN, 2 * PLANE + k0 // PER]), (BN, NGB, GP)).to(tl.int32)
+            else:
+                b0 = tl.load(q_row + pk, mask=pmask, other=0).to(tl.int32)
+                b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0).to(tl.int32)
+                b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0).to(tl.int32)
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, b0 & 63, s3, BN, BKP, EBITS, MBITS, BM == 1)
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, (b0 >> 6) | ((b1 & 15) << 2), s3, BN, BKP,
                            EBITS, MBITS, BM == 1)
@@ -95,22 +108,5 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                            EBITS, MBITS, BM == 1)
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, b2 >> 2, s3, BN, BKP, EBITS, MBITS, BM == 1)
 
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    if SPLIT_K > 1:
-        tile_ws = ws_ptr + tile.to(tl.int64) * (SPLIT_K * BM * BN)
-        loc = tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]
-        tl.store(tile_ws + split * (BM * BN) + loc, acc)
-        tl.debug_barrier()  # every thread's partial sums are stored before the ticket is taken
-        ticket = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if ticket == SPLIT_K - 1:
-            acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for t in range(SPLIT_K):
-                acc += tl.load(tile_ws + t * (BM * BN) + loc, cache_modifier=".cg")
-            tl.store(cnt_ptr + tile, 0)
-            if HAS_BIAS:
-                acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-            tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
-    else:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+    finish_tile(acc, tile, split, offs_m, offs_n, M, N, out_ptr, ws_ptr, cnt_ptr, out_ptr, out_ptr, bias_ptr,
+                out_ptr, out_ptr, 0, 0, BM, BN, SPLIT_K, 0, 0, HAS_BIAS, 0, False, False)

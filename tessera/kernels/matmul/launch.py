@@ -8,6 +8,7 @@ import triton
 
 from .configs import Config
 from .kernel_ptr import ptr_matmul_kernel
+from .kernel_skinny import skinny_matmul_kernel
 from .kernel_tma import tma_matmul_kernel
 
 _ALLOCATOR_SET = False
@@ -92,6 +93,29 @@ def launch_tma(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a=0,
         ACC_F16=acc_f16, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None, ACT=act,
         HAS_RES=res is not None, STORE_PRE=pre is not None,
         num_warps=cfg.warps, num_stages=cfg.stages)
+    return out
+
+
+def launch_skinny(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a=0, scale_b=0, bias=None, act=0,
+                  res=None, pre=None):
+    """out[M, N] (contiguous) = epilogue(a2 @ b2) with the split-K skinny kernel (few rows of a2)."""
+    ensure_allocator()
+    M, K = a2.shape
+    N = b2.shape[1]
+    tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
+    split = max(1, min(cfg.split_k, triton.cdiv(K, cfg.BK)))
+    ws = cnt = out
+    if split > 1:
+        ws = torch.empty(tiles * split * cfg.BM * cfg.BN, dtype=torch.float32, device=out.device)
+        cnt = tile_counters(out.device, tiles)
+    dummy = out
+    skinny_matmul_kernel[(tiles * split,)](
+        a2, b2, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
+        bias if bias is not None else dummy, res if res is not None else dummy, pre if pre is not None else dummy,
+        ws, cnt, M, N, K, la[1], lb[1], res.stride(0) if res is not None else 0, res.stride(1) if res is not None else 0,
+        A_KMAJOR=la[0] == "row", B_KMAJOR=lb[0] == "col", BM=cfg.BM, BN=cfg.BN, BK=cfg.BK, SPLIT_K=split,
+        STAGES=cfg.stages, SWAP=cfg.swap, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None,
+        ACT=act, HAS_RES=res is not None, STORE_PRE=pre is not None, num_warps=cfg.warps)
     return out
 
 

@@ -1,6 +1,8 @@
 """``wo_matmul``: activations times a weight-only quantized (fp6 / fp4) weight, dequantised in-kernel."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import triton
 
@@ -9,7 +11,7 @@ from ...quant.weights import QuantizedWeight
 from .autotune import choose
 from .configs import Config
 from .kernel_wo import wo_matmul_kernel
-from .launch import interpreting, num_sms, tile_counters
+from .launch import ensure_allocator, interpreting, num_sms, tile_counters
 
 
 def _default(M, N, KP, bits, sms, interp) -> Config:
@@ -34,10 +36,11 @@ def _candidates(M, N, KP, bits, sms):
             for split in sorted({max(1, d.split_k // 2), d.split_k, d.split_k * 2}):
                 if KP // split >= BK:
                     out.append(Config("wo", d.BM, BN, BK, 1, 3, 4, split))
+                    out.append(Config("wo", d.BM, BN, BK, 1, 4, 4, split, tma_loads=True))
     return list(dict.fromkeys(out))
 
 
-def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None):
+def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _launcher: bool = False):
     """``x @ dequantize(qw) + bias`` with the weight read packed (fp6: 6 bits, fp4: 4 bits per value).
 
     x [..., K] bfloat16/float16 (float32 under the interpreter); ``qw`` from ``tessera.quant.quantize``
@@ -82,8 +85,11 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None):
 
     def run(cfg: Config):
         if cfg.BK < qw.group_size:  # a K block holds whole groups
-            cfg = Config("wo", cfg.BM, cfg.BN, qw.group_size, 1, cfg.stages, cfg.warps, cfg.split_k)
+            cfg = replace(cfg, BK=qw.group_size)
         tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
+        use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
+        if use_tma:
+            ensure_allocator()
         ws = cnt = out
         if cfg.split_k > 1:
             ws = torch.empty(tiles * cfg.split_k * cfg.BM * cfg.BN, dtype=torch.float32, device=x.device)
@@ -94,7 +100,8 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None):
                 x2, data, scales, bias if bias is not None else out, out, ws, cnt,
                 M, N, K, KP, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
                 BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
-                SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, num_warps=cfg.warps, num_stages=cfg.stages)
+                SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
+                num_warps=cfg.warps)
             return out
         return go
 
@@ -111,5 +118,8 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None):
         memo = ("wo", f.name, qw.group_size, bm, N, KP, x.dtype, out_dtype, bias is not None, str(x.device))
         cfg = choose(key, memo, default, lambda: _candidates(M, N, KP, f.bits, sms), run,
                      f"wo_matmul {f.name} M={M} N={N} K={K}")
-    run(cfg)()
+    go = run(cfg)
+    if _launcher:  # benchmarks: the bare kernel launch, without this function's checks
+        return go
+    go()
     return out.reshape(*lead, N)

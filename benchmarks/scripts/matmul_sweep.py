@@ -1,0 +1,208 @@
+"""GEMM config sweep on the GPU: the skinny TMA kernel and the weight-only kernels at decode
+shapes, warp-specialised variants of the persistent kernel at large shapes, and the host
+overhead of the entry point; every config checked against float64 and timed against cuBLAS in
+the same run.
+
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo,big,host] [--budget S] [--out DIR]
+
+Prints, per shape, the fastest configs with their time, and a summary table last; writes
+``decode_sweep.json`` under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+
+import torch
+import triton
+import triton.testing
+
+import tessera.quant as quant
+from tessera.kernels.matmul import matmul, wo_matmul
+from tessera.kernels.matmul.configs import Config, Problem, skinny_config
+
+SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096),
+          (1, 8192, 8192), (16, 8192, 8192), (64, 8192, 8192), (128, 8192, 8192)]
+
+
+def bench(fn):
+    return float(triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median"))
+
+
+def rel(out, ref):
+    out = out.double()
+    return float("inf") if not torch.isfinite(out).all() else ((out - ref).norm() / ref.norm()).item()
+
+
+def skinny_space(M, N, K, sms):
+    p = Problem(M, N, K, 1, 2, True, False, sms)
+    out = []
+    for BN, BK, st in ((64, 128, 4), (64, 128, 6), (64, 256, 3), (64, 256, 4), (128, 128, 4), (128, 64, 6),
+                       (32, 256, 4), (32, 128, 6)):
+        d = skinny_config(p, BN, BK, st)
+        for split in sorted({d.split_k, min(16, d.split_k * 2), max(1, d.split_k // 2)}):
+            out.append(replace(d, split_k=split))
+    d = skinny_config(p)
+    out += [replace(d, swap=False), replace(d, warps=8)]
+    return list(dict.fromkeys(out))
+
+
+def sweep_bf16(budget, t0, results):
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for M, N, K in SHAPES:
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
+        ref = x.double() @ w.double().t()
+        t_cb = bench(lambda: torch.matmul(x, w.t()))
+        t_def = bench(lambda: matmul(x, w.t()))
+        timings = []
+        for cfg in skinny_space(M, N, K, sms):
+            if time.time() - t0 > budget:
+                break
+            try:
+                err = rel(matmul(x, w.t(), _config=cfg), ref)
+                ms = bench(matmul(x, w.t(), _config=cfg, _launcher=True)) if err < 1e-2 else float("inf")
+            except Exception as e:  # noqa: BLE001
+                err, ms = repr(e)[:80], float("inf")
+            timings.append((ms, cfg, err))
+        timings.sort(key=lambda t: t[0])
+        nbytes = (M * K + N * K + M * N) * 2
+        best = timings[0] if timings else (float("inf"), None, None)
+        print(f"bf16 M={M} N={N} K={K}: cuBLAS {t_cb * 1e3:.1f}us ({nbytes / t_cb / 1e9:.2f} TB/s), "
+              f"default {t_def * 1e3:.1f}us", flush=True)
+        for ms, cfg, err in timings[:5]:
+            print(f"   {ms * 1e3:7.1f}us  {cfg}  err {err}", flush=True)
+        bad = [(c, e) for ms, c, e in timings if not isinstance(e, float) or e >= 1e-2]
+        for c, e in bad[:3]:
+            print(f"   FAIL {c}: {e}", flush=True)
+        results.append({"kind": "bf16", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_def * 1e3,
+                        "best_us": best[0] * 1e3, "best": str(best[1]), "tb_s_best": nbytes / best[0] / 1e9,
+                        "tb_s_cublas": nbytes / t_cb / 1e9, "fails": len(bad)})
+
+
+def wo_space(M, N, KP, bits, sms):
+    out = []
+    for BN in (64, 128):
+        for BK in ((128, 256, 512) if bits == 4 else (128, 256)):
+            tiles = -(-N // BN)
+            split = 1
+            while split < 16 and tiles * split < 2 * sms and KP // (split * 2) >= 2 * BK:
+                split *= 2
+            for sp in sorted({split, split * 2}):
+                out.append(Config("wo", 16, BN, BK, 1, 4, 4, sp, tma_loads=True))
+                if M == 1 and BK == 256:
+                    out.append(Config("wo", 1, BN, BK, 1, 4, 4, sp, tma_loads=True))
+            out.append(Config("wo", 16, BN, BK, 1, 3, 4, split))
+    return list(dict.fromkeys(out))
+
+
+def sweep_wo(budget, t0, results):
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for fmt in ("fp4_e2m1", "fp6_e2m3"):
+        for M, N, K in [(1, 4096, 4096), (16, 4096, 4096), (1, 8192, 8192), (16, 8192, 8192)]:
+            w = torch.randn(K, N, device="cuda") / K ** 0.5
+            qw = quant.quantize(w, fmt)
+            x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+            ref = x.double() @ quant.dequantize(qw).double()
+            wb = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
+            t_cb = bench(lambda: torch.matmul(x, wb.t()))
+            t_def = bench(lambda: wo_matmul(x, qw))
+            timings = []
+            for cfg in wo_space(M, N, qw.k_padded, qw.fmt.bits, sms):
+                if time.time() - t0 > budget:
+                    break
+                try:
+                    err = rel(wo_matmul(x, qw, _config=cfg), ref)
+                    ms = bench(wo_matmul(x, qw, _config=cfg, _launcher=True)) if err < 2e-2 else float("inf")
+                except Exception as e:  # noqa: BLE001
+                    err, ms = repr(e)[:80], float("inf")
+                timings.append((ms, cfg, err))
+            timings.sort(key=lambda t: t[0])
+            best = timings[0] if timings else (float("inf"), None, None)
+            print(f"wo {fmt} M={M} N=K={N}: cuBLAS bf16 {t_cb * 1e3:.1f}us, default {t_def * 1e3:.1f}us, "
+                  f"packed {qw.nbytes() / 1e6:.1f} MB", flush=True)
+            for ms, cfg, err in timings[:5]:
+                print(f"   {ms * 1e3:7.1f}us  {qw.nbytes() / ms / 1e9:.2f} TB/s  {cfg}  err {err}", flush=True)
+            bad = [(c, e) for ms, c, e in timings if not isinstance(e, float) or e >= 2e-2]
+            for c, e in bad[:3]:
+                print(f"   FAIL {c}: {e}", flush=True)
+            results.append({"kind": fmt, "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_def * 1e3,
+                            "best_us": best[0] * 1e3, "best": str(best[1]), "fails": len(bad)})
+
+
+def sweep_big(results):
+    for M, N, K in [(8192, 8192, 8192), (8192, 4096, 4096), (4096, 4096, 4096), (8192, 16384, 4096)]:
+        a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
+        ref = (a[:256].double() @ w.double().t())
+        t_cb = bench(lambda: torch.matmul(a, w.t()))
+        timings = []
+        for BM, BN, BK, st, wp, ws, sub in [(128, 256, 64, 3, 8, False, False), (128, 256, 64, 3, 8, True, False),
+                                             (128, 256, 64, 4, 8, True, True), (128, 128, 64, 4, 8, True, False),
+                                             (128, 128, 64, 4, 4, True, False), (128, 256, 64, 2, 8, True, False)]:
+            cfg = Config("tma", BM, BN, BK, 8, st, wp, subtile=sub, warp_spec=ws)
+            try:
+                err = rel(matmul(a, w.t(), _config=cfg)[:256], ref)
+                ms = bench(matmul(a, w.t(), _config=cfg, _launcher=True)) if err < 1e-2 else float("inf")
+            except Exception as e:  # noqa: BLE001
+                err, ms = repr(e)[:80], float("inf")
+            timings.append((ms, cfg, err))
+            print(f"   big {M}x{N}x{K} {ms * 1e3:8.1f}us {2 * M * N * K / ms / 1e9:6.0f} TFLOP/s  {cfg} err {err}", flush=True)
+        best = min(timings, key=lambda t: t[0])
+        results.append({"kind": "big", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": timings[0][0] * 1e3,
+                        "best_us": best[0] * 1e3, "best": str(best[1])})
+
+
+def host_overhead():
+    """Host time per call (no sync inside the loop) of the entry point vs torch.matmul, decode shape."""
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    qw = quant.quantize(torch.randn(4096, 4096, device="cuda"), "fp4_e2m1")
+    for name, fn in (("tessera matmul", lambda: matmul(x, w.t())), ("torch.matmul", lambda: torch.matmul(x, w.t())),
+                     ("tessera launch only", matmul(x, w.t(), _launcher=True)),
+                     ("tessera wo_matmul fp4", lambda: wo_matmul(x, qw)),
+                     ("tessera wo launch only", wo_matmul(x, qw, _launcher=True))):
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(500):
+            fn()
+        host = (time.perf_counter() - t) / 500
+        torch.cuda.synchronize()
+        print(f"host {name}: {host * 1e6:.1f} us per call", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=400)
+    ap.add_argument("--only", default="bf16,wo")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    a = ap.parse_args()
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    t0 = time.time()
+    results = []
+    try:
+        if "bf16" in a.only:
+            sweep_bf16(a.budget * (0.55 if "wo" in a.only else 1.0), t0, results)
+        if "wo" in a.only:
+            sweep_wo(a.budget, t0, results)
+        if "host" in a.only:
+            host_overhead()
+        if "big" in a.only:
+            sweep_big(results)
+    finally:
+        with open(os.path.join(a.out, "decode_sweep.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\n{'workload':34s} {'cuBLAS us':>10s} {'default us':>10s} {'best us':>9s} {'x cuBLAS':>8s}  best config")
+        for r in results:
+            print(f"{r['kind'] + ' ' + str(r['M']) + 'x' + str(r['N']) + 'x' + str(r['K']):34s} {r['cublas_us']:10.1f} "
+                  f"{r['default_us']:10.1f} {r['best_us']:9.1f} {r['cublas_us'] / r['best_us']:8.2f}  {r['best']}")
+        print(f"total {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
