@@ -140,10 +140,10 @@ def sweep_big(results):
         ref = (a[:256].double() @ w.double().t())
         t_cb = bench(lambda: torch.matmul(a, w.t()))
         timings = []
-        for BM, BN, BK, st, wp, ws, sub in [(128, 256, 64, 3, 8, False, False), (128, 256, 64, 3, 8, True, False),
-                                             (128, 256, 64, 4, 8, True, True), (128, 128, 64, 4, 8, True, False),
-                                             (128, 128, 64, 4, 4, True, False), (128, 256, 64, 2, 8, True, False)]:
-            cfg = Config("tma", BM, BN, BK, 8, st, wp, subtile=sub, warp_spec=ws)
+        for BM, BN, BK, st, wp, ws, sub, g in [(128, 256, 64, 3, 8, True, False, 8), (128, 256, 64, 4, 8, True, True, 8),
+                                                (128, 256, 64, 4, 8, True, True, 16), (128, 256, 64, 4, 8, True, True, 4),
+                                                (256, 128, 64, 4, 8, True, True, 8), (128, 256, 128, 2, 8, True, True, 8)]:
+            cfg = Config("tma", BM, BN, BK, g, st, wp, subtile=sub, warp_spec=ws)
             try:
                 err = rel(matmul(a, w.t(), _config=cfg)[:256], ref)
                 ms = bench(matmul(a, w.t(), _config=cfg, _launcher=True)) if err < 1e-2 else float("inf")

@@ -65,9 +65,14 @@ def test_off_by_default_uses_the_heuristic(monkeypatch):
 
 def test_heuristic_and_candidates():
     big = Problem(8192, 8192, 8192, 1, 2, True, False, 132)
-    assert default_config(big) == Config("tma", 128, 256, 64, 8, 3, 8)
+    assert default_config(big) == Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True)
+    assert any(c.warp_spec and c.subtile for c in candidates(big))
+    assert not any(c.warp_spec and c.flatten for c in candidates(big))  # Hopper: no flattening with it
     dec = Problem(1, 4096, 4096, 1, 2, True, False, 132)
     d = default_config(dec)
-    assert d.kernel == "ptr" and d.BM == 16 and d.split_k > 1
+    assert d.kernel == "skinny" and d.BM == 16 and d.split_k > 1 and d.swap
+    strided = Problem(1, 4096, 4096, 1, 2, False, False, 132)  # TMA cannot read it: pointer kernel
+    assert default_config(strided).kernel == "ptr"
+    assert {c.kernel for c in candidates(dec)} == {"ptr", "skinny"}
     assert all(c.kernel in ("tma", "ptr") for c in candidates(big)) and len(set(candidates(big))) == len(candidates(big))
     assert big.bucket() == (8192, 8192, 8192) and Problem(12288, 100, 7, 1, 2, True, False, 132).bucket() == (8192, 128, 8)
