@@ -160,3 +160,19 @@ def test_weight_only_matmul(fmt):
         assert rel(wo_matmul(x, qw, bias=bias, _config=cfg), x.double() @ wd + bias.double()) < 1e-5
     with pytest.raises(TesseraShapeError, match="K=100"):
         wo_matmul(torch.randn(2, 64), qw)
+
+
+def test_repeated_calls_reuse_the_plan_with_new_tensors():
+    from tessera.kernels.matmul import api
+
+    api._PLANS.clear()
+    for seed in range(3):  # same signature, new values: the stored plan must read the new tensors
+        a, w, bias = rnd(5, 64, seed=seed), rnd(48, 64, seed=seed + 10), rnd(48, seed=seed + 20)
+        out = matmul(a, w.t(), bias=bias, activation="relu")
+        assert rel(out, torch.relu(a.double() @ w.double().t() + bias.double())) < 1e-5
+    assert len(api._PLANS) == 1
+    b = rnd(64, 48, seed=5)  # another layout of b: a new plan
+    assert rel(matmul(rnd(5, 64, seed=6), b), rnd(5, 64, seed=6).double() @ b.double()) < 1e-5
+    assert len(api._PLANS) == 2
+    with pytest.raises(TesseraShapeError):  # a bad call never reaches a plan
+        matmul(rnd(5, 63, seed=1), w.t())
