@@ -263,6 +263,15 @@ def tune_ce():
 
 
 @stage
+def big_vocab():
+    """Vocabulary 256k: rows of 512 KB, where two sweeps no longer find the row in L2."""
+    ce_variant_rows(8192, 256000)
+    row = L.bench_ce(8192, 256000)
+    ROWS.append(row)
+    say(format_table([row]))
+
+
+@stage
 def peers_ce():
     for V in (32000, 128256):
         row = L.bench_ce(8192, V)
