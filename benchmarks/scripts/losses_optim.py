@@ -196,7 +196,9 @@ def ce_variant_rows(N, V):
                     dict(P, BLOCK=8192, num_warps=16, CTAS_PER_SM=4, EVICT=True),
                     dict(P, BLOCK=8192, num_warps=32, CTAS_PER_SM=2, EVICT=True),
                     dict(SPLIT=2, SPLIT_WARPS=16, CTAS_PER_SM=2), dict(SPLIT=4, SPLIT_WARPS=8, CTAS_PER_SM=4),
-                    dict(SPLIT=4, SPLIT_WARPS=16, CTAS_PER_SM=2)]
+                    dict(SPLIT=4, SPLIT_WARPS=16, CTAS_PER_SM=2),
+                    dict(BLOCK=8192, ONE_BLOCK=False, num_warps=32, REVERSE=True, PREFETCH=True),
+                    dict(BLOCK=8192, ONE_BLOCK=False, num_warps=16, REVERSE=True, PREFETCH=True, EVICT=True)]
     else:
         variants = [dict(BLOCK=16384, ONE_BLOCK=False, num_warps=16, REVERSE=True),  # default
                     dict(BLOCK=16384, ONE_BLOCK=False, num_warps=16, REVERSE=True, EVICT=True),
@@ -211,7 +213,11 @@ def ce_variant_rows(N, V):
                     dict(SPLIT=4, SPLIT_WARPS=32, CTAS_PER_SM=1), dict(SPLIT=8, SPLIT_WARPS=16, CTAS_PER_SM=1),
                     dict(SPLIT=8, SPLIT_WARPS=32, CTAS_PER_SM=1), dict(SPLIT=16, SPLIT_WARPS=16, CTAS_PER_SM=2),
                     dict(SPLIT=16, SPLIT_WARPS=8, CTAS_PER_SM=4), dict(SPLIT=32, SPLIT_WARPS=8, CTAS_PER_SM=4),
-                    dict(SPLIT=32, SPLIT_WARPS=4, CTAS_PER_SM=8)]
+                    dict(SPLIT=32, SPLIT_WARPS=4, CTAS_PER_SM=8),
+                    dict(P, BLOCK=16384, num_warps=32, CTAS_PER_SM=1, EVICT=True, PREFETCH=True),
+                    dict(P, BLOCK=8192, num_warps=32, CTAS_PER_SM=1, EVICT=True, PREFETCH=True),
+                    dict(P, BLOCK=8192, num_warps=16, CTAS_PER_SM=2, EVICT=True, PREFETCH=True),
+                    dict(BLOCK=16384, ONE_BLOCK=False, num_warps=16, REVERSE=True, EVICT=True, PREFETCH=True)]
     best = None
     for cfg in variants:
         def fn(cfg=cfg):

@@ -95,7 +95,9 @@ def test_all_ignored_mean_is_zero_not_nan():
 
 @pytest.mark.parametrize("cfg", [dict(BLOCK=256, ONE_BLOCK=False, PERSISTENT=True, CTAS_PER_SM=1, EVICT=True),
                                  dict(BLOCK=512, ONE_BLOCK=False, REVERSE=False, PERSISTENT=True, CTAS_PER_SM=2),
-                                 dict(BLOCK=2048, ONE_BLOCK=True, PERSISTENT=True)])
+                                 dict(BLOCK=2048, ONE_BLOCK=True, PERSISTENT=True),
+                                 dict(BLOCK=256, ONE_BLOCK=False, PERSISTENT=True, CTAS_PER_SM=1, PREFETCH=True),
+                                 dict(BLOCK=512, ONE_BLOCK=False, REVERSE=False, PREFETCH=True)])
 def test_persistent_and_eviction_variants(cfg):
     torch.manual_seed(9)
     x, t = make(11, 1500)

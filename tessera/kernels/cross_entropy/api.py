@@ -133,7 +133,7 @@ def launch_rows(x2d, t1d, loss_rows, grad2d, count, *, ignore_index, label_smoot
         float(label_smoothing), float(z_loss),
         HAS_GRAD=grad2d is not None, SMOOTH=label_smoothing != 0.0, ZLOSS=z_loss != 0.0, MEAN=bool(mean),
         ONE_BLOCK=cfg["ONE_BLOCK"], REVERSE=cfg["REVERSE"], BLOCK=cfg["BLOCK"], PERSISTENT=cfg["PERSISTENT"],
-        EVICT=cfg["EVICT"], num_warps=cfg["num_warps"])
+        EVICT=cfg["EVICT"], PREFETCH=cfg.get("PREFETCH", False), num_warps=cfg["num_warps"])
 
 
 def _launch_split(x2d, t1d, loss_rows, grad2d, g, count, cfg, ignore_index, label_smoothing, z_loss, mean) -> bool:
