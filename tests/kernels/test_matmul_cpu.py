@@ -176,3 +176,18 @@ def test_repeated_calls_reuse_the_plan_with_new_tensors():
     assert len(api._PLANS) == 2
     with pytest.raises(TesseraShapeError):  # a bad call never reaches a plan
         matmul(rnd(5, 63, seed=1), w.t())
+
+
+def test_weight_only_repeated_calls_reuse_the_plan():
+    from tessera.kernels.matmul import wo
+
+    wo._PLANS.clear()
+    qw = q.quantize(rnd(96, 40, seed=30), "fp4_e2m1", group_size=32)
+    wd = q.dequantize(qw).double()
+    for seed in range(3):
+        x, bias = rnd(2, 3, 96, seed=seed), rnd(40, seed=seed + 7)[::1]
+        out = wo_matmul(x, qw, bias=bias)
+        assert out.shape == (2, 3, 40) and rel(out, x.double() @ wd + bias.double()) < 1e-5
+    assert len(wo._PLANS) == 1
+    strided_bias = rnd(80, seed=9)[::2]  # a non-contiguous bias is read correctly too
+    assert rel(wo_matmul(x, qw, bias=strided_bias), x.double() @ wd + strided_bias.double()) < 1e-5

@@ -14,6 +14,7 @@ import torch
 from ...errors import TesseraDeviceError
 from .autotune import autotune_enabled, choose
 from .checks import check_matmul_args
+from .plans import PlanCache
 from .configs import Config, Problem, candidates, default_config
 from .epilogue import ACTIVATIONS, torch_epilogue
 from .launch import interpreting, launch_ptr, launch_skinny, launch_tma, major, num_sms
@@ -83,10 +84,8 @@ def _cublas(a, b, bias, activation, residual, out_dtype, return_preact):
     return torch_epilogue(acc, bias, activation, residual, out_dtype, return_preact)
 
 
-# Plans of repeated 2-D calls, keyed by everything the checks and the config choice read (shapes,
-# strides, dtypes, device, 16-byte alignment, epilogue): a call whose signature was seen before
-# would pass the same checks and get the same config, so it skips straight to the launch.
-_PLANS: dict = {}
+# Plans of repeated 2-D calls (see plans.py).
+_PLANS = PlanCache()
 
 
 def _sig_of(t):
@@ -111,9 +110,7 @@ def _remember(sig, cfg, out, la, lb, act, acc_f16, interp, cublas):
                    acc_f16, interp)()
         return out_
 
-    if len(_PLANS) > 4096:
-        _PLANS.clear()
-    _PLANS[sig] = plan
+    _PLANS.put(sig, plan)
 
 
 def _launch_2d(cfg, a2, b2, out2, la, lb, bias_c, act, res2, pre2, acc_f16, interp):

@@ -8,7 +8,8 @@ import triton
 
 from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, TesseraTypeError
 from ...quant.weights import QuantizedWeight
-from .autotune import choose
+from .autotune import autotune_enabled, choose
+from .plans import PlanCache
 from .configs import Config
 from .kernel_wo import wo_matmul_kernel
 from .launch import ensure_allocator, interpreting, num_sms, tile_counters
@@ -40,6 +41,45 @@ def _candidates(M, N, KP, bits, sms):
     return list(dict.fromkeys(out))
 
 
+def _launch_wo(cfg: Config, x2, qw, out, bias):
+    """The kernel launch for ``x2 [M, K] @ dequantize(qw)`` into ``out [M, N]`` with ``cfg``."""
+    M, K = x2.shape
+    N = qw.shape[1]
+    f, data, scales = qw.fmt, qw.data, qw.scales
+    bias = bias.contiguous() if bias is not None else None
+    if cfg.BK < qw.group_size:  # a K block holds whole groups
+        cfg = replace(cfg, BK=qw.group_size)
+    tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
+    use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
+    if use_tma:
+        ensure_allocator()
+    ws = cnt = out
+    if cfg.split_k > 1:
+        ws = torch.empty(tiles * cfg.split_k * cfg.BM * cfg.BN, dtype=torch.float32, device=x2.device)
+        cnt = tile_counters(x2.device, tiles)
+
+    def go():
+        wo_matmul_kernel[(tiles * cfg.split_k,)](
+            x2, data, scales, bias if bias is not None else out, out, ws, cnt,
+            M, N, K, qw.k_padded, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
+            BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
+            SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
+            num_warps=cfg.warps)
+        return out
+    return go
+
+
+# Plans of repeated calls, keyed by what the checks and the config choice read (as for matmul).
+_PLANS = PlanCache()
+
+
+def _signature(x, qw, bias, out_dtype) -> tuple:
+    return (x.shape, x.stride(), x.dtype, x.device, x.data_ptr() % 16, qw.shape, qw.fmt.name, qw.group_size,
+            qw.data.shape, qw.data.stride(), qw.data.device, qw.data.data_ptr() % 16, qw.scales.shape,
+            qw.scales.stride(), None if bias is None else (bias.shape, bias.dtype, bias.device), out_dtype,
+            autotune_enabled())
+
+
 def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _launcher: bool = False):
     """``x @ dequantize(qw) + bias`` with the weight read packed (fp6: 6 bits, fp4: 4 bits per value).
 
@@ -52,6 +92,13 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
         >>> qw = q.quantize(torch.randn(4096, 4096), "fp4_e2m1").to("cuda")                   # doctest: +SKIP
         >>> y = wo_matmul(torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16), qw)      # doctest: +SKIP
     """
+    sig = None
+    if _config is None and not _launcher and isinstance(qw, QuantizedWeight) and isinstance(x, torch.Tensor) \
+            and (bias is None or isinstance(bias, torch.Tensor)):
+        sig = _signature(x, qw, bias, out_dtype)
+        plan = _PLANS.get(sig)
+        if plan is not None:
+            return plan(x, qw, bias)
     if not isinstance(qw, QuantizedWeight):
         raise TesseraTypeError(f"wo_matmul: qw must be a tessera.quant.QuantizedWeight, got {type(qw).__name__}; "
                                f"make one with tessera.quant.quantize(w, 'fp4_e2m1')")
@@ -81,29 +128,9 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     f = qw.fmt
     KP = qw.k_padded
     sms = num_sms(-1 if interp else (x.device.index if x.device.index is not None else torch.cuda.current_device()))
-    data, scales = qw.data, qw.scales
 
     def run(cfg: Config):
-        if cfg.BK < qw.group_size:  # a K block holds whole groups
-            cfg = replace(cfg, BK=qw.group_size)
-        tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
-        use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
-        if use_tma:
-            ensure_allocator()
-        ws = cnt = out
-        if cfg.split_k > 1:
-            ws = torch.empty(tiles * cfg.split_k * cfg.BM * cfg.BN, dtype=torch.float32, device=x.device)
-            cnt = tile_counters(x.device, tiles)
-
-        def go():
-            wo_matmul_kernel[(tiles * cfg.split_k,)](
-                x2, data, scales, bias if bias is not None else out, out, ws, cnt,
-                M, N, K, KP, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
-                BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
-                SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
-                num_warps=cfg.warps)
-            return out
-        return go
+        return _launch_wo(cfg, x2, qw, out, bias)
 
     if _config is not None:
         cfg = _config
@@ -121,5 +148,16 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     go = run(cfg)
     if _launcher:  # benchmarks: the bare kernel launch, without this function's checks
         return go
+    if sig is not None:
+        _remember(sig, cfg, (M, N), out_dtype, lead)
     go()
     return out.reshape(*lead, N)
+
+
+def _remember(sig, cfg, out_shape, out_dtype, lead):
+    def plan(x, qw, bias):
+        out = torch.empty(out_shape, dtype=out_dtype, device=x.device)
+        _launch_wo(cfg, x.reshape(-1, qw.shape[0]), qw, out, bias)()
+        return out.reshape(*lead, out_shape[1])
+
+    _PLANS.put(sig, plan)
