@@ -67,8 +67,7 @@ def check_ce():
     for N, V in cases:
         for opts in (dict(), dict(label_smoothing=0.1, z_loss=1e-4), dict(reduction="none"), dict(reduction="sum")):
             for cfg in (None, dict(BLOCK=4096, ONE_BLOCK=False, num_warps=8),
-                        dict(BLOCK=8192, ONE_BLOCK=False, num_warps=32, PERSISTENT=True, CTAS_PER_SM=1, EVICT=True),
-                        dict(SPLIT=8, SPLIT_WARPS=16, CTAS_PER_SM=1), dict(SPLIT=3, SPLIT_WARPS=8, CTAS_PER_SM=2)):
+                        dict(BLOCK=8192, ONE_BLOCK=False, num_warps=32, PERSISTENT=True, CTAS_PER_SM=1, EVICT=True)):
                 x = (torch.randn(N, V, device="cuda") * 4).to(torch.bfloat16)
                 t = torch.randint(0, V, (N,), device="cuda")
                 t[torch.rand(N, device="cuda") < 0.2] = -100
@@ -194,11 +193,7 @@ def ce_variant_rows(N, V):
                     dict(P, BLOCK=8192, num_warps=32, CTAS_PER_SM=2),
                     dict(P, BLOCK=8192, num_warps=16, CTAS_PER_SM=4),
                     dict(P, BLOCK=8192, num_warps=16, CTAS_PER_SM=4, EVICT=True),
-                    dict(P, BLOCK=8192, num_warps=32, CTAS_PER_SM=2, EVICT=True),
-                    dict(SPLIT=2, SPLIT_WARPS=16, CTAS_PER_SM=2), dict(SPLIT=4, SPLIT_WARPS=8, CTAS_PER_SM=4),
-                    dict(SPLIT=4, SPLIT_WARPS=16, CTAS_PER_SM=2),
-                    dict(BLOCK=8192, ONE_BLOCK=False, num_warps=32, REVERSE=True, PREFETCH=True),
-                    dict(BLOCK=8192, ONE_BLOCK=False, num_warps=16, REVERSE=True, PREFETCH=True, EVICT=True)]
+                    dict(P, BLOCK=8192, num_warps=32, CTAS_PER_SM=2, EVICT=True)]
     else:
         variants = [dict(BLOCK=16384, ONE_BLOCK=False, num_warps=16, REVERSE=True),  # default
                     dict(BLOCK=16384, ONE_BLOCK=False, num_warps=16, REVERSE=True, EVICT=True),
@@ -209,15 +204,7 @@ def ce_variant_rows(N, V):
                     dict(P, BLOCK=16384, num_warps=16, CTAS_PER_SM=2),
                     dict(P, BLOCK=16384, num_warps=16, CTAS_PER_SM=2, EVICT=True),
                     dict(P, BLOCK=8192, num_warps=16, CTAS_PER_SM=2, EVICT=True),
-                    dict(P, BLOCK=8192, num_warps=8, CTAS_PER_SM=4, EVICT=True),
-                    dict(SPLIT=4, SPLIT_WARPS=32, CTAS_PER_SM=1), dict(SPLIT=8, SPLIT_WARPS=16, CTAS_PER_SM=1),
-                    dict(SPLIT=8, SPLIT_WARPS=32, CTAS_PER_SM=1), dict(SPLIT=16, SPLIT_WARPS=16, CTAS_PER_SM=2),
-                    dict(SPLIT=16, SPLIT_WARPS=8, CTAS_PER_SM=4), dict(SPLIT=32, SPLIT_WARPS=8, CTAS_PER_SM=4),
-                    dict(SPLIT=32, SPLIT_WARPS=4, CTAS_PER_SM=8),
-                    dict(P, BLOCK=16384, num_warps=32, CTAS_PER_SM=1, EVICT=True, PREFETCH=True),
-                    dict(P, BLOCK=8192, num_warps=32, CTAS_PER_SM=1, EVICT=True, PREFETCH=True),
-                    dict(P, BLOCK=8192, num_warps=16, CTAS_PER_SM=2, EVICT=True, PREFETCH=True),
-                    dict(BLOCK=16384, ONE_BLOCK=False, num_warps=16, REVERSE=True, EVICT=True, PREFETCH=True)]
+                    dict(P, BLOCK=8192, num_warps=8, CTAS_PER_SM=4, EVICT=True)]
     best = None
     for cfg in variants:
         def fn(cfg=cfg):

@@ -3,8 +3,7 @@
 One program owns one row. A row that fits one block is read once and kept in registers; a longer row is
 swept twice: the first sweep keeps a per-lane running max and sum of exponentials (one exp2 per element),
 the second recomputes the softmax from the logsumexp and writes the gradient, walking the row backwards so
-that the chunks read last by the first sweep, still in L2, are read first. With PREFETCH each sweep issues
-the next block's load before reducing the current one (kept in the input dtype until its turn).
+that the chunks read last by the first sweep, still in L2, are read first.
 """
 from __future__ import annotations
 
@@ -56,23 +55,22 @@ def _st_row(ptr, val, mask, EVICT: tl.constexpr):
 def ce_fwd_kernel(X, stride_x, T, LOSS, G, stride_g, COUNT, N, V, ignore_index, eps, z,
                   HAS_GRAD: tl.constexpr, SMOOTH: tl.constexpr, ZLOSS: tl.constexpr, MEAN: tl.constexpr,
                   ONE_BLOCK: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr,
-                  PERSISTENT: tl.constexpr, EVICT: tl.constexpr, PREFETCH: tl.constexpr):
+                  PERSISTENT: tl.constexpr, EVICT: tl.constexpr):
     # PERSISTENT: a grid of a few programs per SM walks the rows, so that few rows are in flight at once and
     # a long row read by the first sweep is still in L2 for the second.
     if PERSISTENT:
         for row in range(tl.program_id(0), N, tl.num_programs(0)):
             _ce_row(row + tl.zeros([], dtype=tl.int64), X, stride_x, T, LOSS, G, stride_g, COUNT, V, ignore_index, eps, z,
-                    HAS_GRAD, SMOOTH, ZLOSS, MEAN, ONE_BLOCK, REVERSE, BLOCK, EVICT, PREFETCH)
+                    HAS_GRAD, SMOOTH, ZLOSS, MEAN, ONE_BLOCK, REVERSE, BLOCK, EVICT)
     else:
         _ce_row(tl.program_id(0).to(tl.int64), X, stride_x, T, LOSS, G, stride_g, COUNT, V, ignore_index, eps, z,
-                HAS_GRAD, SMOOTH, ZLOSS, MEAN, ONE_BLOCK, REVERSE, BLOCK, EVICT, PREFETCH)
+                HAS_GRAD, SMOOTH, ZLOSS, MEAN, ONE_BLOCK, REVERSE, BLOCK, EVICT)
 
 
 @triton.jit
 def _ce_row(row, X, stride_x, T, LOSS, G, stride_g, COUNT, V, ignore_index, eps, z,
             HAS_GRAD: tl.constexpr, SMOOTH: tl.constexpr, ZLOSS: tl.constexpr, MEAN: tl.constexpr,
-            ONE_BLOCK: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr, EVICT: tl.constexpr,
-            PREFETCH: tl.constexpr):
+            ONE_BLOCK: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr, EVICT: tl.constexpr):
     x_row = X + row * stride_x
     g_row = G + row * stride_g
     t = tl.load(T + row).to(tl.int32)
@@ -111,16 +109,10 @@ def _ce_row(row, X, stride_x, T, LOSS, G, stride_g, COUNT, V, ignore_index, eps,
             m = tl.full([BLOCK], -1.0e30, dtype=tl.float32)
             s = tl.zeros([BLOCK], dtype=tl.float32)
             sx = tl.zeros([BLOCK], dtype=tl.float32)
-            if PREFETCH:
-                nxt = _ld_row(x_row + offs, offs < V, -float("inf"), True, EVICT)
             for off in range(0, V, BLOCK):
                 cols = off + offs
                 mask = cols < V
-                if PREFETCH:  # the next block's load is in flight while this one is reduced
-                    x = nxt.to(tl.float32)
-                    nxt = _ld_row(x_row + cols + BLOCK, cols + BLOCK < V, -float("inf"), True, EVICT)
-                else:
-                    x = _ld_row(x_row + cols, mask, -float("inf"), True, EVICT).to(tl.float32)
+                x = _ld_row(x_row + cols, mask, -float("inf"), True, EVICT).to(tl.float32)
                 x2 = x * 1.4426950408889634
                 bigger = x2 > m
                 d = tl.exp2(-tl.abs(x2 - m))
@@ -142,23 +134,14 @@ def _ce_row(row, X, stride_x, T, LOSS, G, stride_g, COUNT, V, ignore_index, eps,
                 smooth_term = scale * eps / V
                 hit_term = scale * (1.0 - eps)
                 n_blocks = tl.cdiv(V, BLOCK)
-                step = BLOCK
-                first = 0
-                if REVERSE:
-                    step = -BLOCK
-                    first = (n_blocks - 1) * BLOCK
-                if PREFETCH:
-                    nxt = _ld_row(x_row + first + offs, first + offs < V, 0.0, False, EVICT)
                 for i in range(0, n_blocks):
-                    off = first + i * step
+                    if REVERSE:
+                        off = (n_blocks - 1 - i) * BLOCK
+                    else:
+                        off = i * BLOCK
                     cols = off + offs
                     mask = cols < V
-                    if PREFETCH:
-                        x2 = nxt.to(tl.float32) * 1.4426950408889634
-                        ncols = cols + step
-                        nxt = _ld_row(x_row + ncols, (ncols >= 0) & (ncols < V), 0.0, False, EVICT)
-                    else:
-                        x2 = _ld_row(x_row + cols, mask, 0.0, False, EVICT).to(tl.float32) * 1.4426950408889634
+                    x2 = _ld_row(x_row + cols, mask, 0.0, False, EVICT).to(tl.float32) * 1.4426950408889634
                     g = _grad_chunk(x2, cols, t, lse2, c1, smooth_term, hit_term, SMOOTH)
                     _st_row(g_row + cols, g.to(G.dtype.element_ty), mask, EVICT)
 

@@ -22,7 +22,6 @@ from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 _INTS = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
 _REDUCTIONS = ("mean", "sum", "none")
-LAST_KERNEL = [None]  # diagnostics: "split" or "rows", the kernel the latest launch used
 
 
 def _use_triton(t: torch.Tensor) -> bool:
@@ -120,11 +119,6 @@ def launch_rows(x2d, t1d, loss_rows, grad2d, count, *, ignore_index, label_smoot
     if cfg["ONE_BLOCK"] and cfg["BLOCK"] < V:
         cfg["ONE_BLOCK"] = False
     g = grad2d if grad2d is not None else x2d
-    if cfg.get("SPLIT", 0) > 1 and x2d.is_cuda and _launch_split(x2d, t1d, loss_rows, grad2d, g, count, cfg,
-                                                                 ignore_index, label_smoothing, z_loss, mean):
-        LAST_KERNEL[0] = "split"
-        return
-    LAST_KERNEL[0] = "rows"
     grid = N
     if cfg["PERSISTENT"]:
         grid = min(N, _sm_count(x2d.device) * cfg["CTAS_PER_SM"])
@@ -133,28 +127,7 @@ def launch_rows(x2d, t1d, loss_rows, grad2d, count, *, ignore_index, label_smoot
         float(label_smoothing), float(z_loss),
         HAS_GRAD=grad2d is not None, SMOOTH=label_smoothing != 0.0, ZLOSS=z_loss != 0.0, MEAN=bool(mean),
         ONE_BLOCK=cfg["ONE_BLOCK"], REVERSE=cfg["REVERSE"], BLOCK=cfg["BLOCK"], PERSISTENT=cfg["PERSISTENT"],
-        EVICT=cfg["EVICT"], PREFETCH=cfg.get("PREFETCH", False), num_warps=cfg["num_warps"])
-
-
-def _launch_split(x2d, t1d, loss_rows, grad2d, g, count, cfg, ignore_index, label_smoothing, z_loss, mean) -> bool:
-    """The read-once kernel for long rows (a cooperative grid); False when the grid cannot be co-resident."""
-    from ._split_kernel import ce_split_kernel
-
-    N, V = x2d.shape
-    split = cfg["SPLIT"]
-    chunk = triton_next_pow2(-(-V // split))
-    groups = max(1, min(N, _sm_count(x2d.device) * cfg.get("CTAS_PER_SM", 1) // split))
-    part = torch.empty(groups * 2 * 3 * split, dtype=torch.float32, device=x2d.device)
-    sync = torch.zeros(groups, dtype=torch.int32, device=x2d.device)
-    try:
-        ce_split_kernel[(groups * split,)](
-            x2d, x2d.stride(0), t1d, loss_rows, g, g.stride(0), count, part, sync, N, V, int(ignore_index),
-            float(label_smoothing), float(z_loss),
-            HAS_GRAD=grad2d is not None, SMOOTH=label_smoothing != 0.0, ZLOSS=z_loss != 0.0, MEAN=bool(mean),
-            SPLIT=split, PEERS=triton_next_pow2(split), CHUNK=chunk, num_warps=cfg.get("SPLIT_WARPS", 16), launch_cooperative_grid=True)
-    except RuntimeError:  # too many programs to be resident at once: the two-sweep kernel instead
-        return False
-    return True
+        EVICT=cfg["EVICT"], num_warps=cfg["num_warps"])
 
 
 def _sm_count(device) -> int:
