@@ -176,6 +176,29 @@ def host_overhead():
         print(f"host {name}: {host * 1e6:.1f} us per call", flush=True)
 
 
+def entry_points(results):
+    """Decode shapes through the public entry points (default configs, plan cache warm) vs cuBLAS."""
+    for M, N, K in SHAPES:
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
+        t_cb = bench(lambda: torch.matmul(x, w.t()))
+        t_ts = bench(lambda: matmul(x, w.t()))
+        t_k = bench(matmul(x, w.t(), _launcher=True))
+        print(f"entry bf16 {M}x{N}x{K}: tessera {t_ts * 1e3:.1f}us (kernel {t_k * 1e3:.1f}) cuBLAS {t_cb * 1e3:.1f}us",
+              flush=True)
+        results.append({"kind": "entry", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_ts * 1e3,
+                        "best_us": t_k * 1e3, "best": "default config, bare launch"})
+    for n in (4096, 8192):
+        qw = quant.quantize(torch.randn(n, n, device="cuda") / n ** 0.5, "fp4_e2m1")
+        x = torch.randn(1, n, device="cuda", dtype=torch.bfloat16)
+        wb = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+        t_cb = bench(lambda: torch.matmul(x, wb.t()))
+        t_ts = bench(lambda: wo_matmul(x, qw))
+        t_k = bench(wo_matmul(x, qw, _launcher=True))
+        print(f"entry wo fp4 1x{n}x{n}: tessera {t_ts * 1e3:.1f}us (kernel {t_k * 1e3:.1f}) cuBLAS bf16 "
+              f"{t_cb * 1e3:.1f}us", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=400)
@@ -192,6 +215,8 @@ def main():
             sweep_wo(a.budget, t0, results)
         if "host" in a.only:
             host_overhead()
+        if "entry" in a.only:
+            entry_points(results)
         if "big" in a.only:
             sweep_big(results)
     finally:
