@@ -75,11 +75,20 @@ def small_m_config(p: Problem) -> Config:
     return Config("ptr", BM, BN, BK, 8, 4, 4, _pick_split(p, BM, BN, BK) if p.batch == 1 else 1)
 
 
-def skinny_config(p: Problem, BN: int = 64, BK: int = 128, stages: int = 4, split: int = 0,
+def skinny_config(p: Problem, BN: int = 64, BK: int = 0, stages: int = 0, split: int = 0,
                   swap: bool = True) -> Config:
-    """The skinny (decode) kernel: split-K so that about two programs run per SM."""
+    """The skinny (decode) kernel. H100 sweep (benchmarks/results/matmul.md): best with about one
+    program per SM (split-K only while tiles x split stays within the SM count), K blocks of 256
+    (128 at 128 rows) and as many stages as fit ~192 KB of shared memory."""
     BM = max(16, min(128, 1 << (p.M - 1).bit_length()))
-    return Config("skinny", BM, BN, BK, 1, stages, 4, split or _pick_split(p, BM, BN, BK), swap=swap)
+    BK = BK or (256 if BM <= 64 else 128)
+    stages = stages or max(2, min(6, (192 * 1024) // ((BN + BM) * BK * p.itemsize)))
+    if not split:
+        tiles = -(-p.M // BM) * -(-p.N // BN)
+        split = 1
+        while split < 16 and tiles * split * 2 <= p.num_sms and p.K // (split * 2) >= 2 * BK:
+            split *= 2
+    return Config("skinny", BM, BN, BK, 1, stages, 4, split, swap=swap)
 
 
 def skinny_candidates(p: Problem) -> List[Config]:
