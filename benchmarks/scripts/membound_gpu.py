@@ -138,10 +138,10 @@ def sweep(log):
     return res
 
 
-BWD_CANDIDATES = {
-    1024: [(1, 4, 8), (1, 4, 4), (2, 4, 4), (2, 4, 8), (1, 8, 4), (4, 16, 2)],
-    4096: [(1, 16, 2), (1, 8, 2), (1, 16, 3), (2, 16, 2), (1, 32, 2)],
-    8192: [(1, 32, 2), (1, 32, 1), (1, 16, 2), (1, 16, 1)],
+BWD_CANDIDATES = {  # (rows, warps, programs per SM, prefetch)
+    1024: [(1, 8, 4, False), (1, 8, 4, True), (1, 4, 8, True), (2, 4, 4, True)],
+    4096: [(1, 8, 2, False), (1, 8, 2, True), (1, 16, 2, True), (1, 8, 3, True), (1, 4, 4, True), (2, 8, 2, True)],
+    8192: [(1, 32, 1, False), (1, 32, 1, True), (1, 16, 2, True), (1, 16, 1, True)],
 }
 
 
@@ -157,17 +157,17 @@ def tune(log):
         xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
         torch.nn.functional.rms_norm(xr, (n,), wr, 1e-6).backward(dy.float())
         out = []
-        for evict in (("evict_first", "") if n == 4096 else ("evict_first",)):
+        for evict in ("",):
             launch.EVICT_BWD = evict
-            for rows, warps, per_sm in cands:
+            for rows, warps, per_sm, pf in cands:
                 plan = _membound.RowPlan(n, rows, warps, True)
-                dx, dw, _ = launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm)
+                dx, dw, _ = launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm, prefetch=pf)
                 err = max(rel(dx, xr.grad), rel(dw, wr.grad))
-                t = ms(lambda: launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm))
-                out.append((tb(3, n, t) if err < 1e-2 else 0.0, (rows, warps, per_sm), evict, err))
+                t = ms(lambda: launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm, prefetch=pf))
+                out.append((tb(3, n, t) if err < 1e-2 else 0.0, (rows, warps, per_sm, pf), evict, err))
         out.sort(key=lambda r: -r[0])
         for r in out:
-            line = f"{r[0]:6.3f} TB/s  rms bwd n={n} rows,warps,per_sm={r[1]} evict={r[2] or '-'} err={r[3]:.1e}"
+            line = f"{r[0]:6.3f} TB/s  rms bwd n={n} rows,warps,per_sm,prefetch={r[1]} evict={r[2] or '-'} err={r[3]:.1e}"
             print(line)
             log.write(line + "\n")
         chosen[n] = out[0][1]

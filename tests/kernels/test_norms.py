@@ -61,6 +61,28 @@ def test_layer_norm_fwd_bwd(m, n, affine):
         assert dw is None and db is None
 
 
+@pytest.mark.parametrize("is_rms", [True, False])
+@pytest.mark.parametrize("rows,per_sm", [(1, 1), (2, 2)])
+def test_backward_with_prefetched_rows(is_rms, rows, per_sm):
+    """The fused backward that loads the next block of rows before reducing the current one."""
+    from tessera.kernels._membound import RowPlan
+    from tessera.kernels.norms import launch
+
+    x, w, b, dy = make(13, 300, torch.float32)  # 13 rows over a few programs: the last block is partial
+    if is_rms:
+        _, rstd = norms.rms_norm_fwd(x, w)
+        mean, b = None, None
+        _, grads = _grads(lambda x_, w_: rms_norm_ref(x_, w_), [x, w], dy)
+    else:
+        _, mean, rstd = norms.layer_norm_fwd(x, w, b)
+        _, grads = _grads(lambda x_, w_, b_: layer_norm_ref(x_, w_, b_), [x, w, b], dy)
+    plan = RowPlan(512, rows, 4, True)
+    dx, dw, db = launch.norm_bwd("t", dy, x, w, b, mean, rstd, is_rms, plan, per_sm, prefetch=True)
+    assert rel(dx, grads[0]) < 1e-4 and rel(dw, grads[1]) < 1e-4
+    if not is_rms:
+        assert rel(db, grads[2]) < 1e-5
+
+
 @pytest.mark.parametrize("m,n", SHAPES)
 def test_rms_norm_fwd_bwd(m, n):
     x, w, _, dy = make(m, n, torch.float32)

@@ -108,11 +108,22 @@ def norm_fwd_blocked_kernel(X, R, W, B, Y, S, MEAN, RSTD, M, N,
 
 
 @triton.jit
+def _load_dy_x(DY, X, blk, M, stride_dy, stride_x, cols, cmask, ROWS: tl.constexpr, EVICT: tl.constexpr):
+    """Rows [blk * ROWS, (blk + 1) * ROWS) of dy and x, in their own dtype (rows past M read as 0)."""
+    rows = blk * ROWS + tl.arange(0, ROWS)
+    mask = (rows < M)[:, None] & cmask[None, :]
+    r64 = rows.to(tl.int64)[:, None]
+    dy = tl.load(DY + r64 * stride_dy + cols[None, :], mask=mask, other=0.0, eviction_policy=EVICT)
+    x = tl.load(X + r64 * stride_x + cols[None, :], mask=mask, other=0.0, eviction_policy=EVICT)
+    return dy, x
+
+
+@triton.jit
 def norm_bwd_fused_kernel(DY, X, W, MEAN, RSTD, DX, DW_PART, DB_PART, DRES, M, N,
                           stride_dy, stride_x, stride_dx, stride_dres,
                           IS_RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                           HAS_DRES: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
-                          EVICT: tl.constexpr):
+                          EVICT: tl.constexpr, PREFETCH: tl.constexpr):
     pid = tl.program_id(0)
     n_prog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
@@ -124,15 +135,21 @@ def norm_bwd_fused_kernel(DY, X, W, MEAN, RSTD, DX, DW_PART, DB_PART, DRES, M, N
     dw = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     db = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     n_blocks = tl.cdiv(M, ROWS)
+    if PREFETCH:  # the next block's loads are in flight during this block's reductions (barriers)
+        dy_n, x_n = _load_dy_x(DY, X, pid, M, stride_dy, stride_x, cols, cmask, ROWS, EVICT)
     for blk in range(pid, n_blocks, n_prog):
         rows = blk * ROWS + tl.arange(0, ROWS)
         rmask = rows < M
         mask = rmask[:, None] & cmask[None, :]
         r64 = rows.to(tl.int64)[:, None]
-        dy = tl.load(DY + r64 * stride_dy + cols[None, :], mask=mask, other=0.0,
-                     eviction_policy=EVICT).to(tl.float32)
-        x = tl.load(X + r64 * stride_x + cols[None, :], mask=mask, other=0.0,
-                    eviction_policy=EVICT).to(tl.float32)
+        if PREFETCH:
+            dy = dy_n.to(tl.float32)
+            x = x_n.to(tl.float32)
+            dy_n, x_n = _load_dy_x(DY, X, blk + n_prog, M, stride_dy, stride_x, cols, cmask, ROWS, EVICT)
+        else:
+            dy_r, x_r = _load_dy_x(DY, X, blk, M, stride_dy, stride_x, cols, cmask, ROWS, EVICT)
+            dy = dy_r.to(tl.float32)
+            x = x_r.to(tl.float32)
         rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
         if IS_RMS:
             xhat = x * rstd[:, None]

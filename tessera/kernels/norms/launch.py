@@ -24,7 +24,8 @@ BWD_PROGRAMS_PER_SM = 2
 # backward launch shape by block width: (rows per iteration, warps, programs per SM), the fastest
 # of 4-6 candidates each on H100 bf16 (benchmarks/results/membound.md); other widths follow
 # row_plan(backward=True) and _default_per_sm
-BWD_CONFIG = {1024: (1, 8, 4), 4096: (1, 8, 2), 8192: (1, 32, 1)}
+# width -> (rows per block, warps, programs per SM, prefetch the next rows' loads)
+BWD_CONFIG = {1024: (1, 8, 4, False), 4096: (1, 8, 2, False), 8192: (1, 32, 1, False)}
 EVICT_FWD = ""  # measured on H100: evict_first loads cost ~1% in the forward
 EVICT_BWD = ""  # and ~1.5% in the backward (4096 cols: 2.70 vs 2.66 TB/s)
 
@@ -79,7 +80,7 @@ def norm_fwd(op: str, x, residual, weight, bias, eps, is_rms: bool, plan: Option
 
 
 def norm_bwd(op: str, dy, x, weight, bias, mean, rstd, is_rms: bool, plan: Optional[RowPlan] = None,
-             per_sm: Optional[int] = None, dres=None, x_name: str = "x"):
+             per_sm: Optional[int] = None, dres=None, x_name: str = "x", prefetch: bool = False):
     """Returns (dx, dweight or None, dbias or None); ``dres`` (optional) is added into ``dx``."""
     check_tensor(dy, "dy", op)
     check_tensor(x, x_name, op)
@@ -105,7 +106,8 @@ def norm_bwd(op: str, dy, x, weight, bias, mean, rstd, is_rms: bool, plan: Optio
     if plan is None:
         plan = row_plan(n, x.element_size(), max_fused=_bwd_limit(), backward=True)
         if plan.fused and plan.block in BWD_CONFIG:
-            rows_, warps_, per_sm_ = BWD_CONFIG[plan.block]
+            rows_, warps_, per_sm_, prefetch_ = BWD_CONFIG[plan.block]
+            prefetch = prefetch or prefetch_
             plan = RowPlan(plan.block, rows_, warps_, True)
             per_sm = per_sm or per_sm_
         per_sm = per_sm or _default_per_sm(plan)
@@ -123,7 +125,7 @@ def norm_bwd(op: str, dy, x, weight, bias, mean, rstd, is_rms: bool, plan: Optio
         flags = dict(IS_RMS=is_rms, HAS_W=weight is not None, HAS_B=bias is not None,
                      HAS_DRES=dres is not None, BLOCK_N=plan.block, num_warps=plan.warps)
         if plan.fused:
-            norm_bwd_fused_kernel[(g,)](*args, ROWS=plan.rows, EVICT=EVICT_BWD, **flags)
+            norm_bwd_fused_kernel[(g,)](*args, ROWS=plan.rows, EVICT=EVICT_BWD, PREFETCH=prefetch, **flags)
         else:
             norm_bwd_blocked_kernel[(g,)](*args, **flags)
     dweight = _reduce(dw_part, weight, g, n) if weight is not None else None
