@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 overhead of the entry point; every config checked against float64 and timed against cuBLAS in
 the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo,big,host] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo,big,host,entry] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out.
