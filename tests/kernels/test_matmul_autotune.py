@@ -4,7 +4,7 @@ import glob
 import pytest
 
 from tessera.kernels.matmul import autotune
-from tessera.kernels.matmul.configs import Config, Problem, candidates, default_config
+from tessera.kernels.matmul.configs import Config, Problem, candidates, default_config, skinny_config
 
 
 @pytest.fixture
@@ -76,3 +76,14 @@ def test_heuristic_and_candidates():
     assert {c.kernel for c in candidates(dec)} == {"ptr", "skinny"}
     assert all(c.kernel in ("tma", "ptr") for c in candidates(big)) and len(set(candidates(big))) == len(candidates(big))
     assert big.bucket() == (8192, 8192, 8192) and Problem(12288, 100, 7, 1, 2, True, False, 132).bucket() == (8192, 128, 8)
+
+
+def test_skinny_defaults_fit_shared_memory():
+    """Every decode default keeps its pipelined tiles under the ~227 KB an H100 SM offers."""
+    for M in (1, 2, 16, 17, 33, 64, 65, 128):
+        for N, K in ((4096, 4096), (8192, 8192), (1000, 4104), (128256, 4096)):
+            for itemsize in (2, 4):
+                c = skinny_config(Problem(M, N, K, 1, itemsize, True, False, 132))
+                smem = c.stages * (c.BM + c.BN) * c.BK * itemsize
+                assert c.kernel == "skinny" and 2 <= c.stages <= 6 and smem <= 200 * 1024, (M, N, K, c)
+                assert c.BM >= min(M, 128) and 1 <= c.split_k <= 16

@@ -81,7 +81,7 @@ def skinny_config(p: Problem, BN: int = 64, BK: int = 0, stages: int = 0, split:
     program per SM (split-K only while tiles x split stays within the SM count), K blocks of 256
     (128 at 128 rows) and as many stages as fit ~192 KB of shared memory."""
     BM = max(16, min(128, 1 << (p.M - 1).bit_length()))
-    BK = BK or (256 if BM <= 64 else 128)
+    BK = BK or (256 if BM <= 64 else 128) * 2 // p.itemsize  # the same bytes per stage for fp32
     stages = stages or max(2, min(6, (192 * 1024) // ((BN + BM) * BK * p.itemsize)))
     if not split:
         tiles = -(-p.M // BM) * -(-p.N // BN)
