@@ -14,7 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .tiles import LOG2E, dropout_keep, load_tile, seq_bounds, tile_source, user_mask, visible
+from .tiles import (LOG2E, dropout_keep, head_offset, load_tile, seq_bounds, store_tile, tile_source, user_mask,
+                    visible)
 
 
 @triton.jit
@@ -29,14 +30,13 @@ def _delta_kernel(O, DO, DELTA, CU_Q, s_ob, s_oh, s_os, s_od, s_db, s_dh, s_ds, 
     start_m = pid_m * BLOCK_M
     if start_m >= seqlen_q:
         return
-    b64 = b.to(tl.int64)
-    o_base = O + b64 * s_ob + h.to(tl.int64) * s_oh + q_start.to(tl.int64) * s_os
-    do_base = DO + b64 * s_db + h.to(tl.int64) * s_dh + q_start.to(tl.int64) * s_ds
+    o_base = tile_source(O, b, h, q_start, s_ob, s_oh, s_os, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, 0)
+    do_base = tile_source(DO, b, h, q_start, s_db, s_dh, s_ds, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, 0)
     o = load_tile(o_base, b, h, start_m, seqlen_q, s_os, s_od, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
     do = load_tile(do_base, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    tl.store(DELTA + b64 * s_lb + h.to(tl.int64) * s_lh + q_start + offs_m, delta, mask=offs_m < seqlen_q)
+    tl.store(DELTA + head_offset(b, h, s_lb, s_lh) + q_start + offs_m, delta, mask=offs_m < seqlen_q)
 
 
 @triton.jit
@@ -103,8 +103,8 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, MASK, DK, DV, CU_Q, CU_K,
     if start_n >= seqlen_k:
         return
     b64 = b.to(tl.int64)
-    k_base = K + b64 * s_kb + hk.to(tl.int64) * s_kh + k_start.to(tl.int64) * s_ks
-    v_base = V + b64 * s_vb + hk.to(tl.int64) * s_vh + k_start.to(tl.int64) * s_vs
+    k_base = tile_source(K, b, hk, k_start, s_kb, s_kh, s_ks, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, 0)
+    v_base = tile_source(V, b, hk, k_start, s_vb, s_vh, s_vs, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, 0)
     # Rows past the end of the keys come in as zeros; their dK/dV rows are never stored.
     k = load_tile(k_base, b, hk, start_n, seqlen_k, s_ks, s_kd, BLOCK_N, HEAD_DIM, D_PAD, 0, True)
     v = load_tile(v_base, b, hk, start_n, seqlen_k, s_vs, s_vd, BLOCK_N, HEAD_DIM, D_PAD, 0, True)
@@ -125,8 +125,8 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, MASK, DK, DV, CU_Q, CU_K,
         h = hk * GROUP + g
         q_desc = tile_source(Q, b, h, q_start, s_qb, s_qh, s_qs, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
         do_desc = tile_source(DO, b, h, q_start, s_db, s_dh, s_ds, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
-        row_base = b64 * s_lb + h.to(tl.int64) * s_lh + q_start
-        mask_base = MASK + b64 * s_mb + h.to(tl.int64) * s_mh
+        row_base = head_offset(b, h, s_lb, s_lh) + q_start
+        mask_base = MASK + head_offset(b, h, s_mb, s_mh)
         drop_base = (b64 * H + h) * SEQ_Q * SEQ_K
         for start_m in range(m_lo, m_full, BLOCK_M):
             dk, dv = _dkdv_step(dk, dv, k, v, q_desc, do_desc, b, h, LSE, DELTA, row_base, start_m, offs_n, seqlen_q,
@@ -139,13 +139,10 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, MASK, DK, DV, CU_Q, CU_K,
                                 SEQ_K, dropout_p, HEAD_DIM, D_PAD, BLOCK_M, False, CAUSAL, MASK_KIND, DROPOUT,
                                 USE_TMA)
     dk = dk * sm_scale
-    offs_d = tl.arange(0, D_PAD)
-    ok = (offs_n[:, None] < seqlen_k) & (offs_d[None, :] < HEAD_DIM)
-    rows = offs_n[:, None].to(tl.int64)
-    dk_ptrs = DK + b64 * s_dkb + hk.to(tl.int64) * s_dkh + (k_start + rows) * s_dks + offs_d[None, :] * s_dkd
-    dv_ptrs = DV + b64 * s_dvb + hk.to(tl.int64) * s_dvh + (k_start + rows) * s_dvs + offs_d[None, :] * s_dvd
-    tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=ok)
-    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=ok)
+    dk_base = tile_source(DK, b, hk, k_start, s_dkb, s_dkh, s_dks, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, 0)
+    dv_base = tile_source(DV, b, hk, k_start, s_dvb, s_dvh, s_dvs, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, 0)
+    store_tile(dk_base, dk.to(DK.dtype.element_ty), b, hk, start_n, seqlen_k, s_dks, s_dkd, BLOCK_N, HEAD_DIM, D_PAD, 0)
+    store_tile(dv_base, dv.to(DV.dtype.element_ty), b, hk, start_n, seqlen_k, s_dvs, s_dvd, BLOCK_N, HEAD_DIM, D_PAD, 0)
 
 
 @triton.jit
@@ -196,17 +193,16 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, MASK, DQ, CU_Q, CU_K,
     start_m = pid_m * BLOCK_M
     if start_m >= seqlen_q:
         return
-    b64 = b.to(tl.int64)
-    q_base = Q + b64 * s_qb + h.to(tl.int64) * s_qh + q_start.to(tl.int64) * s_qs
-    do_base = DO + b64 * s_db + h.to(tl.int64) * s_dh + q_start.to(tl.int64) * s_ds
+    q_base = tile_source(Q, b, h, q_start, s_qb, s_qh, s_qs, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, 0)
+    do_base = tile_source(DO, b, h, q_start, s_db, s_dh, s_ds, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, 0)
     k_desc = tile_source(K, b, hk, k_start, s_kb, s_kh, s_ks, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
     v_desc = tile_source(V, b, hk, k_start, s_vb, s_vh, s_vs, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
-    mask_base = MASK + b64 * s_mb + h.to(tl.int64) * s_mh
-    drop_base = (b64 * H + h) * SEQ_Q * SEQ_K
+    mask_base = MASK + head_offset(b, h, s_mb, s_mh)
+    drop_base = (b.to(tl.int64) * H + h) * SEQ_Q * SEQ_K
     offs_m = start_m + tl.arange(0, BLOCK_M)
     q = load_tile(q_base, b, h, start_m, seqlen_q, s_qs, s_qd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
     do = load_tile(do_base, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
-    lse2, delta = _row_stats(LSE, DELTA, b64 * s_lb + h.to(tl.int64) * s_lh + q_start, offs_m, seqlen_q)
+    lse2, delta = _row_stats(LSE, DELTA, head_offset(b, h, s_lb, s_lh) + q_start, offs_m, seqlen_q)
     dq = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
     if CAUSAL:
         diag = seqlen_k - seqlen_q
@@ -225,7 +221,5 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, MASK, DQ, CU_Q, CU_K,
                       s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
                       HEAD_DIM, D_PAD, BLOCK_N, True, CAUSAL, MASK_KIND, DROPOUT, USE_TMA)
     dq = dq * sm_scale
-    offs_d = tl.arange(0, D_PAD)
-    ptrs = (DQ + b64 * s_dqb + h.to(tl.int64) * s_dqh + (q_start + offs_m[:, None]).to(tl.int64) * s_dqs
-            + offs_d[None, :] * s_dqd)
-    tl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < seqlen_q) & (offs_d[None, :] < HEAD_DIM))
+    dq_base = tile_source(DQ, b, h, q_start, s_dqb, s_dqh, s_dqs, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, 0)
+    store_tile(dq_base, dq.to(DQ.dtype.element_ty), b, h, start_m, seqlen_q, s_dqs, s_dqd, BLOCK_M, HEAD_DIM, D_PAD, 0)

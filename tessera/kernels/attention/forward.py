@@ -11,7 +11,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .tiles import LN2, LOG2E, dropout_keep, load_tile, seq_bounds, store_tile, tile_source, user_mask, visible
+from .tiles import (LN2, LOG2E, dropout_keep, head_offset, load_tile, seq_bounds, store_tile, tile_source,
+                    user_mask, visible)
 
 
 @triton.jit
@@ -79,7 +80,7 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, CU_Q, CU_K,
     k_desc = tile_source(K, b, hk, k_start, s_kb, s_kh, s_ks, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
     v_desc = tile_source(V, b, hk, k_start, s_vb, s_vh, s_vs, seqlen_k, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA)
     o_desc = tile_source(O, b, h, q_start, s_ob, s_oh, s_os, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA)
-    mask_base = MASK + b64 * s_mb + h.to(tl.int64) * s_mh
+    mask_base = MASK + head_offset(b, h, s_mb, s_mh)
     drop_base = (b64 * H + h) * SEQ_Q * SEQ_K
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -113,6 +114,6 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, CU_Q, CU_K,
         inv = inv / (1.0 - dropout_p)
     o = acc * inv[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
-    tl.store(LSE + b64 * s_lb + h.to(tl.int64) * s_lh + q_start + offs_m, lse, mask=offs_m < seqlen_q)
+    tl.store(LSE + head_offset(b, h, s_lb, s_lh) + q_start + offs_m, lse, mask=offs_m < seqlen_q)
     store_tile(o_desc, o.to(q.dtype), b, h, start_m, seqlen_q, s_os, s_od, BLOCK_M, HEAD_DIM, D_PAD,
                USE_TMA)

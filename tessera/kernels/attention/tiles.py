@@ -29,6 +29,12 @@ def seq_bounds(CU, b, SEQ, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def head_offset(b, h, s_b, s_h):
+    """64-bit element offset of head (b, h) in a tensor with batch stride s_b and head stride s_h."""
+    return b.to(tl.int64) * s_b + h.to(tl.int64) * s_h
+
+
+@triton.jit
 def make_desc(base, rows, s_row, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
               USE_TMA: tl.constexpr):
     """A [rows, HEAD_DIM] tensor descriptor with [BLOCK_R, D_PAD] blocks, or the base pointer itself."""
@@ -47,7 +53,7 @@ def tile_source(T, b, h, start, s_b, s_h, s_row, rows, BLOCK_R: tl.constexpr, HE
     if USE_TMA == 2:
         return T
     else:
-        base = T + b.to(tl.int64) * s_b + h.to(tl.int64) * s_h + start.to(tl.int64) * s_row
+        base = T + head_offset(b, h, s_b, s_h) + start.to(tl.int64) * s_row
         return make_desc(base, rows, s_row, BLOCK_R, HEAD_DIM, D_PAD, USE_TMA)
 
 
