@@ -36,13 +36,43 @@ def _st(p, offs, val, mask, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _ld_weight(P, W, offs, mask, HAS_MASTER: tl.constexpr, MASKED: tl.constexpr):
+    """The weight being updated: the fp32 master copy when there is one, else the parameter."""
+    if HAS_MASTER:
+        return _ld(W, offs, mask, MASKED)
+    return _ld(P, offs, mask, MASKED)
+
+
+@triton.jit
+def _st_weight(P, W, offs, w, mask, HAS_MASTER: tl.constexpr, MASKED: tl.constexpr):
+    if HAS_MASTER:
+        _st(W, offs, w, mask, MASKED)
+    _st(P, offs, w, mask, MASKED)
+
+
+@triton.jit
+def _span(NUMEL, BLK_T, BLK_I, BLOCK: tl.constexpr, ITERS: tl.constexpr):
+    """(row of the address table, first element, length of the tensor) of this program's blocks."""
+    pid = tl.program_id(0)
+    tid = tl.load(BLK_T + pid).to(tl.int64)
+    start = tl.load(BLK_I + pid).to(tl.int64) * (BLOCK * ITERS)
+    return tid * 5, start, tl.load(NUMEL + tid)
+
+
+@triton.jit
+def _block_offsets(start, it, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+    lo = start + it * BLOCK
+    offs = lo + tl.arange(0, BLOCK)
+    if ALIGNED:
+        offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
+    return lo, offs
+
+
+@triton.jit
 def _adam_block(P, G, M, S, W, offs, mask, lr, beta1, beta2, eps, wd, step_size, bc2_sqrt,
                 ADAMW: tl.constexpr, HAS_WD: tl.constexpr, HAS_MASTER: tl.constexpr, MASKED: tl.constexpr):
     g = _ld(G, offs, mask, MASKED)
-    if HAS_MASTER:
-        w = _ld(W, offs, mask, MASKED)
-    else:
-        w = _ld(P, offs, mask, MASKED)
+    w = _ld_weight(P, W, offs, mask, HAS_MASTER, MASKED)
     if HAS_WD:
         if ADAMW:
             w = w * (1.0 - lr * wd)
@@ -55,9 +85,7 @@ def _adam_block(P, G, M, S, W, offs, mask, lr, beta1, beta2, eps, wd, step_size,
     w = w - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), bc2_sqrt) + eps)
     _st(M, offs, m, mask, MASKED)
     _st(S, offs, v, mask, MASKED)
-    if HAS_MASTER:
-        _st(W, offs, w, mask, MASKED)
-    _st(P, offs, w, mask, MASKED)
+    _st_weight(P, W, offs, w, mask, HAS_MASTER, MASKED)
 
 
 @triton.jit
@@ -65,21 +93,14 @@ def adam_mt_kernel(ADDR, NUMEL, BLK_T, BLK_I, lr, beta1, beta2, eps, wd, step_si
                    P_TY: tl.constexpr, G_TY: tl.constexpr, S_TY: tl.constexpr, ADAMW: tl.constexpr,
                    HAS_WD: tl.constexpr, HAS_MASTER: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
                    ITERS: tl.constexpr):
-    pid = tl.program_id(0)
-    tid = tl.load(BLK_T + pid).to(tl.int64)
-    start = tl.load(BLK_I + pid).to(tl.int64) * (BLOCK * ITERS)
-    n = tl.load(NUMEL + tid)
-    base = tid * 5
+    base, start, n = _span(NUMEL, BLK_T, BLK_I, BLOCK, ITERS)
     P = _ptr(ADDR, base, 0, P_TY, ALIGNED)
     G = _ptr(ADDR, base, 1, G_TY, ALIGNED)
     M = _ptr(ADDR, base, 2, S_TY, ALIGNED)
     S = _ptr(ADDR, base, 3, S_TY, ALIGNED)
     W = _ptr(ADDR, base, 4, tl.float32, ALIGNED)
     for it in range(ITERS):
-        lo = start + it * BLOCK
-        offs = lo + tl.arange(0, BLOCK)
-        if ALIGNED:
-            offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
+        lo, offs = _block_offsets(start, it, BLOCK, ALIGNED)
         if lo + BLOCK <= n:
             _adam_block(P, G, M, S, W, offs, None, lr, beta1, beta2, eps, wd, step_size, bc2_sqrt,
                         ADAMW, HAS_WD, HAS_MASTER, False)
@@ -93,10 +114,7 @@ def _sgd_block(P, G, B, W, offs, mask, lr, momentum, dampening, wd, first,
                HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, HAS_WD: tl.constexpr,
                HAS_MASTER: tl.constexpr, MASKED: tl.constexpr):
     g = _ld(G, offs, mask, MASKED)
-    if HAS_MASTER:
-        w = _ld(W, offs, mask, MASKED)
-    else:
-        w = _ld(P, offs, mask, MASKED)
+    w = _ld_weight(P, W, offs, mask, HAS_MASTER, MASKED)
     if HAS_WD:
         g = g + wd * w
     if HAS_MOMENTUM:
@@ -110,9 +128,7 @@ def _sgd_block(P, G, B, W, offs, mask, lr, momentum, dampening, wd, first,
         else:
             g = b
     w = w - lr * g
-    if HAS_MASTER:
-        _st(W, offs, w, mask, MASKED)
-    _st(P, offs, w, mask, MASKED)
+    _st_weight(P, W, offs, w, mask, HAS_MASTER, MASKED)
 
 
 @triton.jit
@@ -120,20 +136,13 @@ def sgd_mt_kernel(ADDR, NUMEL, BLK_T, BLK_I, lr, momentum, dampening, wd, first,
                   P_TY: tl.constexpr, G_TY: tl.constexpr, S_TY: tl.constexpr, HAS_MOMENTUM: tl.constexpr,
                   NESTEROV: tl.constexpr, HAS_WD: tl.constexpr, HAS_MASTER: tl.constexpr,
                   ALIGNED: tl.constexpr, BLOCK: tl.constexpr, ITERS: tl.constexpr):
-    pid = tl.program_id(0)
-    tid = tl.load(BLK_T + pid).to(tl.int64)
-    start = tl.load(BLK_I + pid).to(tl.int64) * (BLOCK * ITERS)
-    n = tl.load(NUMEL + tid)
-    base = tid * 5
+    base, start, n = _span(NUMEL, BLK_T, BLK_I, BLOCK, ITERS)
     P = _ptr(ADDR, base, 0, P_TY, ALIGNED)
     G = _ptr(ADDR, base, 1, G_TY, ALIGNED)
     B = _ptr(ADDR, base, 2, S_TY, ALIGNED)
     W = _ptr(ADDR, base, 4, tl.float32, ALIGNED)
     for it in range(ITERS):
-        lo = start + it * BLOCK
-        offs = lo + tl.arange(0, BLOCK)
-        if ALIGNED:
-            offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
+        lo, offs = _block_offsets(start, it, BLOCK, ALIGNED)
         if lo + BLOCK <= n:
             _sgd_block(P, G, B, W, offs, None, lr, momentum, dampening, wd, first,
                        HAS_MOMENTUM, NESTEROV, HAS_WD, HAS_MASTER, False)
