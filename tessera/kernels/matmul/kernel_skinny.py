@@ -12,7 +12,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .splitk import finish_tile
+from .splitk import finish_tile, split_tile
+from .tiles import operand_descs
 
 
 @triton.jit
@@ -23,20 +24,8 @@ def skinny_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr,
                          STAGES: tl.constexpr, SWAP: tl.constexpr,
                          SCALE_A: tl.constexpr, SCALE_B: tl.constexpr, HAS_BIAS: tl.constexpr,
                          ACT: tl.constexpr, HAS_RES: tl.constexpr, STORE_PRE: tl.constexpr):
-    if A_KMAJOR:
-        a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[lda, 1], block_shape=[BM, BK])
-    else:
-        a_desc = tl.make_tensor_descriptor(a_ptr, shape=[K, M], strides=[lda, 1], block_shape=[BK, BM])
-    if B_KMAJOR:
-        b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[ldb, 1], block_shape=[BN, BK])
-    else:
-        b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[ldb, 1], block_shape=[BK, BN])
-    pid = tl.program_id(0)
-    tile = pid // SPLIT_K
-    split = pid % SPLIT_K
-    num_pid_n = tl.cdiv(N, BN)
-    pid_m = tile // num_pid_n
-    pid_n = tile % num_pid_n
+    a_desc, b_desc = operand_descs(a_ptr, b_ptr, M, N, K, lda, ldb, A_KMAJOR, B_KMAJOR, BM, BN, BK)
+    tile, split, pid_m, pid_n = split_tile(tl.program_id(0), N, BN, SPLIT_K)
     om = pid_m * BM
     on = pid_n * BN
     k_tiles = tl.cdiv(K, BK)

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .epilogue import apply_epilogue
-from .tiles import grouped_tile
+from .tiles import grouped_tile, operand_descs
 
 
 @triton.jit
@@ -32,14 +32,7 @@ def tma_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr, pr
                       WARP_SPEC: tl.constexpr, TMA_STORE: tl.constexpr, ACC_F16: tl.constexpr,
                       SCALE_A: tl.constexpr, SCALE_B: tl.constexpr, HAS_BIAS: tl.constexpr,
                       ACT: tl.constexpr, HAS_RES: tl.constexpr, STORE_PRE: tl.constexpr):
-    if A_KMAJOR:
-        a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[lda, 1], block_shape=[BM, BK])
-    else:
-        a_desc = tl.make_tensor_descriptor(a_ptr, shape=[K, M], strides=[lda, 1], block_shape=[BK, BM])
-    if B_KMAJOR:
-        b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[ldb, 1], block_shape=[BN, BK])
-    else:
-        b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[ldb, 1], block_shape=[BK, BN])
+    a_desc, b_desc = operand_descs(a_ptr, b_ptr, M, N, K, lda, ldb, A_KMAJOR, B_KMAJOR, BM, BN, BK)
     SN: tl.constexpr = BN // 2 if SUBTILE else BN
     if TMA_STORE:
         c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[N, 1], block_shape=[BM, SN])

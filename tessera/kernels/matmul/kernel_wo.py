@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .splitk import finish_tile
+from .splitk import finish_tile, split_tile
 
 
 @triton.jit
@@ -55,12 +55,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     GP: tl.constexpr = GS // PER  # packs per group
     BIAS: tl.constexpr = (1 << (EBITS - 1)) - 1
     FOLD: tl.constexpr = float(2 ** (15 - BIAS))
-    pid = tl.program_id(0)
-    tile = pid // SPLIT_K
-    split = pid % SPLIT_K
-    num_pid_n = tl.cdiv(N, BN)
-    pid_m = tile // num_pid_n
-    pid_n = tile % num_pid_n
+    tile, split, pid_m, pid_n = split_tile(tl.program_id(0), N, BN, SPLIT_K)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
     rm = tl.where(offs_m < M, offs_m, 0)

@@ -11,6 +11,14 @@ from .epilogue import apply_epilogue
 
 
 @triton.jit
+def split_tile(pid, N, BN: tl.constexpr, SPLIT_K: tl.constexpr):
+    """(tile, split, pid_m, pid_n) of program ``pid``: SPLIT_K consecutive programs share a tile."""
+    tile = pid // SPLIT_K
+    num_pid_n = tl.cdiv(N, BN)
+    return tile, pid % SPLIT_K, tile // num_pid_n, tile % num_pid_n
+
+
+@triton.jit
 def finish_tile(acc, tile, split, offs_m, offs_n, M, N, c_ptr, ws_ptr, cnt_ptr,
                 sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn,
                 BM: tl.constexpr, BN: tl.constexpr, SPLIT_K: tl.constexpr,
