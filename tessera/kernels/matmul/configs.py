@@ -61,12 +61,18 @@ def _bucket(x: int) -> int:
     return lo if x <= lo * 3 // 2 else lo * 2
 
 
-def _pick_split(p: Problem, BM: int, BN: int, BK: int) -> int:
-    tiles = -(-p.M // BM) * -(-p.N // BN)
+def split_k_for(tiles: int, K: int, BK: int, max_programs: int, min_blocks: int) -> int:
+    """The split-K factor (a power of two, at most 16): doubled while tiles x split stays within
+    ``max_programs`` and each split keeps at least ``min_blocks`` K blocks of ``BK``."""
     split = 1
-    while split < 16 and tiles * split * 2 <= 2 * p.num_sms and p.K // (split * 2) >= 4 * BK:
+    while split < 16 and tiles * split * 2 <= max_programs and K // (split * 2) >= min_blocks * BK:
         split *= 2
     return split
+
+
+def _pick_split(p: Problem, BM: int, BN: int, BK: int) -> int:
+    """Pointer kernel: up to about two programs per SM, four K blocks per split."""
+    return split_k_for(-(-p.M // BM) * -(-p.N // BN), p.K, BK, 2 * p.num_sms, 4)
 
 
 def small_m_config(p: Problem) -> Config:
@@ -83,11 +89,7 @@ def skinny_config(p: Problem, BN: int = 64, BK: int = 0, stages: int = 0, split:
     BM = max(16, min(128, 1 << (p.M - 1).bit_length()))
     BK = BK or (256 if BM <= 64 else 128) * 2 // p.itemsize  # the same bytes per stage for fp32
     stages = stages or max(2, min(6, (192 * 1024) // ((BN + BM) * BK * p.itemsize)))
-    if not split:
-        tiles = -(-p.M // BM) * -(-p.N // BN)
-        split = 1
-        while split < 16 and tiles * split * 2 <= p.num_sms and p.K // (split * 2) >= 2 * BK:
-            split *= 2
+    split = split or split_k_for(-(-p.M // BM) * -(-p.N // BN), p.K, BK, p.num_sms, 2)
     return Config("skinny", BM, BN, BK, 1, stages, 4, split, swap=swap)
 
 

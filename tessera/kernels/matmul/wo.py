@@ -10,7 +10,7 @@ from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, 
 from ...quant.weights import QuantizedWeight
 from .autotune import autotune_enabled, choose
 from .plans import PlanCache
-from .configs import Config
+from .configs import Config, split_k_for
 from .kernel_wo import wo_matmul_kernel
 from .launch import ensure_allocator, interpreting, num_sms, tile_counters
 
@@ -22,10 +22,8 @@ def _default(M, N, KP, bits, sms, interp) -> Config:
     # weight-only config at M=1 for fp4 and fp6 at 4096^2 and 8192^2.
     BM = 16 if M <= 16 else 32 if M <= 32 else 64
     BN, BK = 64, 128
-    tiles = -(-M // BM) * -(-N // BN)
-    split = 1
-    while split < 16 and tiles * split < 2 * sms and KP // (split * 2) >= 2 * BK:
-        split *= 2
+    # split doubled while tiles x split < 2 x SMs (so it may end near 4 programs per SM)
+    split = split_k_for(-(-M // BM) * -(-N // BN), KP, BK, 4 * sms - 1, 2)
     return Config("wo", BM, BN, BK, 1, 4, 4, split, tma_loads=True)
 
 
