@@ -22,7 +22,7 @@ import triton.testing
 
 import tessera.quant as quant
 from tessera.kernels.matmul import matmul, wo_matmul
-from tessera.kernels.matmul.configs import Config, Problem, skinny_config
+from tessera.kernels.matmul.configs import Config, Problem, skinny_config, split_k_for
 
 SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096),
           (1, 8192, 8192), (16, 8192, 8192), (64, 8192, 8192), (128, 8192, 8192)]
@@ -35,6 +35,32 @@ def bench(fn):
 def rel(out, ref):
     out = out.double()
     return float("inf") if not torch.isfinite(out).all() else ((out - ref).norm() / ref.norm()).item()
+
+
+def time_configs(configs, call, ref, tol, deadline):
+    """[(ms, config, err)], fastest first: each config checked against ``ref`` (``call(cfg, False)``
+    returns the output), then timed as a bare launch (``call(cfg, True)`` returns it)."""
+    timings = []
+    for cfg in configs:
+        if time.time() > deadline:
+            break
+        try:
+            err = rel(call(cfg, False), ref)
+            ms = bench(call(cfg, True)) if err < tol else float("inf")
+        except Exception as e:  # noqa: BLE001 - a config that cannot run counts as infinitely slow
+            err, ms = repr(e)[:80], float("inf")
+        timings.append((ms, cfg, err))
+    return sorted(timings, key=lambda t: t[0])
+
+
+def report(timings, tol, rate=lambda ms: ""):
+    """Print the five fastest configs and the first failures; return the failures."""
+    for ms, cfg, err in timings[:5]:
+        print(f"   {ms * 1e3:7.1f}us  {rate(ms)}{cfg}  err {err}", flush=True)
+    bad = [(c, e) for ms, c, e in timings if not isinstance(e, float) or e >= tol]
+    for c, e in bad[:3]:
+        print(f"   FAIL {c}: {e}", flush=True)
+    return bad
 
 
 def skinny_space(M, N, K, sms):
@@ -58,26 +84,14 @@ def sweep_bf16(budget, t0, results):
         ref = x.double() @ w.double().t()
         t_cb = bench(lambda: torch.matmul(x, w.t()))
         t_def = bench(lambda: matmul(x, w.t()))
-        timings = []
-        for cfg in skinny_space(M, N, K, sms):
-            if time.time() - t0 > budget:
-                break
-            try:
-                err = rel(matmul(x, w.t(), _config=cfg), ref)
-                ms = bench(matmul(x, w.t(), _config=cfg, _launcher=True)) if err < 1e-2 else float("inf")
-            except Exception as e:  # noqa: BLE001
-                err, ms = repr(e)[:80], float("inf")
-            timings.append((ms, cfg, err))
-        timings.sort(key=lambda t: t[0])
+        timings = time_configs(skinny_space(M, N, K, sms),
+                               lambda cfg, launcher: matmul(x, w.t(), _config=cfg, _launcher=launcher),
+                               ref, 1e-2, t0 + budget)
         nbytes = (M * K + N * K + M * N) * 2
         best = timings[0] if timings else (float("inf"), None, None)
         print(f"bf16 M={M} N={N} K={K}: cuBLAS {t_cb * 1e3:.1f}us ({nbytes / t_cb / 1e9:.2f} TB/s), "
               f"default {t_def * 1e3:.1f}us", flush=True)
-        for ms, cfg, err in timings[:5]:
-            print(f"   {ms * 1e3:7.1f}us  {cfg}  err {err}", flush=True)
-        bad = [(c, e) for ms, c, e in timings if not isinstance(e, float) or e >= 1e-2]
-        for c, e in bad[:3]:
-            print(f"   FAIL {c}: {e}", flush=True)
+        bad = report(timings, 1e-2)
         results.append({"kind": "bf16", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_def * 1e3,
                         "best_us": best[0] * 1e3, "best": str(best[1]), "tb_s_best": nbytes / best[0] / 1e9,
                         "tb_s_cublas": nbytes / t_cb / 1e9, "fails": len(bad)})
@@ -87,10 +101,7 @@ def wo_space(M, N, KP, bits, sms):
     out = []
     for BN in (64, 128):
         for BK in ((128, 256, 512) if bits == 4 else (128, 256)):
-            tiles = -(-N // BN)
-            split = 1
-            while split < 16 and tiles * split < 2 * sms and KP // (split * 2) >= 2 * BK:
-                split *= 2
+            split = split_k_for(-(-N // BN), KP, BK, 4 * sms - 1, 2)  # the weight-only default's rule
             for sp in sorted({split, split * 2}):
                 out.append(Config("wo", 16, BN, BK, 1, 4, 4, sp, tma_loads=True))
                 if M == 1 and BK == 256:
@@ -110,27 +121,21 @@ def sweep_wo(budget, t0, results):
             wb = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
             t_cb = bench(lambda: torch.matmul(x, wb.t()))
             t_def = bench(lambda: wo_matmul(x, qw))
-            timings = []
-            for cfg in wo_space(M, N, qw.k_padded, qw.fmt.bits, sms):
-                if time.time() - t0 > budget:
-                    break
-                try:
-                    err = rel(wo_matmul(x, qw, _config=cfg), ref)
-                    ms = bench(wo_matmul(x, qw, _config=cfg, _launcher=True)) if err < 2e-2 else float("inf")
-                except Exception as e:  # noqa: BLE001
-                    err, ms = repr(e)[:80], float("inf")
-                timings.append((ms, cfg, err))
-            timings.sort(key=lambda t: t[0])
+            timings = time_configs(wo_space(M, N, qw.k_padded, qw.fmt.bits, sms),
+                                   lambda cfg, launcher: wo_matmul(x, qw, _config=cfg, _launcher=launcher),
+                                   ref, 2e-2, t0 + budget)
             best = timings[0] if timings else (float("inf"), None, None)
             print(f"wo {fmt} M={M} N=K={N}: cuBLAS bf16 {t_cb * 1e3:.1f}us, default {t_def * 1e3:.1f}us, "
                   f"packed {qw.nbytes() / 1e6:.1f} MB", flush=True)
-            for ms, cfg, err in timings[:5]:
-                print(f"   {ms * 1e3:7.1f}us  {qw.nbytes() / ms / 1e9:.2f} TB/s  {cfg}  err {err}", flush=True)
-            bad = [(c, e) for ms, c, e in timings if not isinstance(e, float) or e >= 2e-2]
-            for c, e in bad[:3]:
-                print(f"   FAIL {c}: {e}", flush=True)
+            bad = report(timings, 2e-2, lambda ms: f"{qw.nbytes() / ms / 1e9:.2f} TB/s  ")
             results.append({"kind": fmt, "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_def * 1e3,
                             "best_us": best[0] * 1e3, "best": str(best[1]), "fails": len(bad)})
+
+
+# (BM, BN, BK, stages, warps, warp-specialised, sub-tiled epilogue, group) of the persistent kernel
+BIG_CONFIGS = [(128, 256, 64, 3, 8, True, False, 8), (128, 256, 64, 4, 8, True, True, 8),
+               (128, 256, 64, 4, 8, True, True, 16), (128, 256, 64, 4, 8, True, True, 4),
+               (256, 128, 64, 4, 8, True, True, 8), (128, 256, 128, 2, 8, True, True, 8)]
 
 
 def sweep_big(results):
@@ -139,21 +144,15 @@ def sweep_big(results):
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
         ref = (a[:256].double() @ w.double().t())
         t_cb = bench(lambda: torch.matmul(a, w.t()))
-        timings = []
-        for BM, BN, BK, st, wp, ws, sub, g in [(128, 256, 64, 3, 8, True, False, 8), (128, 256, 64, 4, 8, True, True, 8),
-                                                (128, 256, 64, 4, 8, True, True, 16), (128, 256, 64, 4, 8, True, True, 4),
-                                                (256, 128, 64, 4, 8, True, True, 8), (128, 256, 128, 2, 8, True, True, 8)]:
-            cfg = Config("tma", BM, BN, BK, g, st, wp, subtile=sub, warp_spec=ws)
-            try:
-                err = rel(matmul(a, w.t(), _config=cfg)[:256], ref)
-                ms = bench(matmul(a, w.t(), _config=cfg, _launcher=True)) if err < 1e-2 else float("inf")
-            except Exception as e:  # noqa: BLE001
-                err, ms = repr(e)[:80], float("inf")
-            timings.append((ms, cfg, err))
+        configs = [Config("tma", BM, BN, BK, g, st, wp, subtile=sub, warp_spec=ws)
+                   for BM, BN, BK, st, wp, ws, sub, g in BIG_CONFIGS]
+        timings = time_configs(configs, lambda cfg, launcher: matmul(a, w.t(), _config=cfg, _launcher=launcher)
+                               if launcher else matmul(a, w.t(), _config=cfg)[:256], ref, 1e-2, float("inf"))
+        for ms, cfg, err in timings:
             print(f"   big {M}x{N}x{K} {ms * 1e3:8.1f}us {2 * M * N * K / ms / 1e9:6.0f} TFLOP/s  {cfg} err {err}", flush=True)
-        best = min(timings, key=lambda t: t[0])
-        results.append({"kind": "big", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": timings[0][0] * 1e3,
-                        "best_us": best[0] * 1e3, "best": str(best[1])})
+        first = next(t for t in timings if t[1] == configs[0])
+        results.append({"kind": "big", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": first[0] * 1e3,
+                        "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
 
 
 def host_overhead():
