@@ -205,6 +205,15 @@ def precompile(jobs, workers=14):
     log("precompile done")
 
 
+def timed(records, table, mode, D, S, causal, label, flops, fn, **extra):
+    """Time ``fn``; add a record and a table row; return (ms, TFLOP/s), both None if it failed."""
+    ms = try_bench(fn)
+    tf = ms and flops / ms / 1e9
+    records.append(dict(D=D, S=S, causal=causal, ms=ms, tflops=tf, **extra))
+    table.append((f"{mode} d{D} S{S} {'causal' if causal else 'full'}", label, tf))
+    return ms, tf
+
+
 def phase_sweep(budget_s, with_suite=False):
     jobs = [("check", c) for c in CHECKS] + [("varlen",)]
     jobs += [("fwd", (D, S, causal, c)) for (D, S, causal), cs in FWD_SWEEP.items() for c in cs]
@@ -237,17 +246,12 @@ def phase_sweep(budget_s, with_suite=False):
                 log("time budget reached; skipping")
                 break
             fc, tma = parse_fwd(c)
-            ms = try_bench(lambda: run_forward(q, k, v, None, prob, config=fc, use_tma=tma))
-            tf = ms and flops / ms / 1e9
-            results["fwd"].append(dict(D=D, S=S, causal=causal, cfg=str(c), ms=ms, tflops=tf))
-            table.append((f"fwd d{D} S{S} {'causal' if causal else 'full'}", str(c), tf))
+            ms, tf = timed(results["fwd"], table, "fwd", D, S, causal, str(c), flops,
+                           lambda: run_forward(q, k, v, None, prob, config=fc, use_tma=tma), cfg=str(c))
             log(f"fwd d{D} S{S} causal={causal} {c}: {ms} ms {tf and round(tf, 1)} TFLOP/s")
         for name, be in peer_backends().items():
-            f, _ = sdpa_fns(q, k, v, causal, be)
-            ms = try_bench(f)
-            tf = ms and flops / ms / 1e9
-            results["peers"].append(dict(mode="fwd", D=D, S=S, causal=causal, peer=name, ms=ms, tflops=tf))
-            table.append((f"fwd d{D} S{S} {'causal' if causal else 'full'}", name, tf))
+            timed(results["peers"], table, "fwd", D, S, causal, name, flops, sdpa_fns(q, k, v, causal, be)[0],
+                  mode="fwd", peer=name)
         del q, k, v
     for (D, S, causal), cs in BWD_SWEEP.items():
         B, H = sweep_problem(D, S, causal)
@@ -262,17 +266,12 @@ def phase_sweep(budget_s, with_suite=False):
                 log("time budget reached; skipping")
                 break
             bc, mode = parse_bwd(c)
-            ms = try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob, configs=bc, use_tma=mode))
-            tf = ms and flops_b / ms / 1e9
-            results["bwd"].append(dict(D=D, S=S, causal=causal, cfg=str(c), ms=ms, tflops=tf))
-            table.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", str(c), tf))
+            ms, tf = timed(results["bwd"], table, "bwd", D, S, causal, str(c), flops_b,
+                           lambda: run_backward(do, q, k, v, o, lse, None, prob, configs=bc, use_tma=mode), cfg=str(c))
             log(f"bwd d{D} S{S} causal={causal} {c}: {ms} ms {tf and round(tf, 1)} TFLOP/s (bwd only)")
         for name, be in peer_backends().items():
-            _, fb = sdpa_fns(q, k, v, causal, be)
-            ms = try_bench(fb)
-            tf = ms and flops_fb / ms / 1e9
-            results["peers"].append(dict(mode="fwd+bwd", D=D, S=S, causal=causal, peer=name, ms=ms, tflops=tf))
-            table.append((f"fwd+bwd d{D} S{S} {'causal' if causal else 'full'}", name, tf))
+            timed(results["peers"], table, "fwd+bwd", D, S, causal, name, flops_fb, sdpa_fns(q, k, v, causal, be)[1],
+                  mode="fwd+bwd", peer=name)
         del q, k, v, o, do
         torch.cuda.empty_cache()
     with open(os.path.join(OUT, "attention_sweep.json"), "w") as f:
