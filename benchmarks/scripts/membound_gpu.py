@@ -148,7 +148,6 @@ BWD_CANDIDATES = {  # (rows, warps, programs per SM, prefetch)
 def tune(log):
     """Backward launch shapes per width (rms_norm, bf16, 32768 rows), checked and timed; installs the best."""
     chosen = {}
-    evict_4096 = "evict_first"
     for n, cands in BWD_CANDIDATES.items():
         x = torch.randn(M, n, device="cuda", dtype=DT)
         w = torch.randn(n, device="cuda", dtype=DT)
@@ -157,28 +156,23 @@ def tune(log):
         xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
         torch.nn.functional.rms_norm(xr, (n,), wr, 1e-6).backward(dy.float())
         out = []
-        for evict in ("",):
-            launch.EVICT_BWD = evict
-            for rows, warps, per_sm, pf in cands:
-                plan = _membound.RowPlan(n, rows, warps, True)
-                dx, dw, _ = launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm, prefetch=pf)
-                err = max(rel(dx, xr.grad), rel(dw, wr.grad))
-                t = ms(lambda: launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm, prefetch=pf))
-                out.append((tb(3, n, t) if err < 1e-2 else 0.0, (rows, warps, per_sm, pf), evict, err))
+        for rows, warps, per_sm, pf in cands:
+            plan = _membound.RowPlan(n, rows, warps, True)
+            dx, dw, _ = launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm, prefetch=pf)
+            err = max(rel(dx, xr.grad), rel(dw, wr.grad))
+            t = ms(lambda: launch.norm_bwd("b", dy, x, w, None, None, rstd, True, plan, per_sm, prefetch=pf))
+            out.append((tb(3, n, t) if err < 1e-2 else 0.0, (rows, warps, per_sm, pf), err))
         out.sort(key=lambda r: -r[0])
         for r in out:
-            line = f"{r[0]:6.3f} TB/s  rms bwd n={n} rows,warps,per_sm,prefetch={r[1]} evict={r[2] or '-'} err={r[3]:.1e}"
+            line = f"{r[0]:6.3f} TB/s  rms bwd n={n} rows,warps,per_sm,prefetch={r[1]} err={r[2]:.1e}"
             print(line)
             log.write(line + "\n")
         chosen[n] = out[0][1]
-        if n == 4096:
-            evict_4096 = out[0][2]
         del x, dy, xr, wr
         torch.cuda.empty_cache()
     launch.BWD_CONFIG.update(chosen)
-    launch.EVICT_BWD = evict_4096
-    print(f"CHOSEN BWD_CONFIG = {chosen}; EVICT_BWD = {launch.EVICT_BWD!r}", flush=True)
-    log.write(f"CHOSEN BWD_CONFIG = {chosen}; EVICT_BWD = {launch.EVICT_BWD!r}\n")
+    print(f"CHOSEN BWD_CONFIG = {chosen}", flush=True)
+    log.write(f"CHOSEN BWD_CONFIG = {chosen}\n")
 
 
 def main():

@@ -82,7 +82,7 @@ def norm_fwd(op: str, x, residual, weight, bias, eps, is_rms: bool, plan: Option
 
 
 def norm_bwd(op: str, dy, x, weight, bias, mean, rstd, is_rms: bool, plan: Optional[RowPlan] = None,
-             per_sm: Optional[int] = None, dres=None, x_name: str = "x", prefetch: bool = False):
+             per_sm: Optional[int] = None, dres=None, x_name: str = "x", prefetch: Optional[bool] = None):
     """Returns (dx, dweight or None, dbias or None); ``dres`` (optional) is added into ``dx``."""
     check_tensor(dy, "dy", op)
     check_tensor(x, x_name, op)
@@ -109,7 +109,7 @@ def norm_bwd(op: str, dy, x, weight, bias, mean, rstd, is_rms: bool, plan: Optio
         plan = row_plan(n, x.element_size(), max_fused=_bwd_limit(), backward=True)
         if plan.fused and plan.block in BWD_CONFIG:
             rows_, warps_, per_sm_, prefetch_ = BWD_CONFIG[plan.block]
-            prefetch = prefetch or prefetch_
+            prefetch = prefetch_ if prefetch is None else prefetch
             plan = RowPlan(plan.block, rows_, warps_, True)
             per_sm = per_sm or per_sm_
         per_sm = per_sm or _default_per_sm(plan)
@@ -127,7 +127,7 @@ def norm_bwd(op: str, dy, x, weight, bias, mean, rstd, is_rms: bool, plan: Optio
         flags = dict(IS_RMS=is_rms, HAS_W=weight is not None, HAS_B=bias is not None,
                      HAS_DRES=dres is not None, BLOCK_N=plan.block, num_warps=plan.warps)
         if plan.fused:
-            norm_bwd_fused_kernel[(g,)](*args, ROWS=plan.rows, EVICT=EVICT_BWD, PREFETCH=prefetch, **flags)
+            norm_bwd_fused_kernel[(g,)](*args, ROWS=plan.rows, EVICT=EVICT_BWD, PREFETCH=bool(prefetch), **flags)
         else:
             norm_bwd_blocked_kernel[(g,)](*args, **flags)
     dweight = _reduce(dw_part, weight, g, n) if weight is not None else None
