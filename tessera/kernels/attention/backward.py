@@ -14,8 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .tiles import (LOG2E, dropout_keep, head_offset, load_tile, seq_bounds, store_tile, tile_source, user_mask,
-                    visible)
+from .tiles import (LOG2E, dropout_keep, head_offset, key_range, load_tile, query_program, seq_bounds, store_tile,
+                    tile_source, user_mask, visible)
 
 
 @triton.jit
@@ -50,6 +50,21 @@ def _row_stats(LSE, DELTA, row_base, offs_m, seqlen_q):
 
 
 @triton.jit
+def _probs(s, lse2, offs_m, offs_n, seqlen_q, seqlen_k, mask_base, s_mq, s_mk,
+           EDGE: tl.constexpr, CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr):
+    """The forward's probabilities P [M, N] from scores ``s`` (base 2) and the rows' base-2 lse,
+    masked exactly as the forward masked them."""
+    if MASK_KIND == 2:
+        s += user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND) * LOG2E
+    p = tl.math.exp2(s - lse2[:, None])
+    if EDGE:
+        p = tl.where(visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL), p, 0.0)
+    if MASK_KIND == 1:
+        p = tl.where(user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND), p, 0.0)
+    return p
+
+
+@triton.jit
 def _dkdv_step(dk, dv, k, v, q_desc, do_desc, b, h, LSE, DELTA, row_base, start_m, offs_n, seqlen_q, seqlen_k,
                s_qs, s_qd, s_ds, s_dd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,
                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -63,14 +78,8 @@ def _dkdv_step(dk, dv, k, v, q_desc, do_desc, b, h, LSE, DELTA, row_base, start_
     q = load_tile(q_desc, b, h, start_m, seqlen_q, s_qs, s_qd, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA, True)
     do = load_tile(do_desc, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, USE_TMA, True)
     lse2, delta = _row_stats(LSE, DELTA, row_base, offs_m, seqlen_q)
-    s = tl.dot(q, tl.trans(k)) * qk_scale
-    if MASK_KIND == 2:
-        s += user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND) * LOG2E
-    p = tl.math.exp2(s - lse2[:, None])
-    if EDGE:
-        p = tl.where(visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL), p, 0.0)
-    if MASK_KIND == 1:
-        p = tl.where(user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND), p, 0.0)
+    p = _probs(tl.dot(q, tl.trans(k)) * qk_scale, lse2, offs_m, offs_n, seqlen_q, seqlen_k, mask_base, s_mq, s_mk,
+               EDGE, CAUSAL, MASK_KIND)
     dp = tl.dot(do, tl.trans(v))
     if DROPOUT:
         keep = dropout_keep(seed, drop_base, offs_m, offs_n, SEQ_K, dropout_p)
@@ -155,14 +164,8 @@ def _dq_step(dq, q, do, lse2, delta, k_desc, v_desc, b, hk, start_n, offs_m, seq
     offs_n = start_n + tl.arange(0, BLOCK_N)
     k = load_tile(k_desc, b, hk, start_n, seqlen_k, s_ks, s_kd, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA, EDGE)
     v = load_tile(v_desc, b, hk, start_n, seqlen_k, s_vs, s_vd, BLOCK_N, HEAD_DIM, D_PAD, USE_TMA, EDGE)
-    s = tl.dot(q, tl.trans(k)) * qk_scale
-    if MASK_KIND == 2:
-        s += user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND) * LOG2E
-    p = tl.math.exp2(s - lse2[:, None])
-    if EDGE:
-        p = tl.where(visible(offs_m, offs_n, seqlen_q, seqlen_k, CAUSAL), p, 0.0)
-    if MASK_KIND == 1:
-        p = tl.where(user_mask(mask_base, offs_m, offs_n, s_mq, s_mk, seqlen_q, seqlen_k, MASK_KIND), p, 0.0)
+    p = _probs(tl.dot(q, tl.trans(k)) * qk_scale, lse2, offs_m, offs_n, seqlen_q, seqlen_k, mask_base, s_mq, s_mk,
+               EDGE, CAUSAL, MASK_KIND)
     dp = tl.dot(do, tl.trans(v))
     if DROPOUT:
         keep = dropout_keep(seed, drop_base, offs_m, offs_n, SEQ_K, dropout_p)
@@ -181,16 +184,8 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, MASK, DQ, CU_Q, CU_K,
                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr,
                USE_TMA: tl.constexpr):
-    pid_m = tl.program_id(0)
-    if CAUSAL:
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
-    k_start, seqlen_k = seq_bounds(CU_K, b, SEQ_K, VARLEN)
-    start_m = pid_m * BLOCK_M
+    b, h, hk, q_start, seqlen_q, k_start, seqlen_k, start_m = query_program(CU_Q, CU_K, H, GROUP, SEQ_Q, SEQ_K,
+                                                                             BLOCK_M, CAUSAL, VARLEN)
     if start_m >= seqlen_q:
         return
     q_base = tile_source(Q, b, h, q_start, s_qb, s_qh, s_qs, seqlen_q, BLOCK_M, HEAD_DIM, D_PAD, 0)
@@ -204,14 +199,7 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, MASK, DQ, CU_Q, CU_K,
     do = load_tile(do_base, b, h, start_m, seqlen_q, s_ds, s_dd, BLOCK_M, HEAD_DIM, D_PAD, 0, True)
     lse2, delta = _row_stats(LSE, DELTA, head_offset(b, h, s_lb, s_lh) + q_start, offs_m, seqlen_q)
     dq = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
-    if CAUSAL:
-        diag = seqlen_k - seqlen_q
-        hi = tl.minimum(seqlen_k, start_m + BLOCK_M + diag)
-        full_end = tl.maximum(start_m + diag + 1, 0) // BLOCK_N * BLOCK_N
-        full_end = tl.minimum(full_end, seqlen_k // BLOCK_N * BLOCK_N)
-    else:
-        hi = seqlen_k
-        full_end = seqlen_k // BLOCK_N * BLOCK_N
+    full_end, hi = key_range(start_m, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, CAUSAL)
     for start_n in range(0, full_end, BLOCK_N):
         dq = _dq_step(dq, q, do, lse2, delta, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k, s_ks, s_kd,
                       s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K, dropout_p,

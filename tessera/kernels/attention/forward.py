@@ -11,8 +11,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .tiles import (LN2, LOG2E, dropout_keep, head_offset, load_tile, seq_bounds, store_tile, tile_source,
-                    user_mask, visible)
+from .tiles import (LN2, LOG2E, dropout_keep, head_offset, key_range, load_tile, query_program, store_tile,
+                    tile_source, user_mask, visible)
 
 
 @triton.jit
@@ -62,17 +62,8 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, CU_Q, CU_K,
                 HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr,
                 USE_TMA: tl.constexpr):
-    pid_m = tl.program_id(0)
-    if CAUSAL:
-        # Heaviest query blocks (most keys) first, so the tail of the grid is short.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUP
-    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
-    k_start, seqlen_k = seq_bounds(CU_K, b, SEQ_K, VARLEN)
-    start_m = pid_m * BLOCK_M
+    b, h, hk, q_start, seqlen_q, k_start, seqlen_k, start_m = query_program(CU_Q, CU_K, H, GROUP, SEQ_Q, SEQ_K,
+                                                                             BLOCK_M, CAUSAL, VARLEN)
     if start_m >= seqlen_q:
         return
     b64 = b.to(tl.int64)
@@ -89,15 +80,7 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, CU_Q, CU_K,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
 
-    # Keys [0, full_end) are visible to every row of the block; [full_end, hi) need masking.
-    if CAUSAL:
-        diag = seqlen_k - seqlen_q
-        hi = tl.minimum(seqlen_k, start_m + BLOCK_M + diag)
-        full_end = tl.maximum(start_m + diag + 1, 0) // BLOCK_N * BLOCK_N
-        full_end = tl.minimum(full_end, seqlen_k // BLOCK_N * BLOCK_N)
-    else:
-        hi = seqlen_k
-        full_end = seqlen_k // BLOCK_N * BLOCK_N
+    full_end, hi = key_range(start_m, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, CAUSAL)
     for start_n in range(0, full_end, BLOCK_N):
         acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_desc, v_desc, b, hk, start_n, offs_m, seqlen_q, seqlen_k,
                                 s_ks, s_kd, s_vs, s_vd, qk_scale, mask_base, s_mq, s_mk, seed, drop_base, SEQ_K,

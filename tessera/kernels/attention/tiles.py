@@ -29,6 +29,38 @@ def seq_bounds(CU, b, SEQ, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def query_program(CU_Q, CU_K, H, GROUP, SEQ_Q, SEQ_K, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr,
+                  VARLEN: tl.constexpr):
+    """(b, h, kv head, q start, q length, k start, k length, first query row) of a program over
+    (query block, batch x head). Causal grids run the heaviest query blocks (most keys) first, so
+    the tail of the grid is short."""
+    pid_m = tl.program_id(0)
+    if CAUSAL:
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    q_start, seqlen_q = seq_bounds(CU_Q, b, SEQ_Q, VARLEN)
+    k_start, seqlen_k = seq_bounds(CU_K, b, SEQ_K, VARLEN)
+    return b, h, h // GROUP, q_start, seqlen_q, k_start, seqlen_k, pid_m * BLOCK_M
+
+
+@triton.jit
+def key_range(start_m, seqlen_q, seqlen_k, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """(full_end, hi): keys [0, full_end) are visible to every row of the query block, [full_end, hi)
+    need masking (diagonal or sequence end), keys from hi on are skipped (above the diagonal)."""
+    if CAUSAL:
+        diag = seqlen_k - seqlen_q
+        hi = tl.minimum(seqlen_k, start_m + BLOCK_M + diag)
+        full_end = tl.maximum(start_m + diag + 1, 0) // BLOCK_N * BLOCK_N
+        full_end = tl.minimum(full_end, seqlen_k // BLOCK_N * BLOCK_N)
+    else:
+        hi = seqlen_k
+        full_end = seqlen_k // BLOCK_N * BLOCK_N
+    return full_end, hi
+
+
+@triton.jit
 def head_offset(b, h, s_b, s_h):
     """64-bit element offset of head (b, h) in a tensor with batch stride s_b and head stride s_h."""
     return b.to(tl.int64) * s_b + h.to(tl.int64) * s_h
