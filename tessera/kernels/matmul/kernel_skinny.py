@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .splitk import finish_tile, split_tile
-from .tiles import operand_descs
+from .tiles import load_operands, operand_descs
 
 
 @triton.jit
@@ -38,18 +38,11 @@ def skinny_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr,
         acc = tl.zeros((BM, BN), dtype=tl.float32)
     for ki in tl.range(k_lo, k_hi, num_stages=STAGES):
         ok = ki * BK
-        if A_KMAJOR:
-            a = a_desc.load([om, ok])
-        else:
-            a = a_desc.load([ok, om]).T
-        if B_KMAJOR:
-            bt = b_desc.load([on, ok])
-        else:
-            bt = b_desc.load([ok, on]).T
+        a, b = load_operands(a_desc, b_desc, om, on, ok, A_KMAJOR, B_KMAJOR)
         if SWAP:
-            acc_t = tl.dot(bt, a.T, acc_t)
+            acc_t = tl.dot(b.T, a.T, acc_t)
         else:
-            acc = tl.dot(a, bt.T, acc)
+            acc = tl.dot(a, b, acc)
     if SWAP:
         acc = acc_t.T
 

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .epilogue import apply_epilogue
-from .tiles import grouped_tile, operand_descs
+from .tiles import grouped_tile, load_operands, operand_descs
 
 
 @triton.jit
@@ -57,14 +57,7 @@ def tma_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr, pr
             acc = tl.zeros((BM, BN), dtype=tl.float32)
         for ki in range(k_tiles):
             ok = ki * BK
-            if A_KMAJOR:
-                a = a_desc.load([om, ok])
-            else:
-                a = a_desc.load([ok, om]).T
-            if B_KMAJOR:
-                b = b_desc.load([on, ok]).T
-            else:
-                b = b_desc.load([ok, on])
+            a, b = load_operands(a_desc, b_desc, om, on, ok, A_KMAJOR, B_KMAJOR)
             if ACC_F16:
                 acc = tl.dot(a, b, acc, out_dtype=tl.float16)
             else:

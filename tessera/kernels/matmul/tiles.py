@@ -28,3 +28,17 @@ def operand_descs(a_ptr, b_ptr, M, N, K, lda, ldb, A_KMAJOR: tl.constexpr, B_KMA
     else:
         b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[ldb, 1], block_shape=[BK, BN])
     return a_desc, b_desc
+
+
+@triton.jit
+def load_operands(a_desc, b_desc, om, on, ok, A_KMAJOR: tl.constexpr, B_KMAJOR: tl.constexpr):
+    """The A tile [BM, BK] at (om, ok) and the B tile [BK, BN] at (ok, on), from :func:`operand_descs`."""
+    if A_KMAJOR:
+        a = a_desc.load([om, ok])
+    else:
+        a = a_desc.load([ok, om]).T
+    if B_KMAJOR:
+        b = b_desc.load([on, ok]).T
+    else:
+        b = b_desc.load([ok, on])
+    return a, b
