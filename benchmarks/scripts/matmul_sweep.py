@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 overhead of the entry point; every config checked against float64 and timed against cuBLAS in
 the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo,big,host,entry] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo,big,host,entry] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out.
@@ -99,6 +99,9 @@ def sweep_bf16(budget, t0, results):
 
 def wo_space(M, N, KP, bits, sms):
     out = []
+    if bits == 4:  # the fp32-decode kernel at the previous default, for the same-run comparison
+        split = split_k_for(-(-N // 64), KP, 128, 4 * sms - 1, 2)
+        out.append(Config("wo", 16, 64, 128, 1, 4, 4, split, tma_loads=True, packed=False))
     for BN in (64, 128):
         for BK in ((128, 256, 512) if bits == 4 else (128, 256)):
             split = split_k_for(-(-N // BN), KP, BK, 4 * sms - 1, 2)  # the weight-only default's rule
@@ -110,9 +113,9 @@ def wo_space(M, N, KP, bits, sms):
     return list(dict.fromkeys(out))
 
 
-def sweep_wo(budget, t0, results):
+def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3")):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for fmt in ("fp4_e2m1", "fp6_e2m3"):
+    for fmt in fmts:
         for M, N, K in [(1, 4096, 4096), (16, 4096, 4096), (1, 8192, 8192), (16, 8192, 8192)]:
             w = torch.randn(K, N, device="cuda") / K ** 0.5
             qw = quant.quantize(w, fmt)
@@ -128,6 +131,9 @@ def sweep_wo(budget, t0, results):
             print(f"wo {fmt} M={M} N=K={N}: cuBLAS bf16 {t_cb * 1e3:.1f}us, default {t_def * 1e3:.1f}us, "
                   f"packed {qw.nbytes() / 1e6:.1f} MB", flush=True)
             bad = report(timings, 2e-2, lambda ms: f"{qw.nbytes() / ms / 1e9:.2f} TB/s  ")
+            for ms, cfg, err in timings:
+                if not cfg.packed:
+                    print(f"   fp32-decode baseline {ms * 1e3:7.1f}us  {cfg}  err {err}", flush=True)
             results.append({"kind": fmt, "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_def * 1e3,
                             "best_us": best[0] * 1e3, "best": str(best[1]), "fails": len(bad)})
 
@@ -203,6 +209,7 @@ def main():
     ap.add_argument("--budget", type=float, default=400)
     ap.add_argument("--only", default="bf16,wo")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--fmts", default="fp4_e2m1,fp6_e2m3", help="weight-only formats to sweep")
     a = ap.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     t0 = time.time()
@@ -211,7 +218,7 @@ def main():
         if "bf16" in a.only:
             sweep_bf16(a.budget * (0.55 if "wo" in a.only else 1.0), t0, results)
         if "wo" in a.only:
-            sweep_wo(a.budget, t0, results)
+            sweep_wo(a.budget, t0, results, a.fmts.split(","))
         if "host" in a.only:
             host_overhead()
         if "entry" in a.only:

@@ -8,12 +8,14 @@ planes), so a program reads ``BN`` rows of contiguous bytes, viewed as
 codes (2 for fp4, 4 for fp6) covers K positions ``PER * p + j``; the matching x columns are read
 with stride PER, so the products need no interleaving.
 
-Decoding costs a shift, an or and a conversion: a code's exponent and mantissa bits are moved
-to the top of an fp16's exponent/mantissa fields, which makes that fp16 equal to the code's
-value times ``2**(BIAS - 15)`` (subnormal codes become fp16 subnormals, converted exactly);
-the constant is folded into the group scale. Split-K slices meet in :func:`~.splitk.finish_tile`.
-With BM == 1 (one activation row) the product is a multiply and
-reduce in fp32 instead of a tensor-core dot.
+Decoding moves a code's exponent and mantissa bits to the bottom of a float's exponent field
+(and the top of its mantissa) and its sign to the sign bit, which makes that float the code's
+value times a power of two (codes with a zero exponent become subnormals, exactly); the power
+is folded into the group scale. fp4 with bf16 activations (``PACKED``) decodes on packed
+registers, four bytes (eight codes) per inline-assembly call, straight into bf16 pairs scaled
+by two bf16x2 multiplies; otherwise each code is decoded through fp16 and scaled in fp32.
+Split-K slices meet in :func:`~.splitk.finish_tile`. With BM == 1 (one activation row) the
+product is a multiply and reduce in fp32 instead of a tensor-core dot.
 """
 from __future__ import annotations
 
@@ -21,6 +23,37 @@ import triton
 import triton.language as tl
 
 from .splitk import finish_tile, split_tile
+
+# Four bytes of fp4 e2m1 codes -> their low codes ($0, $1) and high codes ($2, $3) as bf16 pairs,
+# times the bf16 group scales of the four bytes ($5, $6). Bytes 0,1 and 2,3 are first spread to
+# the two halves of a word; in each half a code's exponent+mantissa bits land at bf16 bits 6..8
+# and its sign at bit 15, giving value * 2**-126 (a subnormal for codes with a zero exponent).
+# Multiplying by 2**126 restores the value exactly; multiplying by the scale rounds once, as
+# the fp32 path's cast to bf16 does.
+_FP4_TO_BF16 = tl.constexpr("""
+{
+.reg .b32 t<2>, a, b, k, z;
+mov.b32 k, 0x7E807E80;
+mov.b32 z, 0x80008000;
+prmt.b32 t0, $4, 0, 0x4140;
+prmt.b32 t1, $4, 0, 0x4342;
+shl.b32 a, t0, 6; and.b32 a, a, 0x01C001C0; shl.b32 b, t0, 12; and.b32 b, b, 0x80008000; or.b32 a, a, b;
+fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $0, a, $5, z;
+shl.b32 a, t1, 6; and.b32 a, a, 0x01C001C0; shl.b32 b, t1, 12; and.b32 b, b, 0x80008000; or.b32 a, a, b;
+fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $1, a, $6, z;
+shl.b32 a, t0, 2; and.b32 a, a, 0x01C001C0; shl.b32 b, t0, 8; and.b32 b, b, 0x80008000; or.b32 a, a, b;
+fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $2, a, $5, z;
+shl.b32 a, t1, 2; and.b32 a, a, 0x01C001C0; shl.b32 b, t1, 8; and.b32 b, b, 0x80008000; or.b32 a, a, b;
+fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $3, a, $6, z;
+}
+""")
+
+
+@triton.jit
+def _fp4_pairs_bf16(byte, scale):
+    """uint8 bytes of two e2m1 codes and their bf16 group scales -> (low codes, high codes) * scale in bf16."""
+    return tl.inline_asm_elementwise(_FP4_TO_BF16, "=r,=r,=r,=r,r,r,r", [byte, scale], (tl.bfloat16, tl.bfloat16),
+                                     is_pure=True, pack=4)
 
 
 @triton.jit
@@ -48,7 +81,8 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                      M, N, K, KP, ldq, lds, sxm, sxk,
                      BITS: tl.constexpr, EBITS: tl.constexpr, MBITS: tl.constexpr, GS: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
-                     HAS_BIAS: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr):
+                     HAS_BIAS: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr,
+                     PACKED: tl.constexpr):
     PER: tl.constexpr = 2 if BITS == 4 else 4
     BKP: tl.constexpr = BK // PER  # packs per K block
     NGB: tl.constexpr = BK // GS  # groups per K block
@@ -75,19 +109,30 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
         g = k0 // GS + offs_g
-        s = tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0).to(tl.float32) * FOLD
-        s3 = s[:, :, None]
+        s_raw = tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0)
         pk = k0 // PER + offs_p3
         pmask = pk < KP // PER
         k_base = k0 + PER * offs_p
         if BITS == 4:
             if USE_TMA:
-                byte = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP)).to(tl.int32)
+                byte = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
             else:
-                byte = tl.load(q_row + pk, mask=pmask, other=0).to(tl.int32)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, byte & 15, s3, BN, BKP, EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, byte >> 4, s3, BN, BKP, EBITS, MBITS, BM == 1)
+                byte = tl.load(q_row + pk, mask=pmask, other=0)
+            if PACKED:
+                lo, hi = _fp4_pairs_bf16(byte, s_raw[:, :, None])
+                k_all = k0 + tl.arange(0, BK)
+                x = tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk, mask=(k_all < K)[None, :], other=0.0)
+                x_lo, x_hi = tl.split(tl.reshape(x, (BM, BKP, 2)))  # even and odd K positions
+                acc = tl.dot(x_lo, tl.trans(tl.reshape(lo, (BN, BKP))), acc)
+                acc = tl.dot(x_hi, tl.trans(tl.reshape(hi, (BN, BKP))), acc)
+            else:
+                s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
+                byte = byte.to(tl.int32)
+                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, byte & 15, s3, BN, BKP, EBITS, MBITS, BM == 1)
+                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, byte >> 4, s3, BN, BKP, EBITS, MBITS,
+                               BM == 1)
         else:
+            s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
             if USE_TMA:
                 b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP)).to(tl.int32)
                 b1 = tl.reshape(q_desc.load([pid_n * BN, PLANE + k0 // PER]), (BN, NGB, GP)).to(tl.int32)
