@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 overhead of the entry point; every config checked against float64 and timed against cuBLAS in
 the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo,big,host,entry] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out.
@@ -97,7 +97,22 @@ def sweep_bf16(budget, t0, results):
                         "tb_s_cublas": nbytes / t_cb / 1e9, "fails": len(bad)})
 
 
-def wo_space(M, N, KP, bits, sms):
+def wo_grid(M, N, KP, sms):
+    """The packed-decode fp4 kernel over BN x BK x warps x stages x split (TMA loads)."""
+    out = []
+    for BN in (64, 128):
+        for BK in (128, 256):
+            split = split_k_for(-(-N // BN), KP, BK, 4 * sms - 1, 2)
+            for warps in (2, 4, 8):
+                for stages in (3, 5):
+                    for sp in (split, 2 * split):
+                        out.append(Config("wo", 16, BN, BK, 1, stages, warps, sp, tma_loads=True))
+    return out
+
+
+def wo_space(M, N, KP, bits, sms, grid=False):
+    if grid and bits == 4:
+        return wo_grid(M, N, KP, sms)
     out = []
     if bits == 4:  # the fp32-decode kernel at the previous default, for the same-run comparison
         split = split_k_for(-(-N // 64), KP, 128, 4 * sms - 1, 2)
@@ -113,10 +128,11 @@ def wo_space(M, N, KP, bits, sms):
     return list(dict.fromkeys(out))
 
 
-def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3")):
+def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3"), grid=False):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for fmt in fmts:
-        for M, N, K in [(1, 4096, 4096), (16, 4096, 4096), (1, 8192, 8192), (16, 8192, 8192)]:
+        for M, N, K in [(1, 4096, 4096), (1, 8192, 8192)] if grid else \
+                [(1, 4096, 4096), (16, 4096, 4096), (1, 8192, 8192), (16, 8192, 8192)]:
             w = torch.randn(K, N, device="cuda") / K ** 0.5
             qw = quant.quantize(w, fmt)
             x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
@@ -124,7 +140,7 @@ def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3")):
             wb = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
             t_cb = bench(lambda: torch.matmul(x, wb.t()))
             t_def = bench(lambda: wo_matmul(x, qw))
-            timings = time_configs(wo_space(M, N, qw.k_padded, qw.fmt.bits, sms),
+            timings = time_configs(wo_space(M, N, qw.k_padded, qw.fmt.bits, sms, grid),
                                    lambda cfg, launcher: wo_matmul(x, qw, _config=cfg, _launcher=launcher),
                                    ref, 2e-2, t0 + budget)
             best = timings[0] if timings else (float("inf"), None, None)
@@ -181,6 +197,39 @@ def host_overhead():
         print(f"host {name}: {host * 1e6:.1f} us per call", flush=True)
 
 
+def bench_clean_l2(fn, reps=100):
+    """Median µs of ``fn`` after L2 is evicted by *reading* 256 MB, so no dirty lines are left
+    to write back (``do_bench`` evicts by writing, which leaves ~50 MB dirty in L2)."""
+    buf = torch.ones(64 * 2 ** 20, dtype=torch.float32, device="cuda")
+    fn()
+    times = []
+    for _ in range(reps):
+        buf.sum()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def clean_l2(results):
+    """Decode GEMMs, cuBLAS bf16 vs weight-only fp4 (default config), timed with do_bench and
+    with a clean L2 (:func:`bench_clean_l2`)."""
+    for n in (4096, 8192):
+        qw = quant.quantize(torch.randn(n, n, device="cuda") / n ** 0.5, "fp4_e2m1")
+        x = torch.randn(1, n, device="cuda", dtype=torch.bfloat16)
+        wb = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+        cb, wo = (lambda: torch.matmul(x, wb.t())), wo_matmul(x, qw, _launcher=True)
+        d_cb, d_wo = bench(cb) * 1e3, bench(wo) * 1e3
+        c_cb, c_wo = bench_clean_l2(cb), bench_clean_l2(wo)
+        print(f"clean-L2 1x{n}x{n}: do_bench cuBLAS bf16 {d_cb:.1f} fp4 {d_wo:.1f} ({d_cb / d_wo:.2f}x); "
+              f"clean L2 cuBLAS bf16 {c_cb:.1f} fp4 {c_wo:.1f} ({c_cb / c_wo:.2f}x)", flush=True)
+        results.append({"kind": "clean-L2 fp4", "M": 1, "N": n, "K": n, "cublas_us": c_cb, "default_us": c_wo,
+                        "best_us": c_wo, "best": f"do_bench: cuBLAS {d_cb:.1f} fp4 {d_wo:.1f}"})
+
+
 def entry_points(results):
     """Decode shapes through the public entry points (default configs, plan cache warm) vs cuBLAS."""
     for M, N, K in SHAPES:
@@ -218,9 +267,11 @@ def main():
         if "bf16" in a.only:
             sweep_bf16(a.budget * (0.55 if "wo" in a.only else 1.0), t0, results)
         if "wo" in a.only:
-            sweep_wo(a.budget, t0, results, a.fmts.split(","))
+            sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in a.only)
         if "host" in a.only:
             host_overhead()
+        if "clean" in a.only:
+            clean_l2(results)
         if "entry" in a.only:
             entry_points(results)
         if "big" in a.only:
