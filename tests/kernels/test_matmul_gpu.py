@@ -112,3 +112,17 @@ def test_weight_only_fp4_decodes_every_code_exactly(cfg):
     x = torch.eye(K, device="cuda", dtype=torch.bfloat16)
     out = wo_matmul(x, qw, _config=cfg)
     assert torch.equal(out, w.to(torch.bfloat16))
+
+
+def test_repeated_calls_with_changing_alignment():
+    """Plans and the launch fast path must not reuse a kernel specialised for aligned pointers."""
+    K, N = 1000, 264
+    w = rnd(N, K)
+    buf = rnd(4 * K + 16)
+    for off in (0, 1, 0, 3, 8, 1):
+        a = buf[off:off + 3 * K].view(3, K)
+        assert rel(matmul(a, w.t()), a.double() @ w.double().t()) < 1e-2
+    qw = q.quantize(torch.randn(K, N, device="cuda"), "fp4_e2m1")
+    for off in (0, 1, 0, 5):
+        x = buf[off:off + K].view(1, K)
+        assert rel(wo_matmul(x, qw), x.double() @ q.dequantize(qw).double()) < 1e-2
