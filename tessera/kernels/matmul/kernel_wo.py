@@ -5,15 +5,16 @@ The packed bytes are read by pointer loads or, where the row pitch allows (``USE
 TMA copies pipelined ``STAGES`` deep. The packed weight is stored per output column (``q[n, bytes along K]``, fp6 as three byte
 planes), so a program reads ``BN`` rows of contiguous bytes, viewed as
 [BN, groups, packs per group] so each group's scale multiplies by broadcast. Each pack of PER
-codes (2 for fp4, 4 for fp6) covers K positions ``PER * p + j``; the matching x columns are read
-with stride PER, so the products need no interleaving.
+codes (2 for fp4, 4 for fp6) covers K positions ``PER * p + j``; the matching x columns (read
+with stride PER, or read whole and split) meet them, so the products need no interleaving.
 
 Decoding moves a code's exponent and mantissa bits to the bottom of a float's exponent field
 (and the top of its mantissa) and its sign to the sign bit, which makes that float the code's
-value times a power of two (codes with a zero exponent become subnormals, exactly); the power
-is folded into the group scale. fp4 with bf16 activations (``PACKED``) decodes on packed
-registers, four bytes (eight codes) per inline-assembly call, straight into bf16 pairs scaled
-by two bf16x2 multiplies; otherwise each code is decoded through fp16 and scaled in fp32.
+value times a power of two (codes with a zero exponent become subnormals, exactly). fp4 with bf16
+activations (``PACKED``) decodes on packed registers, four bytes (eight codes) per inline-assembly
+call, straight into bf16 pairs, then multiplies the power away and applies the scale with two
+bf16x2 multiplies; otherwise each code is decoded through fp16 and the power is folded into the
+fp32 group scale.
 Split-K slices meet in :func:`~.splitk.finish_tile`. With BM == 1 (one activation row) the
 product is a multiply and reduce in fp32 instead of a tensor-core dot.
 """
