@@ -1,7 +1,7 @@
 """GEMM config sweep on the GPU: the skinny TMA kernel and the weight-only kernels at decode
-shapes, warp-specialised variants of the persistent kernel at large shapes, and the host
-overhead of the entry point; every config checked against float64 and timed against cuBLAS in
-the same run.
+shapes, warp-specialised variants of the persistent kernel at large shapes, and the host time
+of the entry points and of each way to launch a kernel (``host``); every config checked against
+float64 and timed against cuBLAS in the same run.
 
     PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
@@ -11,8 +11,10 @@ Prints, per shape, the fastest configs with their time, and a summary table last
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import time
 from dataclasses import replace
 
@@ -21,7 +23,7 @@ import triton
 import triton.testing
 
 import tessera.quant as quant
-from tessera.kernels.matmul import matmul, wo_matmul
+from tessera.kernels.matmul import kernel_wo, matmul, wo_matmul
 from tessera.kernels.matmul.configs import Config, Problem, skinny_config, split_k_for
 
 SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096),
@@ -177,24 +179,68 @@ def sweep_big(results):
                         "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
 
 
+def per_call_us(fn, n=500):
+    """Host µs per call of ``fn`` (no sync inside the timed loop)."""
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    host = (time.perf_counter() - t) / n
+    torch.cuda.synchronize()
+    return host * 1e6
+
+
+def compiled_launch(go):
+    """(Triton's JITFunction launch with positional arguments, the compiled kernel's own launcher)
+    for the weight-only launch ``go``: its arguments are captured from one launch."""
+    kernel = kernel_wo.wo_matmul_kernel
+    seen, run = {}, kernel.run
+
+    def capture(*args, grid, warmup, **kwargs):
+        compiled = run(*args, grid=grid, warmup=warmup, **kwargs)
+        bound = dict(zip(kernel.arg_names, args), **{k: v for k, v in kwargs.items() if k in kernel.arg_names})
+        seen.update(compiled=compiled, grid=grid, args=[bound[n] for n in kernel.arg_names])
+        return compiled
+
+    kernel.run = capture
+    try:
+        go()
+    finally:
+        kernel.run = run
+    grid, args = seen["grid"], seen["args"]
+    runner = seen["compiled"][tuple(grid) + (1,) * (3 - len(grid))]  # the compiled launcher takes three dims
+    return (lambda: kernel[grid](*args)), (lambda: runner(*args))
+
+
 def host_overhead():
-    """Host time per call (no sync inside the loop) of the entry point vs torch.matmul, decode shape."""
+    """Host time per call of the entry points and of each way to launch a kernel, decode shape;
+    then a profile of the weight-only entry point."""
     x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
     qw = quant.quantize(torch.randn(4096, 4096, device="cuda"), "fp4_e2m1")
+    go = wo_matmul(x, qw, _launcher=True)
+    jit_launch, compiled_launcher = compiled_launch(go)
+    ref = wo_matmul(x, qw)
+    out = go().zero_()  # the launch's own output buffer, refilled by the compiled launcher
+    compiled_launcher()
+    print("compiled launcher's output matches:", torch.equal(out, ref), flush=True)
     for name, fn in (("tessera matmul", lambda: matmul(x, w.t())), ("torch.matmul", lambda: torch.matmul(x, w.t())),
                      ("tessera launch only", matmul(x, w.t(), _launcher=True)),
                      ("tessera wo_matmul fp4", lambda: wo_matmul(x, qw)),
-                     ("tessera wo launch only", wo_matmul(x, qw, _launcher=True))):
-        for _ in range(50):
-            fn()
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(500):
-            fn()
-        host = (time.perf_counter() - t) / 500
-        torch.cuda.synchronize()
-        print(f"host {name}: {host * 1e6:.1f} us per call", flush=True)
+                     ("tessera wo launch only", go),
+                     ("JITFunction launch, positional arguments", jit_launch),
+                     ("compiled launcher (compiled[grid](*args))", compiled_launcher),
+                     ("empty torch op (x.add_(0))", lambda: x.add_(0))):
+        print(f"host {name}: {per_call_us(fn):.1f} us per call", flush=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(300):
+        wo_matmul(x, qw)
+    prof.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
 def bench_clean_l2(fn, reps=100):
