@@ -27,10 +27,15 @@ def pad_head_dim(D: int) -> int:
 # warps) at d64/d128 lets two programs share an SM, so one's softmax overlaps the other's GEMMs:
 # d128 S16384 546 vs 522 TFLOP/s with 8 warps; dK/dV d128 causal 363 vs 329, d64 335 vs 306.
 FWD = {32: (128, 64, 8, 3), 64: (128, 64, 4, 3), 128: (128, 64, 4, 2), 256: (128, 64, 8, 2)}
-# dK/dV kernel: BLOCK_N keys resident, BLOCK_M queries streamed.
-BWD_DKDV = {32: (128, 64, 8, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (128, 32, 8, 2)}
+# With 8 warps, a score tile that feeds a second product gets all warps along its rows, so
+# BLOCK_M 64 would make both warpgroups compute the same scores: 8-warp configs use BLOCK_M 128.
+# dK/dV kernel: BLOCK_N keys resident, BLOCK_M queries streamed. At d256, BLOCK_N 64 with one
+# stage (some spilling) beats BLOCK_N 32, whose [32, 256] dK/dV products fall back to mma.sync
+# (d256 S4096 causal backward 304 vs 206 TFLOP/s), and beats running dV and dK as two
+# launches with one accumulator each (240).
+BWD_DKDV = {32: (128, 64, 8, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (128, 64, 8, 1)}
 # dQ kernel: BLOCK_M queries resident, BLOCK_N keys streamed.
-BWD_DQ = {32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (64, 64, 8, 2)}
+BWD_DQ = {32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (128, 32, 8, 2)}
 
 
 # Under the interpreter small blocks keep CPU tests fast and cross several block edges.
