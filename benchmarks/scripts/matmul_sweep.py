@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,fp8,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out.
@@ -179,6 +179,40 @@ def sweep_big(results):
                         "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
 
 
+FP8_CONFIGS = [(128, 256, 128, 3, False, True, True), (128, 256, 128, 3, True, False, False),
+               (128, 256, 128, 3, True, True, False), (128, 256, 64, 4, True, False, False),
+               (128, 256, 64, 4, True, True, False), (128, 128, 128, 4, True, False, False),
+               (256, 128, 128, 3, True, True, False)]  # (BM, BN, BK, stages, warp_spec, subtile, flatten)
+
+
+def sweep_fp8(results):
+    """fp8 e4m3 8192^3, per-tensor and row/column scales: warp-specialised variants against the
+    default (flattened, sub-tiled epilogue) and torch._scaled_mm in the same run."""
+    from tessera.kernels.matmul import quantize_fp8, scaled_matmul
+
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    w = torch.randn(n, n, device="cuda")
+    configs = [Config("tma", BM, BN, BK, 8, st, 8, warp_spec=ws, subtile=sub, flatten=fl)
+               for BM, BN, BK, st, ws, sub, fl in FP8_CONFIGS]
+    for label, axis in (("per-tensor", None), ("row/col", 1)):
+        (qa, sa), (qw, sw) = (quantize_fp8(a), quantize_fp8(w)) if axis is None else \
+            (quantize_fp8(a, axis=1), quantize_fp8(w, axis=1))
+        b, sb = qw.t(), (sw if axis is None else sw.t())
+        ref = (qa[:256].double() * sa.double().reshape(-1, 1)[:256] if axis else qa[:256].double() * sa.double()) \
+            @ (b.double() * sb.double())
+        t_cb = bench(lambda: torch._scaled_mm(qa, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))
+        timings = time_configs(configs, lambda cfg, launcher: (lambda: scaled_matmul(qa, b, sa, sb, _config=cfg))
+                               if launcher else scaled_matmul(qa, b, sa, sb, _config=cfg)[:256], ref, 1e-2,
+                               float("inf"))
+        for ms, cfg, err in timings:
+            print(f"   fp8 {label} {ms * 1e3:8.1f}us {2 * n ** 3 / ms / 1e9:6.0f} TFLOP/s  {cfg} err {err}", flush=True)
+        print(f"   fp8 {label} torch._scaled_mm {t_cb * 1e3:8.1f}us {2 * n ** 3 / t_cb / 1e9:6.0f} TFLOP/s", flush=True)
+        first = next(t for t in timings if t[1] == configs[0])
+        results.append({"kind": f"fp8 {label}", "M": n, "N": n, "K": n, "cublas_us": t_cb * 1e3,
+                        "default_us": first[0] * 1e3, "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
+
+
 def per_call_us(fn, n=500):
     """Host µs per call of ``fn`` (no sync inside the timed loop)."""
     for _ in range(50):
@@ -322,6 +356,8 @@ def main():
             entry_points(results)
         if "big" in a.only:
             sweep_big(results)
+        if "fp8" in a.only:
+            sweep_fp8(results)
     finally:
         with open(os.path.join(a.out, "decode_sweep.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -23,10 +23,10 @@ def pad_head_dim(D: int) -> int:
     return p
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) by padded head dim. One warpgroup per program (4
+# (BLOCK_M, BLOCK_N, num_warps, num_stages[, maxnreg]) by padded head dim. One warpgroup per program (4
 # warps) at d64/d128 lets two programs share an SM, so one's softmax overlaps the other's GEMMs:
 # d128 S16384 546 vs 522 TFLOP/s with 8 warps; dK/dV d128 causal 363 vs 329, d64 335 vs 306.
-FWD = {32: (128, 64, 8, 3), 64: (128, 64, 4, 3), 128: (128, 64, 4, 2), 256: (128, 64, 8, 2)}
+FWD = {32: (128, 64, 8, 3), 64: (128, 64, 4, 3, 168), 128: (128, 64, 4, 2), 256: (128, 64, 8, 2)}
 # With 8 warps, a score tile that feeds a second product gets all warps along its rows, so
 # BLOCK_M 64 would make both warpgroups compute the same scores: 8-warp configs use BLOCK_M 128.
 # dK/dV kernel: BLOCK_N keys resident, BLOCK_M queries streamed. At d256, BLOCK_N 64 with one
@@ -42,15 +42,24 @@ BWD_DQ = {32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (128
 INTERPRETER = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
 
 
-def _as_dict(t):
-    return {"BLOCK_M": t[0], "BLOCK_N": t[1], "num_warps": t[2], "num_stages": t[3]}
+def block_config(t) -> dict:
+    """A config dict from a (BLOCK_M, BLOCK_N, num_warps, num_stages[, maxnreg]) tuple.
+
+    Example:
+        >>> block_config((64, 64, 4, 2, 168))["maxnreg"]
+        168
+    """
+    d = {"BLOCK_M": t[0], "BLOCK_N": t[1], "num_warps": t[2], "num_stages": t[3]}
+    if len(t) > 4:  # a register cap per thread, for one more program per SM
+        d["maxnreg"] = t[4]
+    return d
 
 
 def fwd_config(D: int, causal: bool, interpreted: bool | None = None) -> dict:
     """Launch parameters of the forward kernel for head dim ``D``."""
     if _interpreting(interpreted):
         return dict(INTERPRETER)
-    return _as_dict(FWD[pad_head_dim(D)])
+    return block_config(FWD[pad_head_dim(D)])
 
 
 def bwd_configs(D: int, causal: bool, interpreted: bool | None = None) -> tuple:
@@ -58,7 +67,7 @@ def bwd_configs(D: int, causal: bool, interpreted: bool | None = None) -> tuple:
     if _interpreting(interpreted):
         return dict(INTERPRETER), dict(INTERPRETER)
     p = pad_head_dim(D)
-    return _as_dict(BWD_DKDV[p]), _as_dict(BWD_DQ[p])
+    return block_config(BWD_DKDV[p]), block_config(BWD_DQ[p])
 
 
 def _interpreting(flag) -> bool:

@@ -113,6 +113,14 @@ def host_desc(t: torch.Tensor, rows: int, mode: int, D_PAD: int):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, D_PAD])
 
 
+def launch_options(cfg: dict) -> dict:
+    """Triton launch options of a block config; ``maxnreg`` caps registers so more programs share an SM."""
+    opts = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    if cfg.get("maxnreg") and not interpreted():
+        opts["maxnreg"] = cfg["maxnreg"]
+    return opts
+
+
 def _cu(prob: Problem, like):
     if prob.varlen:
         return prob.cu_q, prob.cu_k
@@ -146,7 +154,7 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None):
         prob.H, prob.H // prob.Hkv, prob.Sq, prob.Sk, prob.scale * LOG2E, float(prob.dropout_p), int(prob.seed),
         HEAD_DIM=prob.D, D_PAD=pad_head_dim(prob.D), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         CAUSAL=prob.causal, MASK_KIND=kind, DROPOUT=prob.dropout_p > 0, VARLEN=prob.varlen, USE_TMA=mode,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        **launch_options(cfg))
     return o, lse
 
 
@@ -181,13 +189,11 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
     _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
         host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse, delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
         prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
-        BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], num_warps=cfg_kv["num_warps"],
-        num_stages=cfg_kv["num_stages"], **common)
+        BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
     _bwd._dq_kernel[(triton.cdiv(prob.Sq, cfg_q["BLOCK_M"]), prob.B * prob.H)](
         q, host_desc(k, cfg_q["BLOCK_N"], mode, D_PAD), host_desc(v, cfg_q["BLOCK_N"], mode, D_PAD), do, lse, delta, m, dq, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdq, *sl, *sm,
         prob.H, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
-        BLOCK_M=cfg_q["BLOCK_M"], BLOCK_N=cfg_q["BLOCK_N"], num_warps=cfg_q["num_warps"],
-        num_stages=cfg_q["num_stages"], **common)
+        BLOCK_M=cfg_q["BLOCK_M"], BLOCK_N=cfg_q["BLOCK_N"], **launch_options(cfg_q), **common)
     return dq, dk, dv
 
 
