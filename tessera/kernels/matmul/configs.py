@@ -120,8 +120,9 @@ def default_config(p: Problem) -> Config:
         # cuBLAS's speed; the pointer kernel serves strides TMA cannot read.
         return skinny_config(p) if _skinny_ok(p) else small_m_config(p)
     if p.tma_ok and p.batch == 1:
-        # H100 (benchmarks/results/matmul.md): fp8 best with sub-tiled, flattened epilogue; bf16
-        # best with warp specialisation (8192^3: 777 vs 730 TFLOP/s) or within 1% of best.
+        # H100 (benchmarks/results/matmul.md): fp8 best with sub-tiled, flattened epilogue
+        # (warp-specialised variants 3-5% slower); bf16 best with warp specialisation (8192^3:
+        # 777 vs 730 TFLOP/s) or within 1% of best.
         if p.fp8:
             return Config("tma", 128, 256, 128, 8, 3, 8, subtile=True, flatten=True)
         tiles = -(-p.M // 128) * -(-p.N // 256)
