@@ -284,6 +284,51 @@ def phase_sweep(budget_s, with_suite=False):
         print(f"{w:28s} {c:40s} {'-' if tf is None else f'{tf:.1f}'}")
 
 
+FP8_SWEEP = {  # (D, S, causal): forward configs for e4m3 inputs, timed next to the bf16 kernel and cuDNN bf16
+    (64, 4096, False): [(128, 64, 4, 3, 168), (128, 128, 8, 3), (128, 128, 4, 2), (128, 64, 8, 2), (128, 64, 4, 2)],
+    (128, 4096, False): [(128, 64, 4, 2), (128, 128, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (128, 64, 4, 3)],
+    (128, 16384, False): [(128, 64, 4, 2), (128, 128, 8, 3), (128, 64, 8, 2), (128, 64, 4, 3)],
+    (128, 4096, True): [(128, 64, 4, 2), (128, 128, 8, 3), (128, 64, 8, 2), (128, 64, 4, 3)],
+    (256, 4096, False): [(128, 64, 8, 2), (128, 128, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3)],
+}
+
+
+def phase_fp8():
+    """fp8 forward: accuracy against float64 on dequantised inputs, then a config sweep per shape."""
+    from tessera.kernels.attention import flash_attention_fp8_fwd
+    from tessera.kernels.matmul import quantize_fp8
+
+    def quantized(B, H, S, D):
+        x = [torch.randn(B, H, S, D, device="cuda") for _ in range(3)]
+        return [quantize_fp8(t) for t in x]
+
+    for D, S, causal in [(64, 1000, True), (128, 1024, False), (128, 1000, True), (256, 1024, True)]:
+        (q8, sq), (k8, sk), (v8, sv) = quantized(2, 4, S, D)
+        o, lse = flash_attention_fp8_fwd(q8, k8, v8, sq, sk, sv, causal=causal)
+        ro, rl = attention_reference(*(x.double() * s.double() for x, s in ((q8, sq), (k8, sk), (v8, sv))),
+                                     causal=causal)
+        err = ((o.double() - ro).norm() / ro.norm()).item()
+        log(f"fp8 check d{D} S{S} causal={causal}: o rel {err:.2e}, lse max abs {(lse.double() - rl).abs().max():.2e}")
+    table = []
+    for (D, S, causal), cs in FP8_SWEEP.items():
+        B, H = sweep_problem(D, S, causal)
+        (q8, sq), (k8, sk), (v8, sv) = quantized(B, H, S, D)
+        flops = attention_flops(B, H, S, S, D, causal)
+        prob = Problem(B, H, H, S, S, D, causal, D ** -0.5)
+        descale = torch.stack([sq, sk, sv]).float()
+        for c in cs:
+            timed([], table, "fwd fp8", D, S, causal, str(c), flops,
+                  lambda: run_forward(q8, k8, v8, None, prob, config=cfg(c), descale=descale))
+        q, k, v = (x.to(torch.bfloat16) * s.to(torch.bfloat16) for x, s in ((q8, sq), (k8, sk), (v8, sv)))
+        timed([], table, "fwd fp8", D, S, causal, "bf16 Tessera", flops, lambda: run_forward(q, k, v, None, prob))
+        for name, be in peer_backends().items():
+            timed([], table, "fwd fp8", D, S, causal, f"bf16 {name}", flops, sdpa_fns(q, k, v, causal, be)[0])
+        log("\n".join(f"{w:26s} {c:28s} {'-' if tf is None else f'{tf:.1f}'}" for w, c, tf in table[-len(cs) - 3:]))
+    print("\n== fp8 forward (TFLOP/s)")
+    for w, c, tf in table:
+        print(f"{w:26s} {c:28s} {'-' if tf is None else f'{tf:.1f}'}")
+
+
 def run_gpu_tests(procs=8):
     """The GPU test file, its test ids spread over several pytest processes (compilation is the cost)."""
     import subprocess
@@ -319,7 +364,7 @@ def phase_suite(quick):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=["sweep", "suite", "both"], default="sweep")
+    ap.add_argument("--phase", choices=["sweep", "suite", "both", "fp8"], default="sweep")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pytest", action="store_true", help="run the GPU test file first (parallel processes)")
     ap.add_argument("--budget", type=float, default=360.0, help="stop timing new variants after this many seconds")
@@ -332,6 +377,8 @@ def main():
             phase_sweep(args.budget, with_suite=args.phase == "both")
         if args.phase in ("suite", "both"):
             phase_suite(args.quick)
+        if args.phase == "fp8":
+            phase_fp8()
         if tests:
             print("\n== GPU tests\n" + "\n".join(tests))
     finally:

@@ -10,11 +10,12 @@ if not torch.cuda.is_available():
 
 from tessera.errors import TesseraDTypeError, TesseraShapeError, TesseraValueError  # noqa: E402
 from tessera.kernels.attention import (  # noqa: E402
-    attention_reference, flash_attention_bwd, flash_attention_fwd, flash_attention_varlen_bwd,
+    attention_reference, flash_attention_bwd, flash_attention_fp8_fwd, flash_attention_fwd, flash_attention_varlen_bwd,
     flash_attention_varlen_fwd, supports)
 from tessera.kernels.attention import forward as _forward  # noqa: E402
 from tessera.kernels.attention.launch import Problem, run_backward, run_forward  # noqa: E402
 from tessera.kernels.attention.reference import varlen_reference  # noqa: E402
+from tessera.kernels.matmul import quantize_fp8  # noqa: E402
 from tessera.runtime.philox import dropout_keep_mask  # noqa: E402
 
 INTERPRETED = type(_forward._fwd_kernel).__name__ == "InterpretedFunction"
@@ -185,6 +186,49 @@ def test_mismatched_block_shapes():
     assert rel(o, ro.detach()) <= 1e-5
     dq, dk, dv = run_backward(do, q, k, v, o, lse, None, prob, configs=(cfg, cfg2))
     assert rel(dq, qd.grad) <= 2e-5 and rel(dk, kd.grad) <= 2e-5 and rel(dv, vd.grad) <= 2e-5
+
+
+def _fp8_inputs(B, H, Hkv, Sq, Sk, D, seed):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, h, s, D, generator=g) * f for h, s, f in ((H, Sq, 2.0), (Hkv, Sk, 1.0), (Hkv, Sk, 3.0)))
+    return [quantize_fp8(x) for x in (q, k, v)]
+
+
+@needs_interp
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Sq,Sk", [(37, 50), (50, 37)])
+def test_fp8_forward_matches_the_dequantised_reference(causal, Sq, Sk):
+    (q8, sq), (k8, sk), (v8, sv) = _fp8_inputs(2, 4, 2, Sq, Sk, 64, Sq + Sk)
+    o, lse = flash_attention_fp8_fwd(q8, k8, v8, sq, sk, sv, causal=causal)
+    ro, rl = attention_reference(*(x.double() * s.double() for x, s in ((q8, sq), (k8, sk), (v8, sv))), causal=causal)
+    assert o.dtype == torch.bfloat16 and o.shape == q8.shape
+    # e4m3 probabilities carry 3 mantissa bits: ~3.6% rms rounding, as in any fp8 attention
+    assert rel(o, ro) <= 6e-2
+    empty = torch.isinf(rl)
+    assert torch.equal(torch.isinf(lse), empty)
+    assert (lse[~empty].double() - rl[~empty]).abs().max() <= 1e-4  # the scores are exact fp32 sums
+    assert (o[empty.unsqueeze(-1).expand_as(o)] == 0).all()
+    assert empty.any() == (causal and Sq > Sk)
+
+
+@needs_interp
+def test_fp8_forward_reads_a_sequence_contiguous_v_in_place():
+    (q8, sq), (k8, sk), (v8, sv) = _fp8_inputs(1, 2, 2, 19, 33, 64, 5)
+    vt = v8.transpose(2, 3).contiguous().transpose(2, 3)  # the layout the kernel reads
+    assert torch.equal(flash_attention_fp8_fwd(q8, k8, v8, sq, sk, sv)[0],
+                       flash_attention_fp8_fwd(q8, k8, vt, float(sq), float(sk), float(sv))[0])
+
+
+def test_fp8_forward_rejects_bad_inputs():
+    (q8, sq), (k8, sk), (v8, sv) = _fp8_inputs(1, 2, 2, 8, 8, 64, 6)
+    with pytest.raises(TesseraDTypeError, match="float8_e4m3fn.*quantize_fp8"):
+        flash_attention_fp8_fwd(q8.float(), k8.float(), v8.float(), sq, sk, sv)
+    with pytest.raises(TesseraShapeError, match="D=32"):
+        flash_attention_fp8_fwd(q8[..., :32], k8[..., :32], v8[..., :32], sq, sk, sv)
+    with pytest.raises(TesseraValueError, match="k_scale.*NaN or inf"):
+        flash_attention_fp8_fwd(q8, k8, v8, sq, torch.tensor(float("nan")), sv)
+    with pytest.raises(TesseraShapeError, match="v_scale has shape \\(2,\\)"):
+        flash_attention_fp8_fwd(q8, k8, v8, sq, sk, torch.ones(2))
 
 
 @needs_interp

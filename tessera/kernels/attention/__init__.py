@@ -10,8 +10,9 @@ Example (on a CUDA machine):
 """
 from .api import flash_attention_bwd, flash_attention_fwd
 from .checks import supports
+from .fp8 import flash_attention_fp8_fwd
 from .reference import attention_reference
 from .varlen import flash_attention_varlen_bwd, flash_attention_varlen_fwd
 
-__all__ = ["flash_attention_fwd", "flash_attention_bwd", "flash_attention_varlen_fwd", "flash_attention_varlen_bwd",
+__all__ = ["flash_attention_fwd", "flash_attention_bwd", "flash_attention_fp8_fwd", "flash_attention_varlen_fwd", "flash_attention_varlen_bwd",
            "supports", "attention_reference"]

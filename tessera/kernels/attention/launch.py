@@ -128,9 +128,30 @@ def _cu(prob: Problem, like):
     return dummy, dummy
 
 
-def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None):
-    """Launch the forward kernel; returns (o, lse)."""
-    o = torch.empty_like(q)
+def _v_desc(v, vt, BN: int, mode: int, D_PAD: int):
+    """V's kernel argument: [B, H, S, D] blocks, or [B, H, D, S] blocks of ``vt`` for fp8."""
+    if vt is None:
+        return host_desc(v, BN, mode, D_PAD)
+    if mode != 2:
+        return v
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(vt, list(vt.shape), list(vt.stride()), [1, 1, D_PAD, BN])
+
+
+def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale=None):
+    """Launch the forward kernel; returns (o, lse).
+
+    ``descale`` (float32 [3] on q's device: the dequantisation multipliers of q, k, v) selects
+    the fp8 path: dense e4m3 inputs, bf16 output, V read sequence-contiguous (copied once into
+    that layout unless it already is)."""
+    fp8 = descale is not None
+    o = torch.empty_like(q, dtype=torch.bfloat16) if fp8 else torch.empty_like(q)
+    vt = None
+    if fp8:
+        if v.stride(2) != 1:
+            v = v.transpose(2, 3).contiguous().transpose(2, 3)
+        vt = v.transpose(2, 3)
     if prob.varlen:
         lse = torch.empty(prob.H, q.shape[0], dtype=torch.float32, device=q.device)
     else:
@@ -138,7 +159,8 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None):
     if o.numel() == 0 or prob.Sq == 0:
         return o, lse.fill_(float("-inf"))
     sq, sk, sv, so = (strides4(t, prob.varlen) for t in (q, k, v, o))
-    mode = tma_mode(prob, use_tma, (q, sq), (k, sk), (v, sv), (o, so))
+    v_pair = (v, sv) if vt is None else (vt, tuple(vt.stride()))
+    mode = tma_mode(prob, use_tma, (q, sq), (k, sk), v_pair, (o, so))
     if mode == 1 and not interpreted():
         _ensure_allocator()
     cfg = dict(config or fwd_config(prob.D, prob.causal))
@@ -149,12 +171,13 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None):
     grid = (triton.cdiv(prob.Sq, cfg["BLOCK_M"]), prob.B * prob.H)
     D_PAD, BM, BN = pad_head_dim(prob.D), cfg["BLOCK_M"], cfg["BLOCK_N"]
     _fwd._fwd_kernel[grid](
-        host_desc(q, BM, mode, D_PAD), host_desc(k, BN, mode, D_PAD), host_desc(v, BN, mode, D_PAD),
-        host_desc(o, BM, mode, D_PAD), lse, m, cu_q, cu_k, *sq, *sk, *sv, *so, *lse_strides(lse, prob.varlen), *sm,
+        host_desc(q, BM, mode, D_PAD), host_desc(k, BN, mode, D_PAD), _v_desc(v, vt, BN, mode, D_PAD),
+        host_desc(o, BM, mode, D_PAD), lse, m, cu_q, cu_k, descale if fp8 else lse,
+        *sq, *sk, *sv, *so, *lse_strides(lse, prob.varlen), *sm,
         prob.H, prob.H // prob.Hkv, prob.Sq, prob.Sk, prob.scale * LOG2E, float(prob.dropout_p), int(prob.seed),
         HEAD_DIM=prob.D, D_PAD=pad_head_dim(prob.D), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         CAUSAL=prob.causal, MASK_KIND=kind, DROPOUT=prob.dropout_p > 0, VARLEN=prob.varlen, USE_TMA=mode,
-        **launch_options(cfg))
+        FP8=fp8, **launch_options(cfg))
     return o, lse
 
 

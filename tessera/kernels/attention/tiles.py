@@ -116,6 +116,23 @@ def load_tile(desc, b, h, row0, rows, s_row, s_d, BLOCK_R: tl.constexpr, HEAD_DI
 
 
 @triton.jit
+def load_tile_t(desc, b, h, col0, cols, s_col, s_d, BLOCK_C: tl.constexpr, D_PAD: tl.constexpr,
+                USE_TMA: tl.constexpr, CHECK_COLS: tl.constexpr):
+    """Columns [col0, col0 + BLOCK_C) of head (b, h)'s [D, cols] matrix (a sequence-contiguous
+    layout, as fp8 products need for V), zero outside it. USE_TMA 2 or 0 only."""
+    if USE_TMA == 2:
+        return desc.load([b, h, 0, col0]).reshape(D_PAD, BLOCK_C)
+    else:
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_d = tl.arange(0, D_PAD)
+        ptrs = (desc + tl.cast(col0, tl.int64) * s_col) + (offs_d[:, None] * s_d + offs_c[None, :] * s_col)
+        if CHECK_COLS:
+            return tl.load(ptrs, mask=(offs_c[None, :] + col0) < cols, other=0.0)
+        else:
+            return tl.load(ptrs)
+
+
+@triton.jit
 def store_tile(desc, value, b, h, row0, rows, s_row, s_d, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr,
                D_PAD: tl.constexpr, USE_TMA: tl.constexpr):
     """Store a [BLOCK_R, D_PAD] tile at rows row0.. of head (b, h), clipped to [rows, HEAD_DIM]."""
