@@ -122,4 +122,5 @@ def test_fp8_forward(D, S, causal):
     ro, rl = attention_reference(*(x.double() * s.double() for x, s in ((q8, sq), (k8, sk), (v8, sv))), causal=causal)
     assert o.dtype == torch.bfloat16
     assert rel(o, ro) <= 6e-2  # e4m3 probabilities: ~3.6% rms rounding
-    assert (lse.double() - rl).abs().max() <= 1e-3
+    # Hopper's fp8 MMA adds its products with ~2^-13 relative precision (not a full fp32 sum)
+    assert (lse.double() - rl).abs().max() <= 5e-3

@@ -2,7 +2,7 @@
 and cuDNN backends, forward and forward+backward, in TFLOP/s (causal counts half the work).
 
 FLOPs: forward 4·B·H·Sq·Sk·D, backward 2.5× that, halved when causal. Shapes keep
-H·D = 2048 and B·S = 32k tokens. ``python -m tessera.bench attention [--quick]``.
+H·D = 2048 and B·S = 32k tokens, plus fp8 forward rows. ``python -m tessera.bench attention [--quick]``.
 """
 from __future__ import annotations
 
@@ -145,6 +145,24 @@ def varlen_rows(D=128, H=16, causal=True, lengths=None) -> List[Row]:
     return rows
 
 
+def fp8_rows(D, S, causal) -> List[Row]:
+    """fp8 (e4m3) forward; the peers run bf16 on the dequantised inputs (SDPA has no fp8 path)."""
+    import torch
+
+    from tessera.kernels.attention import flash_attention_fp8_fwd
+    from tessera.kernels.matmul import quantize_fp8
+
+    H, B = 2048 // D, max(1, 32768 // S)
+    (q8, sq), (k8, sk), (v8, sv) = (quantize_fp8(torch.randn(B, H, S, D, device="cuda")) for _ in range(3))
+    q, k, v = (x.to(torch.bfloat16) * s.to(torch.bfloat16) for x, s in ((q8, sq), (k8, sk), (v8, sv)))
+    v8 = v8.transpose(2, 3).contiguous().transpose(2, 3)  # V kept sequence-contiguous, as the kernel reads it
+    flops = attention_flops(B, H, S, S, D, causal)
+    t = try_bench(lambda: flash_attention_fp8_fwd(q8, k8, v8, sq, sk, sv, causal=causal))
+    pm = {name: try_bench(sdpa_fns(q, k, v, causal, be)[0]) for name, be in peer_backends().items()}
+    tag = "causal" if causal else "full"
+    return [_row(f"fwd fp8 d{D} S{S} {tag}", flops, t, pm, f"B{B} H{H} e4m3 (peers bf16); ms tessera={t and round(t, 3)}")]
+
+
 def run(args) -> List[Row]:
     import torch
 
@@ -165,4 +183,8 @@ def run(args) -> List[Row]:
     rows += dense_rows(128, 4096, True, B=4, H=32, Hkv=8)
     rows += dense_rows(128, 4096, False, layout="bshd", modes=("fwd",))
     rows += varlen_rows()
+    if torch.cuda.get_device_capability() >= (8, 9):
+        for D, S, causal in [(128, 4096, False), (128, 16384, False), (128, 4096, True), (64, 4096, False),
+                             (256, 4096, False)]:
+            rows += fp8_rows(D, S, causal)
     return rows

@@ -38,6 +38,8 @@ def flash_attention_fp8_fwd(q, k, v, q_scale, k_scale, v_scale, *, causal=False,
     ``*_scale`` are the per-tensor dequantisation multipliers (``x ≈ x8 * scale``, as returned by
     ``quantize_fp8``): floats or one-element tensors. ``o`` is bf16, ``lse`` float32 ``[B, H, Sq]``
     as in :func:`flash_attention_fwd`. D must be 64, 128 or 256; causal is bottom-right aligned.
+    The kernel reads V sequence-contiguous: pass ``v`` as ``v_t.transpose(2, 3)`` of a
+    ``[B, Hkv, D, Sk]`` tensor (e.g. a KV cache kept in that layout), or it is copied per call.
 
     Example:
         >>> o, lse = flash_attention_fp8_fwd(q8, k8, v8, sq, sk, sv)  # doctest: +SKIP

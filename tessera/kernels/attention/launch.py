@@ -163,7 +163,7 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
     mode = tma_mode(prob, use_tma, (q, sq), (k, sk), v_pair, (o, so))
     if mode == 1 and not interpreted():
         _ensure_allocator()
-    cfg = dict(config or fwd_config(prob.D, prob.causal))
+    cfg = dict(config or fwd_config(prob.D, prob.causal, fp8=fp8))
     m, kind, sm = mask_args(mask, prob, q)
     if kind or prob.dropout_p > 0:  # the mask tiles' pipeline buffers must fit in shared memory too
         cfg["num_stages"] = min(cfg["num_stages"], 2)
