@@ -183,7 +183,7 @@ def run(args) -> List[Row]:
     rows += dense_rows(128, 4096, True, B=4, H=32, Hkv=8)
     rows += dense_rows(128, 4096, False, layout="bshd", modes=("fwd",))
     rows += varlen_rows()
-    if torch.cuda.get_device_capability() >= (8, 9):
+    if torch.cuda.get_device_capability() >= (9, 0):
         for D, S, causal in [(128, 4096, False), (128, 16384, False), (128, 4096, True), (64, 4096, False),
                              (256, 4096, False)]:
             rows += fp8_rows(D, S, causal)

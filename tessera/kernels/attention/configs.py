@@ -28,8 +28,9 @@ def pad_head_dim(D: int) -> int:
 # d128 S16384 546 vs 522 TFLOP/s with 8 warps; dK/dV d128 causal 363 vs 329, d64 335 vs 306.
 FWD = {32: (128, 64, 8, 3), 64: (128, 64, 4, 3, 168), 128: (128, 64, 4, 2), 256: (128, 64, 8, 2)}
 # fp8 (e4m3) forward: tiles take half the shared memory, so deeper pipelines or wider key blocks
-# fit (H100, d128 S16384: 721 TFLOP/s with 3 stages vs 681 with 2; d256 BN128 653 vs 548 BN64).
-FWD_FP8 = {64: (128, 128, 4, 2), 128: (128, 64, 4, 3), 256: (128, 128, 8, 2)}
+# fit (H100 with V sequence-contiguous: d128 S4096 726 TFLOP/s with 3 stages vs 686 with 2;
+# d256 BN128 890 vs 797 BN64; d64 BN128 520 vs 495 BN64).
+FWD_FP8 = {64: (128, 128, 4, 3), 128: (128, 64, 4, 3), 256: (128, 128, 8, 3)}
 # With 8 warps, a score tile that feeds a second product gets all warps along its rows, so
 # BLOCK_M 64 would make both warpgroups compute the same scores: 8-warp configs use BLOCK_M 128.
 # dK/dV kernel: BLOCK_N keys resident, BLOCK_M queries streamed. At d256, BLOCK_N 64 with one

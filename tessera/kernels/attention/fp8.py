@@ -4,7 +4,7 @@ Scores are ``(q8 · k8ᵀ) · q_scale · k_scale · softmax_scale``; the probabi
 (scaled by 2⁸ first, so small ones keep mantissa bits) for the product with v8, and the output is
 multiplied by ``v_scale``. Inference only: there is no fp8 backward.
 
-Example (on a CUDA machine with fp8 tensor cores):
+Example (on a Hopper GPU):
     >>> import torch
     >>> from tessera.kernels.matmul import quantize_fp8
     >>> from tessera.kernels.attention import flash_attention_fp8_fwd
@@ -53,10 +53,11 @@ def flash_attention_fp8_fwd(q, k, v, q_scale, k_scale, v_scale, *, causal=False,
                                 "or flash_attention_fwd in bf16")
     check_options(scale, 0.0)
     check_kernel_device(q)
-    if q.is_cuda and torch.cuda.get_device_capability(q.device) < (8, 9):
-        raise TesseraDeviceError(f"{_FN}: fp8 tensor cores need compute capability 8.9 or newer, "
-                                 f"{torch.cuda.get_device_name(q.device)} has "
-                                 f"{'.'.join(map(str, torch.cuda.get_device_capability(q.device)))}")
+    if q.is_cuda and torch.cuda.get_device_capability(q.device) < (9, 0):
+        raise TesseraDeviceError(f"{_FN}: the fp8 kernel is built for Hopper (compute capability 9.0: fp8 "
+                                 f"wgmma, 228 KB of shared memory); {torch.cuda.get_device_name(q.device)} has "
+                                 f"{'.'.join(map(str, torch.cuda.get_device_capability(q.device)))}; use "
+                                 "flash_attention_fwd in bf16")
     descale = torch.stack([_scale_tensor(n, s, q.device)
                            for n, s in (("q_scale", q_scale), ("k_scale", k_scale), ("v_scale", v_scale))])
     prob = Problem(B, H, Hkv, Sq, Sk, D, bool(causal), default_scale(D, scale))
