@@ -115,15 +115,16 @@ def wo_grid(M, N, KP, sms):
 def wo_space(M, N, KP, bits, sms, grid=False):
     if grid and bits == 4:
         return wo_grid(M, N, KP, sms)
-    out = []
-    if bits == 4:  # the fp32-decode kernel at the previous default, for the same-run comparison
-        split = split_k_for(-(-N // 64), KP, 128, 4 * sms - 1, 2)
-        out.append(Config("wo", 16, 64, 128, 1, 4, 4, split, tma_loads=True, packed=False))
+    # the fp32-decode kernel at the previous default, for the same-run comparison
+    split = split_k_for(-(-N // 64), KP, 128, 4 * sms - 1, 2)
+    out = [Config("wo", 16, 64, 128, 1, 4, 4, split, tma_loads=True, packed=False)]
     for BN in (64, 128):
         for BK in ((128, 256, 512) if bits == 4 else (128, 256)):
             split = split_k_for(-(-N // BN), KP, BK, 4 * sms - 1, 2)  # the weight-only default's rule
             for sp in sorted({split, split * 2}):
                 out.append(Config("wo", 16, BN, BK, 1, 4, 4, sp, tma_loads=True))
+                if bits == 6:
+                    out.append(Config("wo", 16, BN, BK, 1, 3, 4, sp, tma_loads=True))
                 if M == 1 and BK == 256:
                     out.append(Config("wo", 1, BN, BK, 1, 4, 4, sp, tma_loads=True))
             out.append(Config("wo", 16, BN, BK, 1, 3, 4, split))

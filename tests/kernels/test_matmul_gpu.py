@@ -92,23 +92,27 @@ def test_weight_only_tma_loads(fmt, BM):
     assert rel(wo_matmul(x, qw, _config=cfg), x.double() @ q.dequantize(qw).double()) < 1e-2
 
 
-E2M1_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
-
-
+@pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])
 @pytest.mark.parametrize("cfg", [None, Config("wo", 16, 64, 128, 1, 4, 4, 2, tma_loads=True),
                                  Config("wo", 32, 128, 256, 1, 3, 4, 1),
                                  Config("wo", 16, 64, 128, 1, 4, 4, 1, tma_loads=True, packed=False)])
-def test_weight_only_fp4_decodes_every_code_exactly(cfg):
-    """One-hot rows of x pick single weights: each of the 16 codes, at scales from 2**-40 to 2**40,
-    must come back as exactly code * scale rounded to bf16 (subnormal-exponent codes included)."""
-    K, N = 256, 200
-    vals = torch.tensor(E2M1_VALUES + [-v for v in E2M1_VALUES], device="cuda")
-    codes = vals[torch.stack([torch.randperm(16, device="cuda") for _ in range(K // 16 * N)]).reshape(N, K)]
-    scale = torch.exp2(torch.randint(-40, 41, (N, K // 32), device="cuda").float())
-    scale = (scale * (1 + torch.rand(N, K // 32, device="cuda"))).to(torch.bfloat16).float()
-    w = (codes.reshape(N, K // 32, 32) * scale[..., None]).reshape(N, K).t().contiguous()
-    qw = q.quantize(w, "fp4_e2m1", group_size=32)
+def test_weight_only_decodes_every_code_exactly(fmt, cfg):
+    """One-hot rows of x pick single weights: every code, at scales from 2**-40 to 2**40, must come
+    back as exactly code * scale rounded to bf16 (subnormal-exponent codes included)."""
+    from tessera.quant.formats import get_format, positive_values
+
+    K, N, G = 256, 200, 32
+    pos = torch.tensor(positive_values(get_format(fmt)), device="cuda")
+    vals = torch.cat([pos, -pos])
+    idx = torch.randint(0, len(vals), (N, K // G, G), device="cuda")
+    idx[..., 0] = len(pos) - 1  # each group holds its largest code, so quantize recovers the scale
+    codes = vals[idx]
+    scale = torch.exp2(torch.randint(-40, 41, (N, K // G), device="cuda").float())
+    scale = (scale * (1 + torch.rand(N, K // G, device="cuda"))).to(torch.bfloat16).float()
+    w = (codes * scale[..., None]).reshape(N, K).t().contiguous()
+    qw = q.quantize(w, fmt, group_size=G)
     assert torch.equal(q.dequantize(qw), w)  # the weight is exactly representable
+    assert len(torch.unique(codes.abs())) == len(pos)  # every magnitude occurs
     x = torch.eye(K, device="cuda", dtype=torch.bfloat16)
     out = wo_matmul(x, qw, _config=cfg)
     assert torch.equal(out, w.to(torch.bfloat16))

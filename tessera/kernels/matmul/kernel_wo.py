@@ -57,6 +57,44 @@ def _fp4_pairs_bf16(byte, scale):
                                      is_pure=True, pack=4)
 
 
+def _fp6_to_bf16_asm(mbits: int) -> str:
+    """Inline PTX: three words of fp6 byte planes ($8, $9, $10: four packs each) -> the packs' four
+    codes as bf16 pairs ($0..$7, code j of packs 0-1 and 2-3 in $2j, $2j+1) times the bf16 group
+    scales ($11: packs 0-1, $12: packs 2-3). The codes are cut out of the planes four bytes at a
+    time (one code per byte), then decoded as for fp4: exponent+mantissa at bf16 bits
+    (7 - mbits)..(11 - mbits), sign at bit 15, giving value * 2**(bias - 127)."""
+    shift = 7 - mbits
+    mask = (0x1F << shift) * 0x10001
+    factor = (127 + 127 - (1 if mbits == 3 else 3)) << 7  # bf16 bits of 2**(127 - bias)
+    lines = [".reg .b32 c<4>, t, u, a, b, k, z;", f"mov.b32 k, {factor * 0x10001:#010x};", "mov.b32 z, 0x80008000;",
+             "and.b32 c0, $8, 0x3F3F3F3F;",
+             "shr.b32 t, $8, 6; and.b32 t, t, 0x03030303; shl.b32 u, $9, 2; and.b32 u, u, 0x3C3C3C3C; or.b32 c1, t, u;",
+             "shr.b32 t, $9, 4; and.b32 t, t, 0x0F0F0F0F; shl.b32 u, $10, 4; and.b32 u, u, 0x30303030; or.b32 c2, t, u;",
+             "shr.b32 t, $10, 2; and.b32 c3, t, 0x3F3F3F3F;"]
+    for j in range(4):
+        for half, (sel, scale) in enumerate((("0x4140", "$11"), ("0x4342", "$12"))):
+            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; shl.b32 a, t, {shift}; and.b32 a, a, {mask:#010x}; "
+                         f"shl.b32 b, t, 10; and.b32 b, b, 0x80008000; or.b32 a, a, b; "
+                         f"fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 ${2 * j + half}, a, {scale}, z;")
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+_FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3))
+_FP6_E3M2_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(2))
+
+
+@triton.jit
+def _fp6_codes_bf16(b0, b1, b2, scale, MBITS: tl.constexpr):
+    """uint8 bytes of the three fp6 planes and bf16 group scales -> the four codes of each pack, times
+    the scale, in bf16."""
+    if MBITS == 3:
+        asm: tl.constexpr = _FP6_E2M3_TO_BF16
+    else:
+        asm: tl.constexpr = _FP6_E3M2_TO_BF16
+    return tl.inline_asm_elementwise(asm, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r", [b0, b1, b2, scale],
+                                     (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+
+
 @triton.jit
 def _decode_scaled(c, s3, EBITS: tl.constexpr, MBITS: tl.constexpr):
     """int32 codes -> float32 values times the (pre-multiplied) scales ``s3``."""
@@ -133,21 +171,34 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, byte >> 4, s3, BN, BKP, EBITS, MBITS,
                                BM == 1)
         else:
-            s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
             if USE_TMA:
-                b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP)).to(tl.int32)
-                b1 = tl.reshape(q_desc.load([pid_n * BN, PLANE + k0 // PER]), (BN, NGB, GP)).to(tl.int32)
-                b2 = tl.reshape(q_desc.load([pid_n * BN, 2 * PLANE + k0 // PER]), (BN, NGB, GP)).to(tl.int32)
+                b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
+                b1 = tl.reshape(q_desc.load([pid_n * BN, PLANE + k0 // PER]), (BN, NGB, GP))
+                b2 = tl.reshape(q_desc.load([pid_n * BN, 2 * PLANE + k0 // PER]), (BN, NGB, GP))
             else:
-                b0 = tl.load(q_row + pk, mask=pmask, other=0).to(tl.int32)
-                b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0).to(tl.int32)
-                b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0).to(tl.int32)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, b0 & 63, s3, BN, BKP, EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, (b0 >> 6) | ((b1 & 15) << 2), s3, BN, BKP,
-                           EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 2, K, (b1 >> 4) | ((b2 & 3) << 4), s3, BN, BKP,
-                           EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, b2 >> 2, s3, BN, BKP, EBITS, MBITS, BM == 1)
+                b0 = tl.load(q_row + pk, mask=pmask, other=0)
+                b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0)
+                b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0)
+            if PACKED:
+                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS)
+                k_all = k0 + tl.arange(0, BK)
+                x = tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk, mask=(k_all < K)[None, :], other=0.0)
+                x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
+                x0, x2 = tl.split(x02)
+                x1, x3 = tl.split(x13)
+                acc = tl.dot(x0, tl.trans(tl.reshape(w0, (BN, BKP))), acc)
+                acc = tl.dot(x1, tl.trans(tl.reshape(w1, (BN, BKP))), acc)
+                acc = tl.dot(x2, tl.trans(tl.reshape(w2, (BN, BKP))), acc)
+                acc = tl.dot(x3, tl.trans(tl.reshape(w3, (BN, BKP))), acc)
+            else:
+                s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
+                b0, b1, b2 = b0.to(tl.int32), b1.to(tl.int32), b2.to(tl.int32)
+                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, b0 & 63, s3, BN, BKP, EBITS, MBITS, BM == 1)
+                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, (b0 >> 6) | ((b1 & 15) << 2), s3, BN, BKP,
+                               EBITS, MBITS, BM == 1)
+                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 2, K, (b1 >> 4) | ((b2 & 3) << 4), s3, BN, BKP,
+                               EBITS, MBITS, BM == 1)
+                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, b2 >> 2, s3, BN, BKP, EBITS, MBITS, BM == 1)
 
     finish_tile(acc, tile, split, offs_m, offs_n, M, N, out_ptr, ws_ptr, cnt_ptr, out_ptr, out_ptr, bias_ptr,
                 out_ptr, out_ptr, 0, 0, BM, BN, SPLIT_K, 0, 0, HAS_BIAS, 0, False, False)

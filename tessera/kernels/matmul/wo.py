@@ -53,7 +53,7 @@ def _launch_wo(cfg: Config, x2, qw, out, bias):
     tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
     use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
     # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows
-    packed = cfg.packed and f.bits == 4 and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and not interpreting()
+    packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and not interpreting()
     if use_tma:
         ensure_allocator()
     ws = cnt = out
@@ -144,7 +144,7 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
             return {"op": "wo_matmul",
                     "arch": "interp" if interp else "sm%d%d" % torch.cuda.get_device_capability(x.device),
                     "sms": sms, "fmt": f.name, "gs": qw.group_size, "x": str(x.dtype), "out": str(out_dtype),
-                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 2}
+                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 3}
         memo = ("wo", f.name, qw.group_size, bm, N, KP, x.dtype, out_dtype, bias is not None, str(x.device))
         cfg = choose(key, memo, default, lambda: _candidates(M, N, KP, f.bits, sms), run,
                      f"wo_matmul {f.name} M={M} N={N} K={K}")
