@@ -25,7 +25,7 @@ class Config:
     warp_spec: bool = False
     swap: bool = False  # skinny kernel: the weight tile is the MMA's left operand
     tma_loads: bool = False  # weight-only kernel: packed weight read by pipelined TMA copies
-    packed: bool = True  # weight-only kernel: fp4 decoded on packed registers (bf16 activations, BM >= 16)
+    packed: bool = True  # weight-only kernel: codes decoded on packed registers (bf16 activations, BM >= 16)
 
     def to_json(self) -> dict:
         return asdict(self)

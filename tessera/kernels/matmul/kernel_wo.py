@@ -10,11 +10,12 @@ with stride PER, or read whole and split) meet them, so the products need no int
 
 Decoding moves a code's exponent and mantissa bits to the bottom of a float's exponent field
 (and the top of its mantissa) and its sign to the sign bit, which makes that float the code's
-value times a power of two (codes with a zero exponent become subnormals, exactly). fp4 with bf16
-activations (``PACKED``) decodes on packed registers, four bytes (eight codes) per inline-assembly
-call, straight into bf16 pairs, then multiplies the power away and applies the scale with two
-bf16x2 multiplies; otherwise each code is decoded through fp16 and the power is folded into the
-fp32 group scale.
+value times a power of two (codes with a zero exponent become subnormals, exactly). With bf16
+activations (``PACKED``) the codes are decoded on packed registers by inline assembly — fp4 four
+bytes (eight codes) per call, fp6 four packs of its three byte planes (sixteen codes) — straight
+into bf16 pairs, then the power is multiplied away and the scale applied with two bf16x2
+multiplies; otherwise each code is decoded through fp16 and the power is folded into the fp32
+group scale.
 Split-K slices meet in :func:`~.splitk.finish_tile`. With BM == 1 (one activation row) the
 product is a multiply and reduce in fp32 instead of a tensor-core dot.
 """
