@@ -20,7 +20,7 @@ from tessera.kernels.attention.configs import BWD_DKDV, BWD_DQ, FWD  # noqa: E40
 
 FLOAT_ARGS = {"qk_scale", "sm_scale", "dropout_p"}
 INT64_ARGS = {"seed"}
-TENSORS = {"Q", "K", "V", "O", "LSE", "MASK", "CU_Q", "CU_K", "DO", "DELTA", "DK", "DV", "DQ"}
+TENSORS = {"Q", "K", "V", "O", "LSE", "MASK", "CU_Q", "CU_K", "DO", "DELTA", "DK", "DV", "DQ", "DESCALE"}
 
 
 def _desc_names(fn):
@@ -34,6 +34,8 @@ def compile_kernel(fn, constexprs, num_warps, num_stages, dtype="bf16"):
     sig, attrs = {}, {}
     descs = _desc_names(fn) if constexprs.get("USE_TMA") == 2 else {}
     # Unit strides of the head dim are specialised to the constant 1 at launch, as Triton does.
+    if "FP8" in fn.arg_names and "FP8" not in constexprs:
+        constexprs = dict(constexprs, FP8=False)
     constexprs = dict(constexprs, **{n: 1 for n in fn.arg_names if n.startswith("s_") and n.endswith("d")})
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
@@ -41,7 +43,8 @@ def compile_kernel(fn, constexprs, num_warps, num_stages, dtype="bf16"):
         elif name in descs:
             sig[name] = f"tensordesc<{dtype}[1,1,{constexprs[descs[name]]},{constexprs['D_PAD']}]>"
         elif name in TENSORS:
-            ty = {"LSE": "fp32", "DELTA": "fp32", "CU_Q": "i32", "CU_K": "i32", "MASK": "u8"}.get(name, dtype)
+            ty = {"LSE": "fp32", "DELTA": "fp32", "DESCALE": "fp32", "CU_Q": "i32", "CU_K": "i32",
+                  "MASK": "u8"}.get(name, dtype)
             sig[name] = "*" + ty
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif name in FLOAT_ARGS:

@@ -47,19 +47,8 @@ def cfg(t):
 # --- what to compile and time -------------------------------------------------------------------
 # Entries are (TMA mode, (BM, BN, warps, stages[, maxnreg])); mode 1 = device-side descriptors, 2 = host-side.
 # (The earlier sweeps' entries and results are recorded in benchmarks/results/attention.md.)
-FWD_SWEEP = {  # a register cap (5th entry) lets a third 4-warp d64 program share the SM
-    (64, 4096, False): [(2, (128, 64, 4, 3)), (2, (128, 64, 4, 3, 168)), (2, (128, 64, 4, 2, 168))],
-    (64, 4096, True): [(2, (128, 64, 4, 3)), (2, (128, 64, 4, 3, 168))],
-    (64, 16384, False): [(2, (128, 64, 4, 3)), (2, (128, 64, 4, 3, 168))],
-    (64, 1024, True): [(2, (128, 64, 4, 3)), (2, (128, 64, 4, 3, 168))],
-}
-BWD_SWEEP = {  # (D, S, causal): (TMA mode, dK/dV config, dQ config)
-    (64, 4096, False): [(2, (64, 64, 4, 2), (64, 64, 4, 2)), (2, (64, 64, 4, 2), (64, 64, 4, 2, 128)),
-                        (2, (64, 64, 4, 2, 168), (64, 64, 4, 2)), (2, (64, 64, 4, 2, 168), (64, 64, 4, 2, 128))],
-    (64, 4096, True): [(2, (64, 64, 4, 2), (64, 64, 4, 2)), (2, (64, 64, 4, 2), (64, 64, 4, 2, 128)),
-                       (2, (64, 64, 4, 2, 168), (64, 64, 4, 2, 128))],
-    (64, 16384, False): [(2, (64, 64, 4, 2), (64, 64, 4, 2)), (2, (64, 64, 4, 2, 168), (64, 64, 4, 2, 128))],
-}
+FWD_SWEEP = {}
+BWD_SWEEP = {}  # (D, S, causal): [(TMA mode, dK/dV config, dQ config)]
 # (name, B, H, Hkv, Sq, Sk, D, causal, mask, dropout, layout)
 CHECKS = [
     ("d64 S1000 bshd", 2, 4, 4, 1000, 1000, 64, False, None, 0.0, "bshd"),
