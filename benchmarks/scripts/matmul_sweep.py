@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,fp8,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out.
@@ -163,14 +163,23 @@ BIG_CONFIGS = [(128, 256, 64, 3, 8, True, False, 8), (128, 256, 64, 4, 8, True, 
                (256, 128, 64, 4, 8, True, True, 8), (128, 256, 128, 2, 8, True, True, 8)]
 
 
-def sweep_big(results):
-    for M, N, K in [(8192, 8192, 8192), (8192, 4096, 4096), (4096, 4096, 4096), (8192, 16384, 4096)]:
+# More variants of the warp-specialised kernel for 8192^3 alone (``--only square``)
+SQUARE_CONFIGS = [(128, 256, 64, 3, 8, True, False, 8), (128, 256, 64, 3, 8, True, False, 16),
+                  (128, 256, 64, 3, 8, True, False, 4), (128, 256, 64, 3, 8, True, True, 8),
+                  (256, 128, 64, 3, 8, True, False, 8), (128, 256, 64, 4, 8, True, True, 8),
+                  (128, 128, 64, 4, 8, True, False, 8), (128, 256, 128, 2, 8, True, False, 8)]
+
+
+def sweep_big(results, square=False):
+    shapes = [(8192, 8192, 8192)] if square else \
+        [(8192, 8192, 8192), (8192, 4096, 4096), (4096, 4096, 4096), (8192, 16384, 4096)]
+    for M, N, K in shapes:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
         ref = (a[:256].double() @ w.double().t())
         t_cb = bench(lambda: torch.matmul(a, w.t()))
         configs = [Config("tma", BM, BN, BK, g, st, wp, subtile=sub, warp_spec=ws)
-                   for BM, BN, BK, st, wp, ws, sub, g in BIG_CONFIGS]
+                   for BM, BN, BK, st, wp, ws, sub, g in (SQUARE_CONFIGS if square else BIG_CONFIGS)]
         timings = time_configs(configs, lambda cfg, launcher: matmul(a, w.t(), _config=cfg, _launcher=launcher)
                                if launcher else matmul(a, w.t(), _config=cfg)[:256], ref, 1e-2, float("inf"))
         for ms, cfg, err in timings:
@@ -357,6 +366,8 @@ def main():
             entry_points(results)
         if "big" in a.only:
             sweep_big(results)
+        if "square" in a.only:
+            sweep_big(results, square=True)
         if "fp8" in a.only:
             sweep_fp8(results)
     finally:
