@@ -14,5 +14,5 @@ from .fp8 import flash_attention_fp8_fwd
 from .reference import attention_reference
 from .varlen import flash_attention_varlen_bwd, flash_attention_varlen_fwd
 
-__all__ = ["flash_attention_fwd", "flash_attention_bwd", "flash_attention_fp8_fwd", "flash_attention_varlen_fwd", "flash_attention_varlen_bwd",
-           "supports", "attention_reference"]
+__all__ = ["flash_attention_fwd", "flash_attention_bwd", "flash_attention_fp8_fwd", "flash_attention_varlen_fwd",
+           "flash_attention_varlen_bwd", "supports", "attention_reference"]

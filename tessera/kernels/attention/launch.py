@@ -104,13 +104,14 @@ def tma_mode(prob: Problem, use_tma, *pairs) -> int:
     return int(use_tma)
 
 
-def host_desc(t: torch.Tensor, rows: int, mode: int, D_PAD: int):
-    """A [B, H, S, D] host descriptor with [1, 1, rows, D] blocks when mode is 2, else the tensor."""
+def host_desc(t: torch.Tensor, rows: int, mode: int, cols: int):
+    """A host descriptor over a 4-D tensor ([B, H, S, D], or [B, H, D, S] for fp8's V) with
+    [1, 1, rows, cols] blocks when mode is 2, else the tensor itself."""
     if mode != 2:
         return t
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, D_PAD])
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols])
 
 
 def launch_options(cfg: dict) -> dict:
@@ -128,23 +129,12 @@ def _cu(prob: Problem, like):
     return dummy, dummy
 
 
-def _v_desc(v, vt, BN: int, mode: int, D_PAD: int):
-    """V's kernel argument: [B, H, S, D] blocks, or [B, H, D, S] blocks of ``vt`` for fp8."""
-    if vt is None:
-        return host_desc(v, BN, mode, D_PAD)
-    if mode != 2:
-        return v
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    return TensorDescriptor(vt, list(vt.shape), list(vt.stride()), [1, 1, D_PAD, BN])
-
-
 def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale=None):
     """Launch the forward kernel; returns (o, lse).
 
     ``descale`` (float32 [3] on q's device: the dequantisation multipliers of q, k, v) selects
-    the fp8 path: dense e4m3 inputs, bf16 output, V read sequence-contiguous (copied once into
-    that layout unless it already is)."""
+    the fp8 path: dense e4m3 inputs, bf16 output, V read sequence-contiguous (copied into that
+    layout on each call unless it already is)."""
     fp8 = descale is not None
     o = torch.empty_like(q, dtype=torch.bfloat16) if fp8 else torch.empty_like(q)
     vt = None
@@ -170,8 +160,9 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
     cu_q, cu_k = _cu(prob, q)
     grid = (triton.cdiv(prob.Sq, cfg["BLOCK_M"]), prob.B * prob.H)
     D_PAD, BM, BN = pad_head_dim(prob.D), cfg["BLOCK_M"], cfg["BLOCK_N"]
+    v_arg = host_desc(v, BN, mode, D_PAD) if vt is None else host_desc(vt, D_PAD, mode, BN)
     _fwd._fwd_kernel[grid](
-        host_desc(q, BM, mode, D_PAD), host_desc(k, BN, mode, D_PAD), _v_desc(v, vt, BN, mode, D_PAD),
+        host_desc(q, BM, mode, D_PAD), host_desc(k, BN, mode, D_PAD), v_arg,
         host_desc(o, BM, mode, D_PAD), lse, m, cu_q, cu_k, descale if fp8 else lse,
         *sq, *sk, *sv, *so, *lse_strides(lse, prob.varlen), *sm,
         prob.H, prob.H // prob.Hkv, prob.Sq, prob.Sk, prob.scale * LOG2E, float(prob.dropout_p), int(prob.seed),
