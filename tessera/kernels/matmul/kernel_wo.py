@@ -26,29 +26,37 @@ import triton.language as tl
 
 from .splitk import finish_tile, split_tile
 
-# Four bytes of fp4 e2m1 codes -> their low codes ($0, $1) and high codes ($2, $3) as bf16 pairs,
-# times the bf16 group scales of the four bytes ($5, $6). Bytes 0,1 and 2,3 are first spread to
-# the two halves of a word; in each half a code's exponent+mantissa bits land at bf16 bits 6..8
-# and its sign at bit 15, giving value * 2**-126 (a subnormal for codes with a zero exponent).
-# Multiplying by 2**126 restores the value exactly; multiplying by the scale rounds once, as
-# the fp32 path's cast to bf16 does.
-_FP4_TO_BF16 = tl.constexpr("""
-{
-.reg .b32 t<2>, a, b, k, z;
-mov.b32 k, 0x7E807E80;
-mov.b32 z, 0x80008000;
-prmt.b32 t0, $4, 0, 0x4140;
-prmt.b32 t1, $4, 0, 0x4342;
-shl.b32 a, t0, 6; and.b32 a, a, 0x01C001C0; shl.b32 b, t0, 12; and.b32 b, b, 0x80008000; or.b32 a, a, b;
-fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $0, a, $5, z;
-shl.b32 a, t1, 6; and.b32 a, a, 0x01C001C0; shl.b32 b, t1, 12; and.b32 b, b, 0x80008000; or.b32 a, a, b;
-fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $1, a, $6, z;
-shl.b32 a, t0, 2; and.b32 a, a, 0x01C001C0; shl.b32 b, t0, 8; and.b32 b, b, 0x80008000; or.b32 a, a, b;
-fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $2, a, $5, z;
-shl.b32 a, t1, 2; and.b32 a, a, 0x01C001C0; shl.b32 b, t1, 8; and.b32 b, b, 0x80008000; or.b32 a, a, b;
-fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 $3, a, $6, z;
-}
-""")
+# The decoders are inline PTX built from one block: a register ``t`` holds one code per half-word;
+# the code's exponent+mantissa bits are shifted to bf16 bits (7 - mbits).. and its sign to bit 15,
+# which makes each half the code's value times 2**(bias - 127) (a subnormal for codes with a zero
+# exponent). Multiplying by 2**(127 - bias) (``k``) restores the value exactly; multiplying by the
+# bf16 group scale rounds once, as the fp32 path's cast to bf16 does.
+def _decode_block(t: str, shift: int, mask: int, sign_shift: int, out: str, scale: str) -> str:
+    return (f"shl.b32 a, {t}, {shift}; and.b32 a, a, {mask:#010x}; shl.b32 b, {t}, {sign_shift}; "
+            f"and.b32 b, b, 0x80008000; or.b32 a, a, b; fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 {out}, a, {scale}, z;")
+
+
+def _decoder_asm(regs: str, bias: int, lines: list) -> str:
+    """The PTX block around ``lines``: scratch registers, ``k`` = 2**(127 - bias) in both bf16 halves
+    and ``z`` = -0.0 pairs (the fma addend that keeps a product's sign)."""
+    k = ((254 - bias) << 7) * 0x10001
+    head = [f".reg .b32 {regs}, a, b, k, z;", f"mov.b32 k, {k:#010x};", "mov.b32 z, 0x80008000;"]
+    return "{\n" + "\n".join(head + lines) + "\n}"
+
+
+def _fp4_to_bf16_asm() -> str:
+    """Four bytes of e2m1 codes ($4) -> low codes ($0, $1) and high codes ($2, $3) as bf16 pairs,
+    times the bf16 group scales of bytes 0-1 ($5) and 2-3 ($6); bytes 0,1 and 2,3 are first spread
+    to the halves of t0 and t1."""
+    lines = ["prmt.b32 t0, $4, 0, 0x4140;", "prmt.b32 t1, $4, 0, 0x4342;"]
+    for nibble, (shift, sign_shift) in enumerate(((6, 12), (2, 8))):
+        for half in range(2):
+            lines.append(_decode_block(f"t{half}", shift, 0x01C001C0, sign_shift, f"${2 * nibble + half}",
+                                       f"${5 + half}"))
+    return _decoder_asm("t<2>", 1, lines)
+
+
+_FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm())
 
 
 @triton.jit
@@ -59,25 +67,20 @@ def _fp4_pairs_bf16(byte, scale):
 
 
 def _fp6_to_bf16_asm(mbits: int) -> str:
-    """Inline PTX: three words of fp6 byte planes ($8, $9, $10: four packs each) -> the packs' four
-    codes as bf16 pairs ($0..$7, code j of packs 0-1 and 2-3 in $2j, $2j+1) times the bf16 group
-    scales ($11: packs 0-1, $12: packs 2-3). The codes are cut out of the planes four bytes at a
-    time (one code per byte), then decoded as for fp4: exponent+mantissa at bf16 bits
-    (7 - mbits)..(11 - mbits), sign at bit 15, giving value * 2**(bias - 127)."""
+    """Three words of fp6 byte planes ($8, $9, $10: four packs each) -> the packs' four codes as bf16
+    pairs ($0..$7: code j of packs 0-1 and 2-3 in $2j, $2j+1), times the bf16 group scales ($11:
+    packs 0-1, $12: packs 2-3). The codes are cut out of the planes four at a time (one per byte),
+    then each byte pair is spread to the halves of ``t`` and decoded."""
     shift = 7 - mbits
-    mask = (0x1F << shift) * 0x10001
-    factor = (127 + 127 - (1 if mbits == 3 else 3)) << 7  # bf16 bits of 2**(127 - bias)
-    lines = [".reg .b32 c<4>, t, u, a, b, k, z;", f"mov.b32 k, {factor * 0x10001:#010x};", "mov.b32 z, 0x80008000;",
-             "and.b32 c0, $8, 0x3F3F3F3F;",
+    lines = ["and.b32 c0, $8, 0x3F3F3F3F;",
              "shr.b32 t, $8, 6; and.b32 t, t, 0x03030303; shl.b32 u, $9, 2; and.b32 u, u, 0x3C3C3C3C; or.b32 c1, t, u;",
              "shr.b32 t, $9, 4; and.b32 t, t, 0x0F0F0F0F; shl.b32 u, $10, 4; and.b32 u, u, 0x30303030; or.b32 c2, t, u;",
              "shr.b32 t, $10, 2; and.b32 c3, t, 0x3F3F3F3F;"]
     for j in range(4):
         for half, (sel, scale) in enumerate((("0x4140", "$11"), ("0x4342", "$12"))):
-            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; shl.b32 a, t, {shift}; and.b32 a, a, {mask:#010x}; "
-                         f"shl.b32 b, t, 10; and.b32 b, b, 0x80008000; or.b32 a, a, b; "
-                         f"fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 ${2 * j + half}, a, {scale}, z;")
-    return "{\n" + "\n".join(lines) + "\n}"
+            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; "
+                         + _decode_block("t", shift, (0x1F << shift) * 0x10001, 10, f"${2 * j + half}", scale))
+    return _decoder_asm("c<4>, t, u", 1 if mbits == 3 else 3, lines)
 
 
 _FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3))
@@ -103,6 +106,13 @@ def _decode_scaled(c, s3, EBITS: tl.constexpr, MBITS: tl.constexpr):
     bits = ((c & ((1 << NB) - 1)) << (10 - MBITS)) | ((c >> NB) << 15)
     h = bits.to(tl.int16).to(tl.float16, bitcast=True)
     return h.to(tl.float32) * s3
+
+
+@triton.jit
+def _x_block(x_ptr, sxm, sxk, rm, k0, K, BK: tl.constexpr):
+    """Rows ``rm`` of x at K positions [k0, k0 + BK), zero past K (the packed decoders' whole block)."""
+    k_all = k0 + tl.arange(0, BK)
+    return tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk, mask=(k_all < K)[None, :], other=0.0)
 
 
 @triton.jit
@@ -160,8 +170,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 byte = tl.load(q_row + pk, mask=pmask, other=0)
             if PACKED:
                 lo, hi = _fp4_pairs_bf16(byte, s_raw[:, :, None])
-                k_all = k0 + tl.arange(0, BK)
-                x = tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk, mask=(k_all < K)[None, :], other=0.0)
+                x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
                 x_lo, x_hi = tl.split(tl.reshape(x, (BM, BKP, 2)))  # even and odd K positions
                 acc = tl.dot(x_lo, tl.trans(tl.reshape(lo, (BN, BKP))), acc)
                 acc = tl.dot(x_hi, tl.trans(tl.reshape(hi, (BN, BKP))), acc)
@@ -182,8 +191,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0)
             if PACKED:
                 w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS)
-                k_all = k0 + tl.arange(0, BK)
-                x = tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk, mask=(k_all < K)[None, :], other=0.0)
+                x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
                 x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
                 x0, x2 = tl.split(x02)
                 x1, x3 = tl.split(x13)
