@@ -284,21 +284,12 @@ FP8_SWEEP = {  # (D, S, causal): forward configs for e4m3 inputs, timed next to 
 
 
 def phase_fp8():
-    """fp8 forward: accuracy against float64 on dequantised inputs, then a config sweep per shape."""
-    from tessera.kernels.attention import flash_attention_fp8_fwd
+    """fp8 forward config sweep per shape (accuracy is the GPU tests' job: ``-k fp8``)."""
     from tessera.kernels.matmul import quantize_fp8
 
     def quantized(B, H, S, D):
-        x = [torch.randn(B, H, S, D, device="cuda") for _ in range(3)]
-        return [quantize_fp8(t) for t in x]
+        return [quantize_fp8(torch.randn(B, H, S, D, device="cuda")) for _ in range(3)]
 
-    for D, S, causal in [(64, 1000, True), (128, 1024, False), (128, 1000, True), (256, 1024, True)]:
-        (q8, sq), (k8, sk), (v8, sv) = quantized(2, 4, S, D)
-        o, lse = flash_attention_fp8_fwd(q8, k8, v8, sq, sk, sv, causal=causal)
-        ro, rl = attention_reference(*(x.double() * s.double() for x, s in ((q8, sq), (k8, sk), (v8, sv))),
-                                     causal=causal)
-        err = ((o.double() - ro).norm() / ro.norm()).item()
-        log(f"fp8 check d{D} S{S} causal={causal}: o rel {err:.2e}, lse max abs {(lse.double() - rl).abs().max():.2e}")
     table = []
     for (D, S, causal), cs in FP8_SWEEP.items():
         B, H = sweep_problem(D, S, causal)

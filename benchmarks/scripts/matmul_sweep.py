@@ -170,6 +170,16 @@ SQUARE_CONFIGS = [(128, 256, 64, 3, 8, True, False, 8), (128, 256, 64, 3, 8, Tru
                   (128, 128, 64, 4, 8, True, False, 8), (128, 256, 128, 2, 8, True, False, 8)]
 
 
+def record_large(results, kind, M, N, K, t_peer, timings, default):
+    """Print every config's time of a large GEMM sweep and add its summary row (default vs best)."""
+    for ms, cfg, err in timings:
+        print(f"   {kind} {M}x{N}x{K} {ms * 1e3:8.1f}us {2 * M * N * K / ms / 1e9:6.0f} TFLOP/s  {cfg} err {err}",
+              flush=True)
+    first = next(t for t in timings if t[1] == default)
+    results.append({"kind": kind, "M": M, "N": N, "K": K, "cublas_us": t_peer * 1e3, "default_us": first[0] * 1e3,
+                    "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
+
+
 def sweep_big(results, square=False):
     shapes = [(8192, 8192, 8192)] if square else \
         [(8192, 8192, 8192), (8192, 4096, 4096), (4096, 4096, 4096), (8192, 16384, 4096)]
@@ -182,11 +192,7 @@ def sweep_big(results, square=False):
                    for BM, BN, BK, st, wp, ws, sub, g in (SQUARE_CONFIGS if square else BIG_CONFIGS)]
         timings = time_configs(configs, lambda cfg, launcher: matmul(a, w.t(), _config=cfg, _launcher=launcher)
                                if launcher else matmul(a, w.t(), _config=cfg)[:256], ref, 1e-2, float("inf"))
-        for ms, cfg, err in timings:
-            print(f"   big {M}x{N}x{K} {ms * 1e3:8.1f}us {2 * M * N * K / ms / 1e9:6.0f} TFLOP/s  {cfg} err {err}", flush=True)
-        first = next(t for t in timings if t[1] == configs[0])
-        results.append({"kind": "big", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": first[0] * 1e3,
-                        "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
+        record_large(results, "big", M, N, K, t_cb, timings, configs[0])
 
 
 FP8_CONFIGS = [(128, 256, 128, 3, False, True, True), (128, 256, 128, 3, True, False, False),
@@ -209,18 +215,13 @@ def sweep_fp8(results):
         (qa, sa), (qw, sw) = (quantize_fp8(a), quantize_fp8(w)) if axis is None else \
             (quantize_fp8(a, axis=1), quantize_fp8(w, axis=1))
         b, sb = qw.t(), (sw if axis is None else sw.t())
-        ref = (qa[:256].double() * sa.double().reshape(-1, 1)[:256] if axis else qa[:256].double() * sa.double()) \
-            @ (b.double() * sb.double())
+        ref = (qa[:256].double() * sa.double().reshape(-1, 1)[:256]) @ (b.double() * sb.double())
         t_cb = bench(lambda: torch._scaled_mm(qa, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))
         timings = time_configs(configs, lambda cfg, launcher: (lambda: scaled_matmul(qa, b, sa, sb, _config=cfg))
                                if launcher else scaled_matmul(qa, b, sa, sb, _config=cfg)[:256], ref, 1e-2,
                                float("inf"))
-        for ms, cfg, err in timings:
-            print(f"   fp8 {label} {ms * 1e3:8.1f}us {2 * n ** 3 / ms / 1e9:6.0f} TFLOP/s  {cfg} err {err}", flush=True)
         print(f"   fp8 {label} torch._scaled_mm {t_cb * 1e3:8.1f}us {2 * n ** 3 / t_cb / 1e9:6.0f} TFLOP/s", flush=True)
-        first = next(t for t in timings if t[1] == configs[0])
-        results.append({"kind": f"fp8 {label}", "M": n, "N": n, "K": n, "cublas_us": t_cb * 1e3,
-                        "default_us": first[0] * 1e3, "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
+        record_large(results, f"fp8 {label}", n, n, n, t_cb, timings, configs[0])
 
 
 def per_call_us(fn, n=500):
