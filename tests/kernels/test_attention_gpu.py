@@ -124,3 +124,26 @@ def test_fp8_forward(D, S, causal):
     assert rel(o, ro) <= 6e-2  # e4m3 probabilities: ~3.6% rms rounding
     # Hopper's fp8 MMA keeps fewer accumulator bits than an fp32 sum (scores off by ~1e-3 of their size)
     assert (lse.double() - rl).abs().max() <= 2e-2
+
+
+@pytest.mark.parametrize("D", [64, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_warp_specialised_forward_matches_portable(D, causal):
+    """Dense bf16 inputs on sm_90 take the warp-specialised kernel; the portable one (pinned by a
+    config) computes the same attention, ragged block edges and Sq != Sk included."""
+    from tessera.kernels.attention import hopper_ws
+    from tessera.kernels.attention.configs import fwd_config
+    from tessera.kernels.attention.launch import Problem, default_scale, run_forward
+
+    g = torch.Generator(device="cuda").manual_seed(D * 3 + causal)
+    q = torch.randn(2, 4, 777, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 2, 1301, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    if torch.cuda.get_device_capability() != (9, 0) or not hopper_ws.available():
+        pytest.skip("the warp-specialised kernel is built for Hopper (sm_90) with Gluon")
+    assert hopper_ws.supported(q, k, v, torch.empty_like(q))
+    prob = Problem(2, 4, 2, 777, 1301, D, causal, default_scale(D, None))
+    o, lse = run_forward(q, k, v, None, prob)
+    po, plse = run_forward(q, k, v, None, prob, config=fwd_config(D, causal))
+    ro, rl = attention_reference(q.double(), k.double(), v.double(), causal=causal)
+    assert rel(o, ro) <= 1e-2 and rel(po, ro) <= 1e-2
+    assert (lse.double() - rl).abs().max() <= 1e-3 and (plse - lse).abs().max() <= 1e-3

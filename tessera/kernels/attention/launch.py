@@ -15,6 +15,7 @@ import triton
 
 from . import backward as _bwd
 from . import forward as _fwd
+from . import hopper_ws
 from .configs import bwd_configs, fwd_config, interpreted, pad_head_dim
 from .tiles import LOG2E_HOST as LOG2E
 
@@ -132,6 +133,9 @@ def _cu(prob: Problem, like):
 def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale=None):
     """Launch the forward kernel; returns (o, lse).
 
+    Dense bf16/fp16 inputs without a mask or dropout run the warp-specialised Hopper kernel
+    (``hopper_ws``) on sm_90 unless a ``config`` or ``use_tma`` pins the portable one.
+
     ``descale`` (float32 [3] on q's device: the dequantisation multipliers of q, k, v) selects
     the fp8 path: dense e4m3 inputs, bf16 output, V read sequence-contiguous (copied into that
     layout on each call unless it already is)."""
@@ -148,13 +152,16 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
         lse = torch.empty(prob.B, prob.H, prob.Sq, dtype=torch.float32, device=q.device)
     if o.numel() == 0 or prob.Sq == 0:
         return o, lse.fill_(float("-inf"))
+    m, kind, sm = mask_args(mask, prob, q)
+    if (not fp8 and config is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
+            and hopper_ws.supported(q, k, v, o)):
+        return hopper_ws.run_forward_ws(q, k, v, o, lse, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale, prob.causal)
     sq, sk, sv, so = (strides4(t, prob.varlen) for t in (q, k, v, o))
     v_pair = (v, sv) if vt is None else (vt, tuple(vt.stride()))
     mode = tma_mode(prob, use_tma, (q, sq), (k, sk), v_pair, (o, so))
     if mode == 1 and not interpreted():
         _ensure_allocator()
     cfg = dict(config or fwd_config(prob.D, prob.causal, fp8=fp8))
-    m, kind, sm = mask_args(mask, prob, q)
     if kind or prob.dropout_p > 0:  # the mask tiles' pipeline buffers must fit in shared memory too
         cfg["num_stages"] = min(cfg["num_stages"], 2)
     cu_q, cu_k = _cu(prob, q)
