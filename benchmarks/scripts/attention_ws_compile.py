@@ -17,16 +17,15 @@ def main():
     ap.add_argument("--sass", action="store_true")
     ap.add_argument("--variants", action="store_true")
     a = ap.parse_args()
-    variants = [(D, c, None, None, False) for D in (64, 128, 256) for c in (False, True)]
+    variants = [(D, c, {}) for D in (64, 128, 256) for c in (False, True)]
     if a.variants:
-        variants += [(128, True, None, None, True), (64, False, None, None, True), (256, False, None, None, True),
-                     (128, False, 128, 3, False)]
-    for D, causal, bn, st, pp in variants:
-        k = ws.compile_sm90(D, causal, block_n=bn, stages=st, pingpong=pp)
+        variants += [(64, False, dict(CONSUMERS=2)), (128, False, dict(STAGES=3))]
+    for D, causal, over in variants:
+        k = ws.compile_sm90(D, causal, **over)
         regs, spills = _resource_usage(k.asm["cubin"])
         ptx = k.asm["ptx"]
         nreg = sorted(set(re.findall(r"setmaxnreg\.(\w+)\.sync\.aligned\.u32\s+(\d+)", ptx)))
-        print(f"D{D} causal={causal} BN{bn} S{st} pingpong={pp}: regs {regs} stack {spills} "
+        print(f"D{D} causal={causal} {over}: regs {regs} stack {spills} "
               f"smem {k.metadata.shared} setmaxnreg {nreg} bar.sync {len(re.findall(r'bar.sync|barrier.sync', ptx))} "
               f"ld.shared {ptx.count('ld.shared')} st.shared {ptx.count('st.shared')} "
               f"wgmma {ptx.count('wgmma.mma_async')}")

@@ -24,7 +24,11 @@ from tessera.kernels.attention.launch import Problem, default_scale, run_forward
 from tessera.kernels.attention.reference import attention_reference  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp/ws_out")
-PINGPONG = os.environ.get("WS_PINGPONG", "0") == "1"
+# Checked and timed besides the defaults: overrides of hopper_ws.config by head dim.
+VARIANTS = {
+    "default": {},
+    "d64_two_consumers": {64: dict(CONSUMERS=2)},
+}
 # (B, H, Hkv, Sq, Sk, D, causal, layout)
 CHECKS = [
     (2, 3, 3, 1000, 1000, 128, False, "bhsd"),
@@ -53,22 +57,24 @@ def inputs(B, H, Hkv, Sq, Sk, D, layout, dtype=torch.bfloat16):
     return t(H, Sq), t(Hkv, Sk), t(Hkv, Sk)
 
 
-def ws_call(q, k, v, causal, block_n=None, stages=None, pingpong=None):
+def ws_call(q, k, v, causal, **overrides):
     B, H, Sq, D = q.shape
     o = torch.empty_like(q)
     lse = torch.empty(B, H, Sq, dtype=torch.float32, device=q.device)
     return ws.run_forward_ws(q, k, v, o, lse, H, k.shape[1], Sq, k.shape[2], default_scale(D, None), causal,
-                             block_n=block_n, stages=stages, pingpong=pingpong)
+                             **overrides)
 
 
-def check_cases(pingpong):
+def check_cases(variant):
     """Every case against float64 attention; one JSON line each, flushed (a hang shows where)."""
     ok_all = True
     for case in CHECKS:
         B, H, Hkv, Sq, Sk, D, causal, layout = case
+        if variant != "default" and D not in VARIANTS[variant]:
+            continue
         q, k, v = inputs(B, H, Hkv, Sq, Sk, D, layout)
         assert ws.supported(q, k, v, q), "not supported"
-        o, lse = ws_call(q, k, v, causal, pingpong=pingpong)
+        o, lse = ws_call(q, k, v, causal, **VARIANTS[variant].get(D, {}))
         torch.cuda.synchronize()
         ro, rlse = attention_reference(q.double(), k.double(), v.double(), causal=causal)
         err = ((o.double() - ro).abs().max() / ro.abs().max().clamp_min(1e-6)).item()
@@ -82,19 +88,23 @@ def check_cases(pingpong):
 
 
 def checks():
-    results = []
-    for pp in (False, True):
-        t0 = time.time()
+    """{variant: passed}, each variant's cases in a subprocess of its own (run in parallel)."""
+    procs = {v: subprocess.Popen([sys.executable, __file__, "--cases", v], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for v in VARIANTS}
+    results = {}
+    for v, pr in procs.items():
         try:
-            r = subprocess.run([sys.executable, __file__, "--cases", str(int(pp))], capture_output=True, text=True,
-                               timeout=240)
-            print(f"checks pingpong={pp} rc={r.returncode} {time.time() - t0:.1f}s\n{r.stdout}")
-            if r.returncode:
-                print(r.stderr[-2000:])
-            results.append(r.returncode == 0)
-        except subprocess.TimeoutExpired as e:
-            print(f"checks pingpong={pp}: TIMEOUT (deadlock?)\n{(e.stdout or b'').decode()}")
-            results.append(False)
+            out, err = pr.communicate(timeout=240)
+            bad = [ln for ln in out.splitlines() if '"ok": false' in ln]
+            print(f"checks {v}: rc={pr.returncode} {len(out.splitlines())} cases " + "\n".join(bad))
+            if pr.returncode:
+                print(err[-1500:])
+            results[v] = pr.returncode == 0
+        except subprocess.TimeoutExpired:
+            pr.kill()
+            out, _ = pr.communicate()
+            print(f"checks {v}: TIMEOUT (deadlock?) after {len(out.splitlines())} cases")
+            results[v] = False
     return results
 
 
@@ -111,14 +121,15 @@ def timing(variants):
                 prob = Problem(B, H, H, S, S, D, causal, default_scale(D, None))
                 res = {"ws": try_bench(lambda: ws_call(q, k, v, causal)),
                        "portable": try_bench(lambda: run_forward(q, k, v, None, prob, config=fwd_config(D, causal)))}
-                for name, (bn, st, pp) in variants.items():
-                    res[name] = try_bench(lambda: ws_call(q, k, v, causal, bn, st, pp))
+                for name in variants:
+                    if D in VARIANTS[name]:
+                        res[name] = try_bench(lambda: ws_call(q, k, v, causal, **VARIANTS[name][D]))
                 for name, be in peers.items():
                     res[name] = try_bench(sdpa_fns(q, k, v, causal, be)[0])
                 tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
                 rows.append((f"fwd d{D} S{S} {'causal' if causal else 'full'}", tf))
                 print(rows[-1], flush=True)
-    names = list(rows[0][1])
+    names = list(dict.fromkeys(n for _, tf in rows for n in tf))
     print("\n| workload | " + " | ".join(names) + " | ws/cuDNN | ws/FA2 | ws/portable |")
     for wl, tf in rows:
         def f(x):
@@ -133,19 +144,19 @@ def timing(variants):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", type=int, help="run the checks in this process with pingpong 0/1")
+    ap.add_argument("--cases", help="run the checks of one variant in this process")
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--pytest", action="store_true", help="run the attention GPU test file after the checks")
     a = ap.parse_args()
     if a.cases is not None:
-        sys.exit(0 if check_cases(bool(a.cases)) else 1)
+        sys.exit(0 if check_cases(a.cases) else 1)
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
-    plain_ok, pingpong_ok = checks()
-    print("CHECKS", plain_ok, pingpong_ok, flush=True)
-    if a.check_only or not plain_ok:
+    ok = checks()
+    print("CHECKS", ok, flush=True)
+    if a.check_only or not ok["default"]:
         return
-    timing({"pingpong": (None, None, True)} if a.variants and pingpong_ok else {})
+    timing([v for v in VARIANTS if v != "default" and ok[v]] if a.variants else [])
     if a.pytest:
         from benchmarks.scripts.attention_device import run_gpu_tests
 

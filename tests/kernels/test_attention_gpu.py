@@ -137,11 +137,11 @@ def test_warp_specialised_forward_matches_portable(D, causal):
 
     g = torch.Generator(device="cuda").manual_seed(D * 3 + causal)
     q = torch.randn(2, 4, 777, D, device="cuda", generator=g, dtype=torch.bfloat16)
-    k, v = (torch.randn(2, 2, 1301, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    k, v = (torch.randn(2, 2, 2333, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
     if torch.cuda.get_device_capability() != (9, 0) or not hopper_ws.available():
         pytest.skip("the warp-specialised kernel is built for Hopper (sm_90) with Gluon")
     assert hopper_ws.supported(q, k, v, torch.empty_like(q))
-    prob = Problem(2, 4, 2, 777, 1301, D, causal, default_scale(D, None))
+    prob = Problem(2, 4, 2, 777, 2333, D, causal, default_scale(D, None))
     o, lse = run_forward(q, k, v, None, prob)
     po, plse = run_forward(q, k, v, None, prob, config=fwd_config(D, causal))
     ro, rl = attention_reference(q.double(), k.double(), v.double(), causal=causal)

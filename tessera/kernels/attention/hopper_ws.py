@@ -1,19 +1,19 @@
 """Warp-specialised flash attention forward for Hopper (sm_90), written in Gluon.
 
-One program owns 128 query rows of one (batch, head) and runs three partitions:
+One program owns 64·CONSUMERS query rows of one (batch, head) and runs these partitions:
 
 * a producer warp issues TMA copies of Q and of each K and V block into a ring of shared-memory
   stages, waiting on per-stage "empty" barriers and arming "ready" barriers;
-* two consumer warpgroups own 64 rows each and never synchronise with one another, so one's
-  exponentials overlap the other's tensor-core work (inter-warpgroup overlap);
+* CONSUMERS warpgroups (2, or 3 at d64) own 64 rows each and never synchronise with one
+  another, so one's exponentials overlap another's tensor-core work;
 * inside a consumer, the scores of key block j+1 are issued asynchronously before the softmax of
-  block j runs, and P_j·V_j is issued before that softmax's wait (intra-warpgroup overlap).
+  block j runs, and P_j·V_j is issued before that softmax's wait (intra-warpgroup overlap); the
+  probabilities reach the second product as a register operand.
 
 This is the FlashAttention-3 schedule. It serves dense bf16/fp16 inputs without a mask or
-dropout at head dims 64, 128 and 256; everything else runs the portable kernel in
-``forward.py`` (so does everything when ``TESSERA_ATTENTION_WS=0``).
-Gluon is Triton's experimental layer, so the module imports lazily and ``available()`` says
-whether this Triton has it.
+dropout at head dims 64 (from 2048 keys), 128 and 256; everything else runs the portable
+kernel in ``forward.py`` (so does everything when ``TESSERA_ATTENTION_WS=0``). Gluon is
+Triton's experimental layer: ``available()`` says whether this Triton has it.
 """
 from __future__ import annotations
 
@@ -38,11 +38,16 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
 LOG2E = 1.4426950408889634
 ROWS_PER_WARPGROUP = 64
 # (BLOCK_N, stages) by head dim: K and V stages plus Q fit in 227 KB of shared memory.
-CONFIGS = {64: (128, 4), 128: (128, 2), 256: (64, 2)}
-# 168 registers x 12 warps leaves 240 to each consumer warpgroup and 24 to the producer warp.
-MAXNREG = 168
-# Make the two consumers take turns issuing their products (FlashAttention-3's ping-pong).
-PINGPONG_DEFAULT = False
+# Per head dim: BLOCK_N keys per block, STAGES of K and V (they and Q fit in 227 KB of shared
+# memory), CONSUMERS warpgroups of 64 query rows each.
+CONFIGS = {64: dict(BLOCK_N=128, STAGES=4, CONSUMERS=3), 128: dict(BLOCK_N=128, STAGES=2, CONSUMERS=2),
+           256: dict(BLOCK_N=64, STAGES=2, CONSUMERS=2)}
+# Kernel-wide register cap per thread by consumer count: 168 x 12 warps leaves 240 to each of two
+# consumer warpgroups (and 24 to the producer); 128 x 16 warps leaves 160-168 to each of three.
+MAXNREG = {2: 168, 3: 128}
+# Below these key lengths the portable kernel is faster (one program per SM leaves its prologue
+# and epilogue exposed; at d64 S1024 the portable kernel fits three per SM).
+MIN_KEYS = {64: 2048}
 
 
 def available() -> bool:
@@ -53,9 +58,11 @@ def available() -> bool:
 if _GLUON:
 
     @gluon.jit
-    def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, k_ready, k_empty, v_ready, v_empty,
-                  b, h, hk, start_m, n_blocks, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-        for w in gl.static_range(2):
+    def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+        q_desc, k_desc, v_desc, b, h, hk, start_m, n_blocks = loads
+        q_smem, k_smem, v_smem = bufs
+        q_bars, k_ready, k_empty, v_ready, v_empty = bars
+        for w in gl.static_range(CONSUMERS):
             mbarrier.expect(q_bars.index(w), q_desc.block_type.nbytes)
             _tma_load(q_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), q_smem.index(w))
         for j in range(n_blocks):
@@ -68,17 +75,6 @@ if _GLUON:
             mbarrier.wait(v_empty.index(s), phase ^ 1)
             mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
             _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
-
-    @gluon.jit
-    def _take_turn(turns, W: gl.constexpr, k, PINGPONG: gl.constexpr):
-        """Wait until the other warpgroup has issued its k-th batch of products (warpgroup 0 goes first)."""
-        if PINGPONG:
-            mbarrier.wait(turns.index(W), (k & 1) ^ (1 - W))
-
-    @gluon.jit
-    def _pass_turn(turns, W: gl.constexpr, PINGPONG: gl.constexpr):
-        if PINGPONG:
-            mbarrier.arrive(turns.index(1 - W), count=1)
 
     @gluon.jit
     def _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, MASKED: gl.constexpr,
@@ -102,10 +98,11 @@ if _GLUON:
         return p, m_new, l_i, alpha
 
     @gluon.jit
-    def _consumer(o_desc, q_smem, k_smem, v_smem, q_bars, k_ready, k_empty, v_ready, v_empty, turns, LSE,
-                  b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale,
-                  W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                  CAUSAL: gl.constexpr, PINGPONG: gl.constexpr):
+    def _consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
+                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
+        q_smem, k_smem, v_smem = bufs
+        q_bars, k_ready, k_empty, v_ready, v_empty = bars
+        o_desc, LSE, b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
         ROWS: gl.constexpr = 64
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
@@ -133,10 +130,8 @@ if _GLUON:
 
         mbarrier.wait(q_bars.index(W), 0)
         mbarrier.wait(k_ready.index(0), 0)
-        _take_turn(turns, W, 0, PINGPONG)
         s_tok = warpgroup_mma(q, k_smem.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
                               use_acc=False, is_async=True)
-        _pass_turn(turns, W, PINGPONG)
         s = warpgroup_mma_wait(0, deps=(s_tok, ))
         mbarrier.arrive(k_empty.index(0), count=1)
         if n_full > 0:
@@ -149,12 +144,10 @@ if _GLUON:
             sj = j % STAGES
             sp = (j - 1) % STAGES
             mbarrier.wait(k_ready.index(sj), (j // STAGES) & 1)
-            _take_turn(turns, W, j, PINGPONG)
             s_tok = warpgroup_mma(q, k_smem.index(sj).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
                                   use_acc=False, is_async=True)
             mbarrier.wait(v_ready.index(sp), ((j - 1) // STAGES) & 1)
             o_tok = warpgroup_mma(p_op, v_smem.index(sp).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
-            _pass_turn(turns, W, PINGPONG)
             s = warpgroup_mma_wait(1, deps=(s_tok, ))
             mbarrier.arrive(k_empty.index(sj), count=1)
             cols = j * BLOCK_N + col_base
@@ -169,9 +162,7 @@ if _GLUON:
 
         sl = (n_blocks - 1) % STAGES
         mbarrier.wait(v_ready.index(sl), ((n_blocks - 1) // STAGES) & 1)
-        _take_turn(turns, W, n_blocks, PINGPONG)
         o_tok = warpgroup_mma(p_op, v_smem.index(sl).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
-        _pass_turn(turns, W, PINGPONG)
         acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
         mbarrier.arrive(v_empty.index(sl), count=1)
 
@@ -190,9 +181,9 @@ if _GLUON:
 
     @gluon.jit
     def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale,
-                       HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                       CAUSAL: gl.constexpr, PINGPONG: gl.constexpr):
-        BLOCK_M: gl.constexpr = 128
+                       HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                       CONSUMERS: gl.constexpr):
+        BLOCK_M: gl.constexpr = 64 * CONSUMERS
         pid_m = gl.program_id(0)
         if CAUSAL:  # heaviest query blocks first, so the tail of the grid is short
             pid_m = gl.num_programs(0) - 1 - pid_m
@@ -207,35 +198,41 @@ if _GLUON:
         n_blocks = gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
 
         dtype: gl.constexpr = q_desc.dtype
-        q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+        q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS] + q_desc.block_type.shape, q_desc.layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        q_bars = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(2):
+        for i in gl.static_range(CONSUMERS):
             mbarrier.init(q_bars.index(i), count=1)
-            mbarrier.init(turns.index(i), count=1)
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
-            # each stage is released by both consumer warpgroups
-            mbarrier.init(k_empty.index(i), count=2)
-            mbarrier.init(v_empty.index(i), count=2)
+            # each stage is released by every consumer warpgroup
+            mbarrier.init(k_empty.index(i), count=CONSUMERS)
+            mbarrier.init(v_empty.index(i), count=CONSUMERS)
 
-        gl.warp_specialize([
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, q_bars, k_ready, k_empty, v_ready, v_empty, turns, LSE,
-                         b, h, start_m, n_blocks, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale, gl.constexpr(0), HEAD_DIM,
-                         BLOCK_N, STAGES, CAUSAL, PINGPONG)),
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, q_bars, k_ready, k_empty, v_ready, v_empty, turns, LSE,
-                         b, h, start_m, n_blocks, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale, gl.constexpr(1), HEAD_DIM,
-                         BLOCK_N, STAGES, CAUSAL, PINGPONG)),
-            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, k_ready, k_empty, v_ready,
-                         v_empty, b, h, hk, start_m, n_blocks, BLOCK_N, STAGES)),
-        ], [4, 1], [240, 24])
+        bufs = (q_smem, k_smem, v_smem)
+        bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
+        args = (o_desc, LSE, b, h, start_m, n_blocks, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale)
+        loads = (q_desc, k_desc, v_desc, b, h, hk, start_m, n_blocks)
+        # Registers (setmaxnreg, per thread): the producer warp 24; consumers share the rest.
+        if CONSUMERS == 2:
+            gl.warp_specialize([
+                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
+                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS)),
+            ], [4, 1], [240, 24])
+        else:
+            gl.warp_specialize([
+                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
+                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
+                (_consumer, (bufs, bars, args, 2, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS)),
+            ], [4, 4, 1], [160, 160, 24])
 
 
 def descriptor(t: torch.Tensor, rows: int):
@@ -261,7 +258,7 @@ def supported(q, k, v, o) -> bool:
         >>> supported(*[torch.zeros(1, 1, 8, 64)] * 4)  # fp32 on the CPU
         False
     """
-    if not (_GLUON and enabled()) or q.shape[-1] not in CONFIGS:
+    if not (_GLUON and enabled()) or q.shape[-1] not in CONFIGS or k.shape[2] < MIN_KEYS.get(q.shape[-1], 0):
         return False
     if q.dtype not in (torch.bfloat16, torch.float16) or not q.is_cuda:
         return False
@@ -273,25 +270,32 @@ def supported(q, k, v, o) -> bool:
     return True
 
 
-def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
-                   block_n: int | None = None, stages: int | None = None, pingpong: bool | None = None):
-    """Launch the kernel into ``o`` ([B, H, Sq, D]) and ``lse`` ([B, H, Sq] fp32); ``block_n`` and
-    ``stages`` override the head dim's config."""
-    D = q.shape[-1]
-    BLOCK_N, STAGES = CONFIGS[D]
-    BLOCK_N, STAGES = block_n or BLOCK_N, stages or STAGES
-    PINGPONG = PINGPONG_DEFAULT if pingpong is None else pingpong
-    grid = (math.ceil(Sq / 128), q.shape[0] * H)
+def config(D: int, **overrides) -> dict:
+    """The kernel's compile-time parameters for head dim ``D``, with ``overrides`` (upper-case
+    names, ``None`` keeps the default).
+
+    Example:
+        >>> config(128, STAGES=3)["STAGES"], config(128)["BLOCK_N"]
+        (3, 128)
+    """
+    cfg = dict(CONFIGS[D], HEAD_DIM=D)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool, **overrides):
+    """Launch the kernel into ``o`` ([B, H, Sq, D]) and ``lse`` ([B, H, Sq] fp32); ``overrides``
+    change the head dim's config (see :func:`config`)."""
+    cfg = config(q.shape[-1], **overrides)
+    grid = (math.ceil(Sq / (ROWS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * H)
     _fwd_ws_kernel[grid](
-        descriptor(q, ROWS_PER_WARPGROUP), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N),
+        descriptor(q, ROWS_PER_WARPGROUP), descriptor(k, cfg["BLOCK_N"]), descriptor(v, cfg["BLOCK_N"]),
         descriptor(o, ROWS_PER_WARPGROUP), lse, H, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1),
-        scale * LOG2E, HEAD_DIM=D, BLOCK_N=BLOCK_N, STAGES=STAGES, CAUSAL=causal, PINGPONG=PINGPONG,
-        num_warps=4, maxnreg=MAXNREG)
+        scale * LOG2E, CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     return o, lse
 
 
-def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, block_n: int | None = None, stages: int | None = None,
-                 pingpong: bool = False):
+def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     """Compile the kernel for sm_90 without a GPU (the result's ``asm`` holds PTX and cubin).
 
     Example:
@@ -304,12 +308,10 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, block_n: int | None
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    BN, STAGES = CONFIGS[D]
-    BN, STAGES = block_n or BN, stages or STAGES
+    consts = dict(config(D, **overrides), CAUSAL=causal)
     like = torch.empty(1, 1, 128, D, dtype=dtype)
-    descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, BN),
-             "v_desc": descriptor(like, BN), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
-    consts = {"HEAD_DIM": D, "BLOCK_N": BN, "STAGES": STAGES, "CAUSAL": causal, "PINGPONG": pingpong}
+    descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, consts["BLOCK_N"]),
+             "v_desc": descriptor(like, consts["BLOCK_N"]), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
     sig, attrs = {}, {}
     for i, name in enumerate(_fwd_ws_kernel.arg_names):
         if name in consts:
@@ -321,4 +323,5 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, block_n: int | None
         else:
             sig[name] = "fp32" if name == "qk_scale" else "i32"
     src = GluonASTSource(_fwd_ws_kernel, sig, consts, attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": MAXNREG})
+    options = {"num_warps": 4, "maxnreg": MAXNREG[consts["CONSUMERS"]]}
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
