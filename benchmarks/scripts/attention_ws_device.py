@@ -19,8 +19,9 @@ sys.path.insert(0, os.getcwd())
 from tessera.bench.common import try_bench  # noqa: E402
 from tessera.bench.suites.attention import attention_flops, make_inputs, peer_backends, sdpa_fns  # noqa: E402
 from tessera.kernels.attention import hopper_ws as ws  # noqa: E402
-from tessera.kernels.attention.configs import fwd_config  # noqa: E402
-from tessera.kernels.attention.launch import Problem, default_scale, run_forward  # noqa: E402
+from tessera.kernels.attention import hopper_ws_bwd as wsb  # noqa: E402
+from tessera.kernels.attention.configs import bwd_configs, fwd_config  # noqa: E402
+from tessera.kernels.attention.launch import Problem, default_scale, run_backward, run_forward  # noqa: E402
 from tessera.kernels.attention.reference import attention_reference  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp/ws_out")
@@ -73,7 +74,6 @@ def check_cases(variant):
         if variant != "default" and D not in VARIANTS[variant]:
             continue
         q, k, v = inputs(B, H, Hkv, Sq, Sk, D, layout)
-        assert ws.supported(q, k, v, q), "not supported"
         o, lse = ws_call(q, k, v, causal, **VARIANTS[variant].get(D, {}))
         torch.cuda.synchronize()
         ro, rlse = attention_reference(q.double(), k.double(), v.double(), causal=causal)
@@ -87,10 +87,83 @@ def check_cases(variant):
     return ok_all
 
 
+BWD_CHECKS = [
+    (2, 3, 3, 1000, 1000, 128, False, "bhsd"),
+    (2, 3, 3, 1000, 1000, 128, True, "bhsd"),
+    (1, 4, 2, 4097, 4097, 128, True, "bhsd"),
+    (2, 4, 4, 1000, 1000, 64, False, "bshd"),
+    (1, 4, 1, 1000, 1000, 64, True, "bhsd"),
+    (3, 2, 1, 17, 33, 128, True, "bhsd"),
+    (2, 2, 2, 300, 1000, 64, True, "bhsd"),
+    (2, 2, 2, 1000, 300, 128, True, "bhsd"),
+    (2, 2, 2, 1, 1, 64, False, "bhsd"),
+]
+
+
+def rel(got, want):
+    return ((got.double() - want).norm() / want.norm().clamp_min(1e-12)).item()
+
+
+def check_bwd_cases():
+    """dK, dV of the warp-specialised kernel against float64 autograd of the reference."""
+    ok_all = True
+    for case in BWD_CHECKS:
+        B, H, Hkv, Sq, Sk, D, causal, layout = case
+        q, k, v = inputs(B, H, Hkv, Sq, Sk, D, layout)
+        prob = Problem(B, H, Hkv, Sq, Sk, D, causal, default_scale(D, None))
+        o, lse = run_forward(q, k, v, None, prob)
+        do = torch.randn_like(o)
+        delta = (o.float() * do.float()).sum(-1).contiguous()
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+        torch.cuda.synchronize()
+        qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
+        ro, _ = attention_reference(qd, kd, vd, causal=causal)
+        ro.backward(do.double())
+        ek, ev = rel(dk, kd.grad), rel(dv, vd.grad)
+        ok = ek < 1e-2 and ev < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all())
+        ok_all &= ok
+        print(json.dumps({"case": case, "dk_err": round(ek, 5), "dv_err": round(ev, 5), "ok": ok}), flush=True)
+    return ok_all
+
+
+def timing_bwd():
+    """Backward-only TFLOP/s: delta + warp-specialised dK/dV + dQ against the portable kernels
+    (d64 included below the forward's 2048-key threshold)."""
+    ws.MIN_KEYS.clear()
+    rows = []
+    for D in (128, 64):
+        for S in (1024, 4096, 16384):
+            for causal in (False, True):
+                H = 2048 // D
+                B = max(1, 32768 // S)
+                q, k, v = make_inputs(B, H, H, S, D)
+                prob = Problem(B, H, H, S, S, D, causal, default_scale(D, None))
+                o, lse = run_forward(q, k, v, None, prob)
+                do = torch.randn_like(o)
+                delta = (o.float() * do.float()).sum(-1).contiguous()
+                dk, dv = torch.empty_like(k), torch.empty_like(v)
+                fl = attention_flops(B, H, S, S, D, causal) * 2.5
+                assert wsb.supported(q, k, v, do, dk, dv)
+                res = {"bwd_ws": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
+                       "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
+                                                                      configs=bwd_configs(D, causal))),
+                       "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
+                                                                    prob.scale, causal))}
+                tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
+                rows.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", tf))
+    print("\n| workload (backward TFLOP/s) | delta+dK/dV(ws)+dQ | portable backward | ratio | ws dK/dV alone (bwd FLOPs) |")
+    for wl, tf in rows:
+        r = "-" if not (tf["bwd_ws"] and tf["bwd_portable"]) else f"{tf['bwd_ws'] / tf['bwd_portable']:.2f}"
+        f = lambda x: "-" if x is None else f"{x:.1f}"
+        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} |")
+    return rows
+
+
 def checks():
     """{variant: passed}, each variant's cases in a subprocess of its own (run in parallel)."""
     procs = {v: subprocess.Popen([sys.executable, __file__, "--cases", v], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for v in VARIANTS}
+                                 stderr=subprocess.PIPE, text=True) for v in list(VARIANTS) + ["bwd"]}
     results = {}
     for v, pr in procs.items():
         try:
@@ -148,15 +221,20 @@ def main():
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--pytest", action="store_true", help="run the attention GPU test file after the checks")
+    ap.add_argument("--bwd", action="store_true", help="time the backward too")
+    ap.add_argument("--bwd-only", action="store_true", help="time only the backward")
     a = ap.parse_args()
     if a.cases is not None:
-        sys.exit(0 if check_cases(a.cases) else 1)
+        sys.exit(0 if (check_bwd_cases() if a.cases == "bwd" else check_cases(a.cases)) else 1)
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     ok = checks()
     print("CHECKS", ok, flush=True)
     if a.check_only or not ok["default"]:
         return
-    timing([v for v in VARIANTS if v != "default" and ok[v]] if a.variants else [])
+    if ok["bwd"] and (a.bwd or a.bwd_only):
+        timing_bwd()
+    if not a.bwd_only:
+        timing([v for v in VARIANTS if v != "default" and ok[v]] if a.variants else [])
     if a.pytest:
         from benchmarks.scripts.attention_device import run_gpu_tests
 

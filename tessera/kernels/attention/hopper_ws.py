@@ -303,25 +303,31 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
         >>> "setmaxnreg" in k.asm["ptx"]  # doctest: +SKIP
         True
     """
+    consts = dict(config(D, **overrides), CAUSAL=causal)
+    like = torch.empty(1, 1, 128, D, dtype=dtype)
+    descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, consts["BLOCK_N"]),
+             "v_desc": descriptor(like, consts["BLOCK_N"]), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
+    return compile_gluon(_fwd_ws_kernel, consts, descs, ("LSE", ), ("qk_scale", ), MAXNREG[consts["CONSUMERS"]])
+
+
+def compile_gluon(kernel, consts: dict, descs: dict, fp32_ptrs, fp32_args, maxnreg: int):
+    """Compile a Gluon kernel for sm_90 (4 warps in the default partition): ``consts`` are its
+    constexprs, ``descs`` example descriptors by argument, other arguments are fp32 pointers
+    (``fp32_ptrs``), fp32 scalars (``fp32_args``) or int32 scalars."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    consts = dict(config(D, **overrides), CAUSAL=causal)
-    like = torch.empty(1, 1, 128, D, dtype=dtype)
-    descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, consts["BLOCK_N"]),
-             "v_desc": descriptor(like, consts["BLOCK_N"]), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
     sig, attrs = {}, {}
-    for i, name in enumerate(_fwd_ws_kernel.arg_names):
+    for i, name in enumerate(kernel.arg_names):
         if name in consts:
             sig[name] = "constexpr"
         elif name in descs:
             sig[name] = mangle_type(descs[name])
-        elif name == "LSE":
+        elif name in fp32_ptrs:
             sig[name], attrs[(i,)] = "*fp32", [["tt.divisibility", 16]]
         else:
-            sig[name] = "fp32" if name == "qk_scale" else "i32"
-    src = GluonASTSource(_fwd_ws_kernel, sig, consts, attrs)
-    options = {"num_warps": 4, "maxnreg": MAXNREG[consts["CONSUMERS"]]}
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+            sig[name] = "fp32" if name in fp32_args else "i32"
+    src = GluonASTSource(kernel, sig, consts, attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": maxnreg})

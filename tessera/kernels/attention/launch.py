@@ -15,7 +15,7 @@ import triton
 
 from . import backward as _bwd
 from . import forward as _fwd
-from . import hopper_ws
+from . import hopper_ws, hopper_ws_bwd
 from .configs import bwd_configs, fwd_config, interpreted, pad_head_dim
 from .tiles import LOG2E_HOST as LOG2E
 
@@ -180,7 +180,11 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
 
 
 def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma=None):
-    """Launch delta, dK/dV and dQ kernels; returns (dq, dk, dv)."""
+    """Launch delta, dK/dV and dQ kernels; returns (dq, dk, dv).
+
+    Dense bf16/fp16 inputs at head dims 64 and 128 without a mask or dropout run the
+    warp-specialised dK/dV kernel (``hopper_ws_bwd``) on sm_90 unless ``configs`` or ``use_tma``
+    pin the portable one."""
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
@@ -207,10 +211,16 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
         o, do, delta, cu_q, *so, *sdo, *sl, prob.H, prob.Sq,
         HEAD_DIM=prob.D, D_PAD=D_PAD, BLOCK_M=bm_delta, VARLEN=prob.varlen, num_warps=4)
     group = prob.H // prob.Hkv
-    _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
-        host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse, delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
-        prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
-        BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
+    if (configs is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
+            and hopper_ws_bwd.supported(q, k, v, do, dk, dv)):
+        hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale,
+                                  prob.causal)
+    else:
+        _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
+            host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse,
+            delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
+            prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
+            BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
     _bwd._dq_kernel[(triton.cdiv(prob.Sq, cfg_q["BLOCK_M"]), prob.B * prob.H)](
         q, host_desc(k, cfg_q["BLOCK_N"], mode, D_PAD), host_desc(v, cfg_q["BLOCK_N"], mode, D_PAD), do, lse, delta, m, dq, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdq, *sl, *sm,
         prob.H, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),

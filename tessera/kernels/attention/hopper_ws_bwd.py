@@ -1,0 +1,215 @@
+"""Warp-specialised dK/dV kernel for Hopper (sm_90), written in Gluon: the backward's
+key-side half, FlashAttention-3's schedule without the dQ atomics (dQ stays with the portable
+``backward._dq_kernel``).
+
+One program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
+consumer's K and V rows once, then streams [64, D] blocks of Q and dO of every query head of
+the group through a ring of shared-memory stages. Each consumer warpgroup keeps dK and dV for
+its 64 keys in registers and works in the transposed orientation, so both probability-shaped
+tiles feed the next products as register operands:
+
+    Sᵀ = K·Qᵀ,  dPᵀ = V·dOᵀ,  Pᵀ = exp2(Sᵀ·scale − lse),  dV += Pᵀ·dO,
+    dSᵀ = Pᵀ ∘ (dPᵀ − delta),  dK += dSᵀ·Q
+
+The score products of a block are issued asynchronously and Pᵀ is computed while dPᵀ runs;
+the dV and dK products of one block overlap the score products of the next.
+
+Example:
+    >>> from tessera.kernels.attention import hopper_ws_bwd
+    >>> hopper_ws_bwd.config(128)["BLOCK_M"]
+    64
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import hopper_ws
+from .hopper_ws import LOG2E, descriptor
+
+if hopper_ws.available():
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                                  warpgroup_mma_wait)
+
+    from .hopper_ws import _tma_load, _tma_store
+
+KEYS_PER_WARPGROUP = 64
+# BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
+CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2), 128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2)}
+MAXNREG = {2: 168}
+
+
+def config(D: int, **overrides) -> dict:
+    """Compile-time parameters for head dim ``D`` (``None`` overrides keep the default)."""
+    cfg = dict(CONFIGS[D], HEAD_DIM=D)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+if hopper_ws.available():
+
+    @gluon.jit
+    def _bwd_producer(loads, bufs, bars, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+        q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks = loads
+        k_smem, v_smem, q_smem, do_smem = bufs
+        kv_bars, ready, empty = bars
+        for w in gl.static_range(CONSUMERS):
+            mbarrier.expect(kv_bars.index(w), 2 * k_desc.block_type.nbytes)
+            _tma_load(k_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), k_smem.index(w))
+            _tma_load(v_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), v_smem.index(w))
+        for it in range(GROUP * n_mblocks):
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            h = hk * GROUP + it // n_mblocks
+            m0 = m_lo + (it % n_mblocks) * BLOCK_M
+            mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+            _tma_load(q_desc, [b, h, m0, 0], ready.index(s), q_smem.index(s))
+            _tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
+
+    @gluon.jit
+    def _bwd_consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
+        k_smem, v_smem, q_smem, do_smem = bufs
+        kv_bars, ready, empty = bars
+        dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, s_lb, s_lh, \
+            qk_scale, sm_scale = args
+        KEYS: gl.constexpr = 64
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_M, 16])
+        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                             instr_shape=[16, HEAD_DIM, 16])
+        op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+        dtype: gl.constexpr = q_smem.dtype
+
+        n0 = start_n + W * KEYS
+        keys = n0 + gl.arange(0, KEYS, layout=gl.SliceLayout(1, s_layout))
+        col_base = gl.arange(0, BLOCK_M, layout=col_layout)
+        diag = seqlen_k - seqlen_q
+        # Query blocks from m_full on see all of this warpgroup's keys (causal); the last block may
+        # run past the queries. Both need masking; the rest do not.
+        m_full = m_lo
+        if CAUSAL:
+            m_full = gl.maximum(n0 + KEYS - 1 - diag, 0)
+        m_tail = seqlen_q // BLOCK_M * BLOCK_M
+
+        k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
+        v_tile = v_smem.index(W).reshape([KEYS, HEAD_DIM])
+        dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout)
+        dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout)
+        s = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
+        dp = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
+        mbarrier.wait(kv_bars.index(W), 0)
+
+        for it in range(GROUP * n_mblocks):
+            st = it % STAGES
+            mbarrier.wait(ready.index(st), (it // STAGES) & 1)
+            h = hk * GROUP + it // n_mblocks
+            m0 = m_lo + (it % n_mblocks) * BLOCK_M
+            q_tile = q_smem.index(st).reshape([BLOCK_M, HEAD_DIM])
+            do_tile = do_smem.index(st).reshape([BLOCK_M, HEAD_DIM])
+            s_tok = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s, use_acc=False, is_async=True)
+            dp_tok = warpgroup_mma(v_tile, do_tile.permute((1, 0)), dp, use_acc=False, is_async=True)
+            cols = m0 + col_base
+            row_base = b.to(gl.int64) * s_lb + h.to(gl.int64) * s_lh
+            in_q = cols < seqlen_q
+            lse = gl.load(LSE + row_base + cols, mask=in_q, other=0.0)
+            delta = gl.load(DELTA + row_base + cols, mask=in_q, other=0.0)
+            # rows with no visible key have lse = -inf: +inf makes their probabilities 0
+            lse2 = gl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+            s = warpgroup_mma_wait(1, deps=(s_tok, ))
+            p = gl.exp2(s * qk_scale - lse2[None, :])
+            if (m0 < m_full) | (m0 >= m_tail):
+                keep = in_q[None, :]
+                if CAUSAL:
+                    keep = keep & (keys[:, None] <= cols[None, :] + diag)
+                p = gl.where(keep, p, 0.0)
+            p_op = gl.convert_layout(p.to(dtype), op_layout)
+            dv_tok = warpgroup_mma(p_op, do_tile, dv, is_async=True)
+            dp = warpgroup_mma_wait(1, deps=(dp_tok, ))
+            ds = p * (dp - delta[None, :])
+            ds_op = gl.convert_layout(ds.to(dtype), op_layout)
+            dk_tok = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
+            dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
+            mbarrier.arrive(empty.index(st), count=1)
+
+        # K and V rows are no longer read: they stage the outputs.
+        k_out = k_smem.index(W)
+        v_out = v_smem.index(W)
+        k_out.reshape([KEYS, HEAD_DIM]).store((dk * sm_scale).to(dtype))
+        v_out.reshape([KEYS, HEAD_DIM]).store(dv.to(dtype))
+        fence_async_shared()
+        _tma_store(dk_desc, [b, hk, n0, 0], k_out)
+        _tma_store(dv_desc, [b, hk, n0, 0], v_out)
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, H, HKV, GROUP, SEQ_Q, SEQ_K,
+                        s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
+        BLOCK_N: gl.constexpr = 64 * CONSUMERS
+        pid_n = gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // HKV
+        hk = pid_bh % HKV
+        start_n = pid_n * BLOCK_N
+        m_lo = 0
+        if CAUSAL:  # query blocks before m_lo see none of these keys
+            m_lo = gl.maximum(start_n - (SEQ_K - SEQ_Q), 0) // BLOCK_M * BLOCK_M
+        n_mblocks = gl.maximum(gl.cdiv(SEQ_Q - m_lo, BLOCK_M), 0)
+
+        dtype: gl.constexpr = q_desc.dtype
+        k_smem = gl.allocate_shared_memory(dtype, [CONSUMERS] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS] + v_desc.block_type.shape, v_desc.layout)
+        q_smem = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+        do_smem = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
+        kv_bars = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(CONSUMERS):
+            mbarrier.init(kv_bars.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(empty.index(i), count=CONSUMERS)
+
+        bufs = (k_smem, v_smem, q_smem, do_smem)
+        bars = (kv_bars, ready, empty)
+        args = (dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, SEQ_Q, SEQ_K, s_lb, s_lh,
+                qk_scale, sm_scale)
+        loads = (q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks)
+        gl.warp_specialize([
+            (_bwd_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS)),
+            (_bwd_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS)),
+            (_bwd_producer, (loads, bufs, bars, BLOCK_M, STAGES, CONSUMERS)),
+        ], [4, 1], [240, 24])
+
+
+def supported(q, k, v, do, dk, dv) -> bool:
+    """Whether the kernel serves these dense tensors (the forward's conditions, head dim in ``CONFIGS``)."""
+    return q.shape[-1] in CONFIGS and hopper_ws.supported(q, k, v, do) and hopper_ws.supported(q, dk, dv, q)
+
+
+def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
+                **overrides):
+    """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta."""
+    cfg = config(q.shape[-1], **overrides)
+    grid = (math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * Hkv)
+    _dkdv_ws_kernel[grid](
+        descriptor(q, cfg["BLOCK_M"]), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
+        descriptor(do, cfg["BLOCK_M"]), descriptor(dk, KEYS_PER_WARPGROUP), descriptor(dv, KEYS_PER_WARPGROUP),
+        lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
+        CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
+    return dk, dv
+
+
+def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
+    """Compile the kernel for sm_90 without a GPU (the result's ``asm`` holds PTX and cubin)."""
+    consts = dict(config(D, **overrides), CAUSAL=causal)
+    like = torch.empty(1, 1, 128, D, dtype=dtype)
+    descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
+             for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
+    return hopper_ws.compile_gluon(_dkdv_ws_kernel, consts, descs, ("LSE", "DELTA"), ("qk_scale", "sm_scale"),
+                                   MAXNREG[consts["CONSUMERS"]])
