@@ -66,14 +66,22 @@ def ws_call(q, k, v, causal, **overrides):
                              **overrides)
 
 
-def check_cases(variant):
-    """Every case against float64 attention; one JSON line each, flushed (a hang shows where)."""
+def run_cases(cases, check):
+    """``check(case, q, k, v)`` -> (ok, errors) for every case; one JSON line each, flushed (a
+    hang shows where)."""
     ok_all = True
-    for case in CHECKS:
+    for case in cases:
         B, H, Hkv, Sq, Sk, D, causal, layout = case
-        if variant != "default" and D not in VARIANTS[variant]:
-            continue
-        q, k, v = inputs(B, H, Hkv, Sq, Sk, D, layout)
+        ok, errs = check(case, *inputs(B, H, Hkv, Sq, Sk, D, layout))
+        ok_all &= ok
+        print(json.dumps({"case": case, **errs, "ok": ok}), flush=True)
+    return ok_all
+
+
+def check_cases(variant):
+    """The forward of one variant against float64 attention."""
+    def check(case, q, k, v):
+        D, causal = case[5], case[6]
         o, lse = ws_call(q, k, v, causal, **VARIANTS[variant].get(D, {}))
         torch.cuda.synchronize()
         ro, rlse = attention_reference(q.double(), k.double(), v.double(), causal=causal)
@@ -82,34 +90,24 @@ def check_cases(variant):
         lerr = (lse.double()[fin] - rlse[fin]).abs().max().item() if fin.any() else 0.0
         bad_inf = (torch.isfinite(lse) != fin).sum().item()
         ok = err < 2e-2 and lerr < 1e-2 and bad_inf == 0 and torch.isfinite(o).all().item()
-        ok_all &= ok
-        print(json.dumps({"case": case, "o_err": round(err, 5), "lse_err": lerr, "ok": ok}), flush=True)
-    return ok_all
+        return ok, {"o_err": round(err, 5), "lse_err": lerr}
+
+    return run_cases([c for c in CHECKS if variant == "default" or c[5] in VARIANTS[variant]], check)
 
 
-BWD_CHECKS = [
-    (2, 3, 3, 1000, 1000, 128, False, "bhsd"),
-    (2, 3, 3, 1000, 1000, 128, True, "bhsd"),
-    (1, 4, 2, 4097, 4097, 128, True, "bhsd"),
-    (2, 4, 4, 1000, 1000, 64, False, "bshd"),
-    (1, 4, 1, 1000, 1000, 64, True, "bhsd"),
-    (3, 2, 1, 17, 33, 128, True, "bhsd"),
-    (2, 2, 2, 300, 1000, 64, True, "bhsd"),
-    (2, 2, 2, 1000, 300, 128, True, "bhsd"),
-    (2, 2, 2, 1, 1, 64, False, "bhsd"),
-]
+BWD_CHECKS = CHECKS[:9]  # head dims 64 and 128
 
 
 def rel(got, want):
-    return ((got.double() - want).norm() / want.norm().clamp_min(1e-12)).item()
+    if want.norm() < 1e-9:  # e.g. softmax over a single key: the exact gradient is 0
+        return got.double().abs().max().item()
+    return ((got.double() - want).norm() / want.norm()).item()
 
 
 def check_bwd_cases():
     """dK, dV of the warp-specialised kernel against float64 autograd of the reference."""
-    ok_all = True
-    for case in BWD_CHECKS:
-        B, H, Hkv, Sq, Sk, D, causal, layout = case
-        q, k, v = inputs(B, H, Hkv, Sq, Sk, D, layout)
+    def check(case, q, k, v):
+        B, H, Hkv, Sq, Sk, D, causal, _ = case
         prob = Problem(B, H, Hkv, Sq, Sk, D, causal, default_scale(D, None))
         o, lse = run_forward(q, k, v, None, prob)
         do = torch.randn_like(o)
@@ -122,9 +120,9 @@ def check_bwd_cases():
         ro.backward(do.double())
         ek, ev = rel(dk, kd.grad), rel(dv, vd.grad)
         ok = ek < 1e-2 and ev < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all())
-        ok_all &= ok
-        print(json.dumps({"case": case, "dk_err": round(ek, 5), "dv_err": round(ev, 5), "ok": ok}), flush=True)
-    return ok_all
+        return ok, {"dk_err": round(ek, 5), "dv_err": round(ev, 5)}
+
+    return run_cases(BWD_CHECKS, check)
 
 
 def timing_bwd():

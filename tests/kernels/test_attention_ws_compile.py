@@ -55,3 +55,17 @@ def test_unsupported_inputs_fall_back():
     cpu = torch.zeros(1, 1, 8, 64, dtype=torch.bfloat16)
     assert not hopper_ws.supported(cpu, cpu, cpu, cpu)
     assert hopper_ws.config(64)["CONSUMERS"] == 3 and hopper_ws.MIN_KEYS[64] > 1024
+
+
+def test_dkdv_kernel_compiles_warp_specialised():
+    from tessera.kernels.attention import hopper_ws_bwd
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = ("from tessera.kernels.attention import hopper_ws_bwd as b; p = b.compile_sm90(128, True).asm['ptx']; "
+              "print(p.count('wgmma.mma_async'), p.count('setmaxnreg'))")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wgmma, setmaxnreg = map(int, r.stdout.split()[-2:])
+    # four products per query block (S^T, dP^T, dV, dK) in each of two consumers, as wgmma
+    assert wgmma >= 8 and setmaxnreg >= 3
+    assert 128 in hopper_ws_bwd.CONFIGS and hopper_ws_bwd.config(128)["BLOCK_M"] == 64

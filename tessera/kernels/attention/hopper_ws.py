@@ -76,6 +76,29 @@ if _GLUON:
             mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
             _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
 
+    @gluon.constexpr_function
+    def warpgroup_mma_layout(n):
+        """The accumulator layout of one warpgroup's [64, n] wgmma product (bf16/fp16 operands)."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+
+    @gluon.constexpr_function
+    def register_operand_layout(acc_layout):
+        """The layout of a 16-bit A operand held in registers for a product into ``acc_layout``."""
+        return gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+
+    @gluon.jit
+    def _barriers(N: gl.constexpr, COUNT: gl.constexpr):
+        """N mbarriers in shared memory, each completing a phase after COUNT arrivals."""
+        bars = gl.allocate_shared_memory(gl.int64, [N, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(N):
+            mbarrier.init(bars.index(i), count=COUNT)
+        return bars
+
+    @gluon.jit
+    def _ring(desc, N: gl.constexpr):
+        """N shared-memory buffers shaped and laid out as ``desc``'s TMA blocks."""
+        return gl.allocate_shared_memory(desc.dtype, [N] + desc.block_type.shape, desc.layout)
+
     @gluon.jit
     def _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, MASKED: gl.constexpr,
                       CAUSAL: gl.constexpr):
@@ -104,11 +127,9 @@ if _GLUON:
         q_bars, k_ready, k_empty, v_ready, v_empty = bars
         o_desc, LSE, b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
         ROWS: gl.constexpr = 64
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, BLOCK_N, 16])
-        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, HEAD_DIM, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
+        o_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
+        p_layout: gl.constexpr = register_operand_layout(o_layout)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
         dtype: gl.constexpr = q_smem.dtype
@@ -197,23 +218,15 @@ if _GLUON:
             hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
         n_blocks = gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
 
-        dtype: gl.constexpr = q_desc.dtype
-        q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS] + q_desc.block_type.shape, q_desc.layout)
-        k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bars = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(CONSUMERS):
-            mbarrier.init(q_bars.index(i), count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)
-            mbarrier.init(v_ready.index(i), count=1)
-            # each stage is released by every consumer warpgroup
-            mbarrier.init(k_empty.index(i), count=CONSUMERS)
-            mbarrier.init(v_empty.index(i), count=CONSUMERS)
+        q_smem = _ring(q_desc, CONSUMERS)
+        k_smem = _ring(k_desc, STAGES)
+        v_smem = _ring(v_desc, STAGES)
+        q_bars = _barriers(CONSUMERS, 1)
+        k_ready = _barriers(STAGES, 1)
+        v_ready = _barriers(STAGES, 1)
+        # each stage is released by every consumer warpgroup
+        k_empty = _barriers(STAGES, CONSUMERS)
+        v_empty = _barriers(STAGES, CONSUMERS)
 
         bufs = (q_smem, k_smem, v_smem)
         bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
