@@ -28,6 +28,7 @@ OUT = os.environ.get("OUT", "/tmp/ws_out")
 # Checked and timed besides the defaults: overrides of hopper_ws.config by head dim.
 VARIANTS = {
     "default": {},
+    "one_tile_per_program": {D: dict(PERSISTENT=False) for D in (64, 128, 256)},
     "d64_two_consumers": {64: dict(CONSUMERS=2)},
 }
 # (B, H, Hkv, Sq, Sk, D, causal, layout)

@@ -17,6 +17,7 @@ Triton's experimental layer: ``available()`` says whether this Triton has it.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -40,8 +41,14 @@ ROWS_PER_WARPGROUP = 64
 # (BLOCK_N, stages) by head dim: K and V stages plus Q fit in 227 KB of shared memory.
 # Per head dim: BLOCK_N keys per block, STAGES of K and V (they and Q fit in 227 KB of shared
 # memory), CONSUMERS warpgroups of 64 query rows each.
-CONFIGS = {64: dict(BLOCK_N=128, STAGES=4, CONSUMERS=3), 128: dict(BLOCK_N=128, STAGES=2, CONSUMERS=2),
-           256: dict(BLOCK_N=64, STAGES=2, CONSUMERS=2)}
+# OWN_OUT gives the output its own staging buffers (d256 has no room: it reuses Q's). PERSISTENT
+# launches one program per SM striding over the tiles, so a tile's prologue overlaps the previous
+# tile's epilogue (d128 S1024: 637 vs 534 TFLOP/s). Causal launches keep one program per tile:
+# their tiles differ in cost, and a static stride gave some programs only the longest ones
+# (d128 S4096 causal 510 persistent vs 541).
+CONFIGS = {64: dict(BLOCK_N=128, STAGES=4, CONSUMERS=3, OWN_OUT=True, PERSISTENT=True),
+           128: dict(BLOCK_N=128, STAGES=2, CONSUMERS=2, OWN_OUT=True, PERSISTENT=True),
+           256: dict(BLOCK_N=64, STAGES=2, CONSUMERS=2, OWN_OUT=False, PERSISTENT=True)}
 # Kernel-wide register cap per thread by consumer count: 168 x 12 warps leaves 240 to each of two
 # consumer warpgroups (and 24 to the producer); 128 x 16 warps leaves 160-168 to each of three.
 MAXNREG = {2: 168, 3: 128}
@@ -58,23 +65,50 @@ def available() -> bool:
 if _GLUON:
 
     @gluon.jit
-    def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
-        q_desc, k_desc, v_desc, b, h, hk, start_m, n_blocks = loads
-        q_smem, k_smem, v_smem = bufs
-        q_bars, k_ready, k_empty, v_ready, v_empty = bars
-        for w in gl.static_range(CONSUMERS):
-            mbarrier.expect(q_bars.index(w), q_desc.block_type.nbytes)
-            _tma_load(q_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), q_smem.index(w))
-        for j in range(n_blocks):
-            s = j % STAGES
-            phase = (j // STAGES) & 1
-            # Fresh barriers count as completed in phase 1, so the first pass does not wait.
-            mbarrier.wait(k_empty.index(s), phase ^ 1)
-            mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-            _tma_load(k_desc, [b, hk, j * BLOCK_N, 0], k_ready.index(s), k_smem.index(s))
-            mbarrier.wait(v_empty.index(s), phase ^ 1)
-            mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-            _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
+    def _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+              CAUSAL: gl.constexpr):
+        """(b, h, kv head, first query row, key blocks) of work tile t. The query blocks of one
+        head are adjacent, so programs running together share its K and V in L2; causal heads
+        run their longest (last) query block first."""
+        bh = t // n_mblocks
+        m_idx = t % n_mblocks
+        if CAUSAL:
+            m_idx = n_mblocks - 1 - m_idx
+        b = bh // H
+        h = bh % H
+        start_m = m_idx * BLOCK_M
+        hi = SEQ_K
+        if CAUSAL:
+            hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
+        return b, h, h // GROUP, start_m, gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
+
+    @gluon.jit
+    def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
+                  CAUSAL: gl.constexpr):
+        q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K = loads
+        q_smem, k_smem, v_smem, o_smem = bufs
+        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
+        it = 0  # position in the K/V ring, continued across tiles
+        tc = 0  # tiles done by this program
+        for t in range(gl.program_id(0), n_mblocks * BH, gl.num_programs(0)):
+            b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_N,
+                                                CAUSAL)
+            for w in gl.static_range(CONSUMERS):
+                # Fresh barriers count as completed in phase 1, so the first waits do not block.
+                mbarrier.wait(q_empty.index(w), (tc & 1) ^ 1)
+                mbarrier.expect(q_ready.index(w), q_desc.block_type.nbytes)
+                _tma_load(q_desc, [b, h, start_m + w * 64, 0], q_ready.index(w), q_smem.index(w))
+            for j in range(n_blocks):
+                s = (it + j) % STAGES
+                phase = ((it + j) // STAGES) & 1
+                mbarrier.wait(k_empty.index(s), phase ^ 1)
+                mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+                _tma_load(k_desc, [b, hk, j * BLOCK_N, 0], k_ready.index(s), k_smem.index(s))
+                mbarrier.wait(v_empty.index(s), phase ^ 1)
+                mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+                _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
+            it += n_blocks
+            tc += 1
 
     @gluon.constexpr_function
     def warpgroup_mma_layout(n):
@@ -123,128 +157,139 @@ if _GLUON:
     @gluon.jit
     def _consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
                   STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
-        q_smem, k_smem, v_smem = bufs
-        q_bars, k_ready, k_empty, v_ready, v_empty = bars
-        o_desc, LSE, b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
+        q_smem, k_smem, v_smem, o_smem = bufs
+        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
+        o_desc, LSE, n_mblocks, BH, H, GROUP, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
         ROWS: gl.constexpr = 64
+        # With a buffer of its own the output does not hold up the next tile's Q.
+        OWN_OUT: gl.constexpr = o_smem.shape[0] == CONSUMERS
         s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
         o_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
         p_layout: gl.constexpr = register_operand_layout(o_layout)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
         dtype: gl.constexpr = q_smem.dtype
-
-        row0 = start_m + W * ROWS
-        rows = row0 + gl.arange(0, ROWS, layout=row_s)
+        q = q_smem.index(W).reshape([ROWS, HEAD_DIM])
         col_base = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
         diag = seqlen_k - seqlen_q
-        # Key blocks from n_full on hold keys past the end or above this warpgroup's diagonal.
-        n_full = seqlen_k // BLOCK_N
-        if CAUSAL:
-            n_full = gl.minimum(n_full, gl.maximum(row0 + diag + 1, 0) // BLOCK_N)
-
-        q = q_smem.index(W).reshape([ROWS, HEAD_DIM])
-        m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=row_s)
-        l_i = gl.zeros([ROWS], gl.float32, layout=row_s)
-        acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
         s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+        it = 0  # position in the K/V ring, continued across tiles
+        tc = 0  # tiles done by this program
+        for t in range(gl.program_id(0), n_mblocks * BH, gl.num_programs(0)):
+            b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, seqlen_q, seqlen_k, ROWS * CONSUMERS,
+                                                BLOCK_N, CAUSAL)
+            row0 = start_m + W * ROWS
+            rows = row0 + gl.arange(0, ROWS, layout=row_s)
+            # Key blocks from n_full on hold keys past the end or above this warpgroup's diagonal.
+            n_full = seqlen_k // BLOCK_N
+            if CAUSAL:
+                n_full = gl.minimum(n_full, gl.maximum(row0 + diag + 1, 0) // BLOCK_N)
+            m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=row_s)
+            l_i = gl.zeros([ROWS], gl.float32, layout=row_s)
+            acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
 
-        mbarrier.wait(q_bars.index(W), 0)
-        mbarrier.wait(k_ready.index(0), 0)
-        s_tok = warpgroup_mma(q, k_smem.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
-                              use_acc=False, is_async=True)
-        s = warpgroup_mma_wait(0, deps=(s_tok, ))
-        mbarrier.arrive(k_empty.index(0), count=1)
-        if n_full > 0:
-            p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, col_base, seqlen_k, diag, False, CAUSAL)
-        else:
-            p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, col_base, seqlen_k, diag, True, CAUSAL)
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
-
-        for j in range(1, n_blocks):
-            sj = j % STAGES
-            sp = (j - 1) % STAGES
-            mbarrier.wait(k_ready.index(sj), (j // STAGES) & 1)
-            s_tok = warpgroup_mma(q, k_smem.index(sj).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
+            mbarrier.wait(q_ready.index(W), tc & 1)
+            s0 = it % STAGES
+            mbarrier.wait(k_ready.index(s0), (it // STAGES) & 1)
+            s_tok = warpgroup_mma(q, k_smem.index(s0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
                                   use_acc=False, is_async=True)
-            mbarrier.wait(v_ready.index(sp), ((j - 1) // STAGES) & 1)
-            o_tok = warpgroup_mma(p_op, v_smem.index(sp).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
-            s = warpgroup_mma_wait(1, deps=(s_tok, ))
-            mbarrier.arrive(k_empty.index(sj), count=1)
-            cols = j * BLOCK_N + col_base
-            if j < n_full:
-                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, False, CAUSAL)
+            s = warpgroup_mma_wait(0, deps=(s_tok, ))
+            mbarrier.arrive(k_empty.index(s0), count=1)
+            if n_full > 0:
+                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, col_base, seqlen_k, diag, False,
+                                                   CAUSAL)
             else:
-                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, True, CAUSAL)
-            acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
-            mbarrier.arrive(v_empty.index(sp), count=1)
-            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, col_base, seqlen_k, diag, True,
+                                                   CAUSAL)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-        sl = (n_blocks - 1) % STAGES
-        mbarrier.wait(v_ready.index(sl), ((n_blocks - 1) // STAGES) & 1)
-        o_tok = warpgroup_mma(p_op, v_smem.index(sl).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
-        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
-        mbarrier.arrive(v_empty.index(sl), count=1)
+            for j in range(1, n_blocks):
+                sj = (it + j) % STAGES
+                sp = (it + j - 1) % STAGES
+                mbarrier.wait(k_ready.index(sj), ((it + j) // STAGES) & 1)
+                s_tok = warpgroup_mma(q, k_smem.index(sj).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
+                                      use_acc=False, is_async=True)
+                mbarrier.wait(v_ready.index(sp), ((it + j - 1) // STAGES) & 1)
+                o_tok = warpgroup_mma(p_op, v_smem.index(sp).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+                s = warpgroup_mma_wait(1, deps=(s_tok, ))
+                mbarrier.arrive(k_empty.index(sj), count=1)
+                cols = j * BLOCK_N + col_base
+                if j < n_full:
+                    p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, False,
+                                                       CAUSAL)
+                else:
+                    p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, True,
+                                                       CAUSAL)
+                acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+                mbarrier.arrive(v_empty.index(sp), count=1)
+                acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+                p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-        empty = l_i == 0.0
-        l_safe = gl.where(empty, 1.0, l_i)
-        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-        lse_ptrs = LSE + b.to(gl.int64) * s_lb + h.to(gl.int64) * s_lh + rows
-        gl.store(lse_ptrs, lse, mask=rows < seqlen_q)
-        o = acc * gl.convert_layout(1.0 / l_safe, row_o)[:, None]
-        # Q's stage is free once the last score product has completed: it stages the output.
-        out = q_smem.index(W)
-        out.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
-        fence_async_shared()
-        _tma_store(o_desc, [b, h, row0, 0], out)
+            if OWN_OUT:  # every score product of the tile has completed: Q may be reloaded
+                mbarrier.arrive(q_empty.index(W), count=1)
+            sl = (it + n_blocks - 1) % STAGES
+            mbarrier.wait(v_ready.index(sl), ((it + n_blocks - 1) // STAGES) & 1)
+            o_tok = warpgroup_mma(p_op, v_smem.index(sl).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+            acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+            mbarrier.arrive(v_empty.index(sl), count=1)
+
+            empty = l_i == 0.0
+            l_safe = gl.where(empty, 1.0, l_i)
+            lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+            lse_ptrs = LSE + b.to(gl.int64) * s_lb + h.to(gl.int64) * s_lh + rows
+            gl.store(lse_ptrs, lse, mask=rows < seqlen_q)
+            o = acc * gl.convert_layout(1.0 / l_safe, row_o)[:, None]
+            if OWN_OUT:
+                out = o_smem.index(W)
+                tma.store_wait(0)  # the previous tile's output has left the buffer
+            else:
+                out = q_smem.index(W)  # Q's buffer is free once the last score product completed
+            out.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
+            fence_async_shared()
+            _tma_store(o_desc, [b, h, row0, 0], out)
+            if not OWN_OUT:
+                tma.store_wait(0)
+                mbarrier.arrive(q_empty.index(W), count=1)
+            it += n_blocks
+            tc += 1
         tma.store_wait(0)
 
     @gluon.jit
-    def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale,
+    def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale,
                        HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                       CONSUMERS: gl.constexpr):
-        BLOCK_M: gl.constexpr = 64 * CONSUMERS
-        pid_m = gl.program_id(0)
-        if CAUSAL:  # heaviest query blocks first, so the tail of the grid is short
-            pid_m = gl.num_programs(0) - 1 - pid_m
-        pid_bh = gl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        hk = h // GROUP
-        start_m = pid_m * BLOCK_M
-        hi = SEQ_K
-        if CAUSAL:
-            hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
-        n_blocks = gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
-
+                       CONSUMERS: gl.constexpr, OWN_OUT: gl.constexpr):
+        """Programs stride over the (query block, batch x head) tiles; a grid of one program per
+        tile is the non-persistent launch."""
+        n_mblocks = gl.cdiv(SEQ_Q, 64 * CONSUMERS)
         q_smem = _ring(q_desc, CONSUMERS)
         k_smem = _ring(k_desc, STAGES)
         v_smem = _ring(v_desc, STAGES)
-        q_bars = _barriers(CONSUMERS, 1)
+        o_smem = _ring(o_desc, CONSUMERS if OWN_OUT else 1)
+        q_ready = _barriers(CONSUMERS, 1)
+        q_empty = _barriers(CONSUMERS, 1)
         k_ready = _barriers(STAGES, 1)
         v_ready = _barriers(STAGES, 1)
         # each stage is released by every consumer warpgroup
         k_empty = _barriers(STAGES, CONSUMERS)
         v_empty = _barriers(STAGES, CONSUMERS)
 
-        bufs = (q_smem, k_smem, v_smem)
-        bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
-        args = (o_desc, LSE, b, h, start_m, n_blocks, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale)
-        loads = (q_desc, k_desc, v_desc, b, h, hk, start_m, n_blocks)
+        bufs = (q_smem, k_smem, v_smem, o_smem)
+        bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty)
+        args = (o_desc, LSE, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale)
+        loads = (q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K)
         # Registers (setmaxnreg, per thread): the producer warp 24; consumers share the rest.
         if CONSUMERS == 2:
             gl.warp_specialize([
                 (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
                 (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL)),
             ], [4, 1], [240, 24])
         else:
             gl.warp_specialize([
                 (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
                 (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
                 (_consumer, (bufs, bars, args, 2, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL)),
             ], [4, 4, 1], [160, 160, 24])
 
 
@@ -300,12 +345,19 @@ def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: f
     """Launch the kernel into ``o`` ([B, H, Sq, D]) and ``lse`` ([B, H, Sq] fp32); ``overrides``
     change the head dim's config (see :func:`config`)."""
     cfg = config(q.shape[-1], **overrides)
-    grid = (math.ceil(Sq / (ROWS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * H)
+    persistent = cfg.pop("PERSISTENT") and not causal
+    tiles = math.ceil(Sq / (ROWS_PER_WARPGROUP * cfg["CONSUMERS"])) * q.shape[0] * H
+    grid = (min(tiles, _sm_count(q.device)) if persistent else tiles, )
     _fwd_ws_kernel[grid](
         descriptor(q, ROWS_PER_WARPGROUP), descriptor(k, cfg["BLOCK_N"]), descriptor(v, cfg["BLOCK_N"]),
-        descriptor(o, ROWS_PER_WARPGROUP), lse, H, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1),
+        descriptor(o, ROWS_PER_WARPGROUP), lse, q.shape[0] * H, H, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1),
         scale * LOG2E, CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     return o, lse
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
@@ -317,6 +369,7 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
         True
     """
     consts = dict(config(D, **overrides), CAUSAL=causal)
+    consts.pop("PERSISTENT")  # a launch choice, not a compile-time one
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, consts["BLOCK_N"]),
              "v_desc": descriptor(like, consts["BLOCK_N"]), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
