@@ -42,10 +42,10 @@ ROWS_PER_WARPGROUP = 64
 # Per head dim: BLOCK_N keys per block, STAGES of K and V (they and Q fit in 227 KB of shared
 # memory), CONSUMERS warpgroups of 64 query rows each.
 # OWN_OUT gives the output its own staging buffers (d256 has no room: it reuses Q's). PERSISTENT
-# launches one program per SM striding over the tiles, so a tile's prologue overlaps the previous
-# tile's epilogue (d128 S1024: 637 vs 534 TFLOP/s). Causal launches keep one program per tile:
-# their tiles differ in cost, and a static stride gave some programs only the longest ones
-# (d128 S4096 causal 510 persistent vs 541).
+# launches one program per SM, so a tile's prologue overlaps the previous tile's epilogue (d128
+# S1024: 637 vs 534 TFLOP/s). Non-causal programs stride over the tiles; causal tiles differ in
+# cost (a static stride gave some programs only the longest ones: d128 S4096 causal 510 vs 541
+# with one program per tile), so causal programs claim tiles from a counter as they finish.
 CONFIGS = {64: dict(BLOCK_N=128, STAGES=4, CONSUMERS=3, OWN_OUT=True, PERSISTENT=True),
            128: dict(BLOCK_N=128, STAGES=2, CONSUMERS=2, OWN_OUT=True, PERSISTENT=True),
            256: dict(BLOCK_N=64, STAGES=2, CONSUMERS=2, OWN_OUT=False, PERSISTENT=True)}
@@ -83,14 +83,36 @@ if _GLUON:
         return b, h, h // GROUP, start_m, gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
 
     @gluon.jit
+    def _publish_tile(t, tc, tiles, tile_ready, tile_empty):
+        """Producer: hand tile ``t`` (the tc-th of this program) to the consumers."""
+        slot = tc % 2
+        mbarrier.wait(tile_empty.index(slot), ((tc // 2) & 1) ^ 1)
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+        tiles.index(slot).store(gl.full([1], t, gl.int32, layout=one))
+        mbarrier.arrive(tile_ready.index(slot), count=1)
+
+    @gluon.jit
+    def _receive_tile(tc, tiles, tile_ready, tile_empty):
+        """Consumer: the tc-th tile of this program, as the producer published it."""
+        slot = tc % 2
+        mbarrier.wait(tile_ready.index(slot), (tc // 2) & 1)
+        layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        t = gl.max(tiles.index(slot).load(layout), 0)
+        mbarrier.arrive(tile_empty.index(slot), count=1)
+        return t
+
+    @gluon.jit
     def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                  CAUSAL: gl.constexpr):
-        q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K = loads
-        q_smem, k_smem, v_smem, o_smem = bufs
-        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
+                  CAUSAL: gl.constexpr, DYNAMIC: gl.constexpr):
+        q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER = loads
+        q_smem, k_smem, v_smem, o_smem, tiles = bufs
+        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty = bars
         it = 0  # position in the K/V ring, continued across tiles
         tc = 0  # tiles done by this program
-        for t in range(gl.program_id(0), n_mblocks * BH, gl.num_programs(0)):
+        t = gl.program_id(0)
+        while t < n_mblocks * BH:
+            if DYNAMIC:
+                _publish_tile(t, tc, tiles, tile_ready, tile_empty)
             b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_N,
                                                 CAUSAL)
             for w in gl.static_range(CONSUMERS):
@@ -109,6 +131,12 @@ if _GLUON:
                 _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
             it += n_blocks
             tc += 1
+            if DYNAMIC:  # the next unclaimed tile (the first num_programs went out statically)
+                t = gl.num_programs(0) + gl.atomic_add(COUNTER, 1, sem="relaxed")
+            else:
+                t += gl.num_programs(0)
+        if DYNAMIC:  # past the last tile: tells the consumers to stop
+            _publish_tile(t, tc, tiles, tile_ready, tile_empty)
 
     @gluon.constexpr_function
     def warpgroup_mma_layout(n):
@@ -156,9 +184,9 @@ if _GLUON:
 
     @gluon.jit
     def _consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
-        q_smem, k_smem, v_smem, o_smem = bufs
-        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
+                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
+        q_smem, k_smem, v_smem, o_smem, tiles = bufs
+        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty = bars
         o_desc, LSE, n_mblocks, BH, H, GROUP, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
         ROWS: gl.constexpr = 64
         # With a buffer of its own the output does not hold up the next tile's Q.
@@ -175,7 +203,10 @@ if _GLUON:
         s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
         it = 0  # position in the K/V ring, continued across tiles
         tc = 0  # tiles done by this program
-        for t in range(gl.program_id(0), n_mblocks * BH, gl.num_programs(0)):
+        t = gl.program_id(0)
+        if DYNAMIC:
+            t = _receive_tile(tc, tiles, tile_ready, tile_empty)
+        while t < n_mblocks * BH:
             b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, seqlen_q, seqlen_k, ROWS * CONSUMERS,
                                                 BLOCK_N, CAUSAL)
             row0 = start_m + W * ROWS
@@ -252,19 +283,28 @@ if _GLUON:
                 mbarrier.arrive(q_empty.index(W), count=1)
             it += n_blocks
             tc += 1
+            if DYNAMIC:
+                t = _receive_tile(tc, tiles, tile_ready, tile_empty)
+            else:
+                t += gl.num_programs(0)
         tma.store_wait(0)
 
     @gluon.jit
-    def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale,
-                       HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                       CONSUMERS: gl.constexpr, OWN_OUT: gl.constexpr):
-        """Programs stride over the (query block, batch x head) tiles; a grid of one program per
-        tile is the non-persistent launch."""
+    def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, COUNTER, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh,
+                       qk_scale, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                       CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, OWN_OUT: gl.constexpr,
+                       DYNAMIC: gl.constexpr):
+        """Programs stride over the (query block, batch x head) tiles, or with DYNAMIC claim the
+        next one from the zeroed counter COUNTER as they finish; a grid of one program per tile is
+        the non-persistent launch."""
         n_mblocks = gl.cdiv(SEQ_Q, 64 * CONSUMERS)
         q_smem = _ring(q_desc, CONSUMERS)
         k_smem = _ring(k_desc, STAGES)
         v_smem = _ring(v_desc, STAGES)
         o_smem = _ring(o_desc, CONSUMERS if OWN_OUT else 1)
+        tiles = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        tile_ready = _barriers(2, 1)
+        tile_empty = _barriers(2, CONSUMERS)
         q_ready = _barriers(CONSUMERS, 1)
         q_empty = _barriers(CONSUMERS, 1)
         k_ready = _barriers(STAGES, 1)
@@ -273,23 +313,23 @@ if _GLUON:
         k_empty = _barriers(STAGES, CONSUMERS)
         v_empty = _barriers(STAGES, CONSUMERS)
 
-        bufs = (q_smem, k_smem, v_smem, o_smem)
-        bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty)
+        bufs = (q_smem, k_smem, v_smem, o_smem, tiles)
+        bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty)
         args = (o_desc, LSE, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale)
-        loads = (q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K)
+        loads = (q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER)
         # Registers (setmaxnreg, per thread): the producer warp 24; consumers share the rest.
         if CONSUMERS == 2:
             gl.warp_specialize([
-                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL)),
+                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
             ], [4, 1], [240, 24])
         else:
             gl.warp_specialize([
-                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_consumer, (bufs, bars, args, 2, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS)),
-                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL)),
+                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 2, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
             ], [4, 4, 1], [160, 160, 24])
 
 
@@ -345,13 +385,17 @@ def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: f
     """Launch the kernel into ``o`` ([B, H, Sq, D]) and ``lse`` ([B, H, Sq] fp32); ``overrides``
     change the head dim's config (see :func:`config`)."""
     cfg = config(q.shape[-1], **overrides)
-    persistent = cfg.pop("PERSISTENT") and not causal
+    persistent = cfg.pop("PERSISTENT")
     tiles = math.ceil(Sq / (ROWS_PER_WARPGROUP * cfg["CONSUMERS"])) * q.shape[0] * H
     grid = (min(tiles, _sm_count(q.device)) if persistent else tiles, )
+    # Causal tiles differ in cost: persistent programs claim them one by one from a counter.
+    dynamic = persistent and causal and grid[0] < tiles
+    counter = torch.zeros(1, dtype=torch.int32, device=q.device) if dynamic else lse
     _fwd_ws_kernel[grid](
         descriptor(q, ROWS_PER_WARPGROUP), descriptor(k, cfg["BLOCK_N"]), descriptor(v, cfg["BLOCK_N"]),
-        descriptor(o, ROWS_PER_WARPGROUP), lse, q.shape[0] * H, H, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1),
-        scale * LOG2E, CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
+        descriptor(o, ROWS_PER_WARPGROUP), lse, counter, q.shape[0] * H, H, H // Hkv, Sq, Sk, lse.stride(0),
+        lse.stride(1), scale * LOG2E, CAUSAL=causal, DYNAMIC=dynamic, **cfg, num_warps=4,
+        maxnreg=MAXNREG[cfg["CONSUMERS"]])
     return o, lse
 
 
@@ -369,17 +413,18 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
         True
     """
     consts = dict(config(D, **overrides), CAUSAL=causal)
-    consts.pop("PERSISTENT")  # a launch choice, not a compile-time one
+    consts["DYNAMIC"] = consts.pop("PERSISTENT") and causal
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, consts["BLOCK_N"]),
              "v_desc": descriptor(like, consts["BLOCK_N"]), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
-    return compile_gluon(_fwd_ws_kernel, consts, descs, ("LSE", ), ("qk_scale", ), MAXNREG[consts["CONSUMERS"]])
+    return compile_gluon(_fwd_ws_kernel, consts, descs, {"LSE": "fp32", "COUNTER": "i32"}, ("qk_scale", ),
+                         MAXNREG[consts["CONSUMERS"]])
 
 
-def compile_gluon(kernel, consts: dict, descs: dict, fp32_ptrs, fp32_args, maxnreg: int):
+def compile_gluon(kernel, consts: dict, descs: dict, ptrs: dict, fp32_args, maxnreg: int):
     """Compile a Gluon kernel for sm_90 (4 warps in the default partition): ``consts`` are its
-    constexprs, ``descs`` example descriptors by argument, other arguments are fp32 pointers
-    (``fp32_ptrs``), fp32 scalars (``fp32_args``) or int32 scalars."""
+    constexprs, ``descs`` example descriptors by argument, ``ptrs`` element types of its pointer
+    arguments; the rest are fp32 scalars (``fp32_args``) or int32 scalars."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -391,8 +436,8 @@ def compile_gluon(kernel, consts: dict, descs: dict, fp32_ptrs, fp32_args, maxnr
             sig[name] = "constexpr"
         elif name in descs:
             sig[name] = mangle_type(descs[name])
-        elif name in fp32_ptrs:
-            sig[name], attrs[(i,)] = "*fp32", [["tt.divisibility", 16]]
+        elif name in ptrs:
+            sig[name], attrs[(i,)] = "*" + ptrs[name], [["tt.divisibility", 16]]
         else:
             sig[name] = "fp32" if name in fp32_args else "i32"
     src = GluonASTSource(kernel, sig, consts, attrs)

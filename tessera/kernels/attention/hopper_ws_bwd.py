@@ -206,5 +206,6 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
-    return hopper_ws.compile_gluon(_dkdv_ws_kernel, consts, descs, ("LSE", "DELTA"), ("qk_scale", "sm_scale"),
+    return hopper_ws.compile_gluon(_dkdv_ws_kernel, consts, descs, {"LSE": "fp32", "DELTA": "fp32"},
+                                   ("qk_scale", "sm_scale"),
                                    MAXNREG[consts["CONSUMERS"]])
