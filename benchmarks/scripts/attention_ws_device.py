@@ -113,15 +113,19 @@ def check_bwd_cases():
         o, lse = run_forward(q, k, v, None, prob)
         do = torch.randn_like(o)
         delta = (o.float() * do.float()).sum(-1).contiguous()
-        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.zeros_like(q)
         wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+        if D in wsb.DQ_CONFIGS:
+            wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
         torch.cuda.synchronize()
         qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
         ro, _ = attention_reference(qd, kd, vd, causal=causal)
         ro.backward(do.double())
         ek, ev = rel(dk, kd.grad), rel(dv, vd.grad)
-        ok = ek < 1e-2 and ev < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all())
-        return ok, {"dk_err": round(ek, 5), "dv_err": round(ev, 5)}
+        eq = rel(dq, qd.grad) if D in wsb.DQ_CONFIGS else 0.0
+        ok = ek < 1e-2 and ev < 1e-2 and eq < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all()
+                                                           and torch.isfinite(dq).all())
+        return ok, {"dk_err": round(ek, 5), "dv_err": round(ev, 5), "dq_err": round(eq, 5)}
 
     return run_cases(BWD_CHECKS, check)
 
@@ -131,7 +135,7 @@ def timing_bwd():
     (d64 included below the forward's 2048-key threshold)."""
     ws.MIN_KEYS.clear()
     rows = []
-    for D in (128, 64):
+    for D in (128, ):
         for S in (1024, 4096, 16384):
             for causal in (False, True):
                 H = 2048 // D
@@ -141,21 +145,25 @@ def timing_bwd():
                 o, lse = run_forward(q, k, v, None, prob)
                 do = torch.randn_like(o)
                 delta = (o.float() * do.float()).sum(-1).contiguous()
-                dk, dv = torch.empty_like(k), torch.empty_like(v)
+                dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
                 fl = attention_flops(B, H, S, S, D, causal) * 2.5
-                assert wsb.supported(q, k, v, do, dk, dv)
+                assert wsb.supported(q, k, v, do, dk, dv, dq)
                 res = {"bwd_ws": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
                        "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
                                                                       configs=bwd_configs(D, causal))),
                        "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
-                                                                    prob.scale, causal))}
+                                                                    prob.scale, causal)),
+                       "dq_ws": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S, prob.scale,
+                                                                causal)),
+                       "dq_ws_bn128": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S,
+                                                                      prob.scale, causal, BLOCK_N=128, STAGES=2))}
                 tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
                 rows.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", tf))
-    print("\n| workload (backward TFLOP/s) | delta+dK/dV(ws)+dQ | portable backward | ratio | ws dK/dV alone (bwd FLOPs) |")
+    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | portable backward | ratio | ws dK/dV alone | ws dQ alone | ws dQ BN128 (bwd FLOPs) |")
     for wl, tf in rows:
         r = "-" if not (tf["bwd_ws"] and tf["bwd_portable"]) else f"{tf['bwd_ws'] / tf['bwd_portable']:.2f}"
         f = lambda x: "-" if x is None else f"{x:.1f}"
-        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} |")
+        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn128'])} |")
     return rows
 
 

@@ -151,8 +151,8 @@ def test_warp_specialised_forward_matches_portable(D, causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_warp_specialised_backward_matches_reference(causal):
-    """d128 bf16 on sm_90: the warp-specialised dK/dV kernel (GQA groups summed in registers, a
-    ragged last query block, Sq != Sk) against float64 autograd and the portable kernels."""
+    """d128 bf16 on sm_90: the warp-specialised dK/dV and dQ kernels (GQA groups summed in
+    registers, ragged last blocks, Sq != Sk) against float64 autograd and the portable kernels."""
     from tessera.kernels.attention import hopper_ws_bwd
     from tessera.kernels.attention.configs import bwd_configs
     from tessera.kernels.attention.launch import Problem, default_scale, run_backward, run_forward
@@ -163,13 +163,13 @@ def test_warp_specialised_backward_matches_reference(causal):
     do = torch.randn_like(q)
     if torch.cuda.get_device_capability() != (9, 0) or not hopper_ws_bwd.hopper_ws.available():
         pytest.skip("the warp-specialised kernel is built for Hopper (sm_90) with Gluon")
-    assert hopper_ws_bwd.supported(q, k, v, do, torch.empty_like(k), torch.empty_like(v))
+    assert hopper_ws_bwd.supported(q, k, v, do, torch.empty_like(k), torch.empty_like(v), torch.empty_like(q))
     prob = Problem(2, 4, 2, 777, 1301, 128, causal, default_scale(128, None))
     o, lse = run_forward(q, k, v, None, prob)
     dq, dk, dv = run_backward(do, q, k, v, o, lse, None, prob)
-    _, pdk, pdv = run_backward(do, q, k, v, o, lse, None, prob, configs=bwd_configs(128, causal))
+    pdq, pdk, pdv = run_backward(do, q, k, v, o, lse, None, prob, configs=bwd_configs(128, causal))
     qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
     ro, _ = attention_reference(qd, kd, vd, causal=causal)
     ro.backward(do.double())
     assert rel(dk, kd.grad) <= 1e-2 and rel(dv, vd.grad) <= 1e-2 and rel(dq, qd.grad) <= 1e-2
-    assert rel(dk, pdk.double()) <= 1e-2 and rel(dv, pdv.double()) <= 1e-2
+    assert rel(dk, pdk.double()) <= 1e-2 and rel(dv, pdv.double()) <= 1e-2 and rel(dq, pdq.double()) <= 1e-2

@@ -1,6 +1,6 @@
-"""Warp-specialised dK/dV kernel for Hopper (sm_90), written in Gluon: the backward's
-key-side half, FlashAttention-3's schedule without the dQ atomics (dQ stays with the portable
-``backward._dq_kernel``).
+"""Warp-specialised backward kernels for Hopper (sm_90), written in Gluon: dK/dV and dQ as two
+launches (FlashAttention-2's split, without atomics), each with FlashAttention-3's producer warp
+and consumer warpgroups.
 
 One program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
 consumer's K and V rows once, then streams [64, D] blocks of Q and dO of every query head of
@@ -11,8 +11,9 @@ tiles feed the next products as register operands:
     Sᵀ = K·Qᵀ,  dPᵀ = V·dOᵀ,  Pᵀ = exp2(Sᵀ·scale − lse),  dV += Pᵀ·dO,
     dSᵀ = Pᵀ ∘ (dPᵀ − delta),  dK += dSᵀ·Q
 
-The score products of a block are issued asynchronously and Pᵀ is computed while dPᵀ runs;
-the dV and dK products of one block overlap the score products of the next.
+The score products of a block are issued asynchronously and Pᵀ is computed while dPᵀ runs.
+The dQ kernel is the mirror image: 64 query rows per consumer, K and V blocks streamed,
+S = Q·Kᵀ and dP = dO·Vᵀ, then dQ += dS·K with dS as the register operand.
 
 Example:
     >>> from tessera.kernels.attention import hopper_ws_bwd
@@ -182,9 +183,125 @@ if hopper_ws.available():
         ], [4, 1], [240, 24])
 
 
-def supported(q, k, v, do, dk, dv) -> bool:
-    """Whether the kernel serves these dense tensors (the forward's conditions, head dim in ``CONFIGS``)."""
-    return q.shape[-1] in CONFIGS and hopper_ws.supported(q, k, v, do) and hopper_ws.supported(q, dk, dv, q)
+    @gluon.jit
+    def _dq_producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+        q_desc, do_desc, k_desc, v_desc, b, h, hk, start_m, n_blocks = loads
+        q_smem, do_smem, k_smem, v_smem = bufs
+        q_bars, ready, empty = bars
+        for w in gl.static_range(CONSUMERS):
+            mbarrier.expect(q_bars.index(w), 2 * q_desc.block_type.nbytes)
+            _tma_load(q_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), q_smem.index(w))
+            _tma_load(do_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), do_smem.index(w))
+        for j in range(n_blocks):
+            s = j % STAGES
+            mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+            _tma_load(k_desc, [b, hk, j * BLOCK_N, 0], ready.index(s), k_smem.index(s))
+            _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], ready.index(s), v_smem.index(s))
+
+    @gluon.jit
+    def _dq_consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
+                     STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+        q_smem, do_smem, k_smem, v_smem = bufs
+        q_bars, ready, empty = bars
+        dq_desc, LSE, DELTA, b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale, sm_scale = args
+        ROWS: gl.constexpr = 64
+        s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
+        acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
+        op_layout: gl.constexpr = register_operand_layout(acc_layout)
+        row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+        dtype: gl.constexpr = q_smem.dtype
+
+        row0 = start_m + W * ROWS
+        rows = row0 + gl.arange(0, ROWS, layout=row_layout)
+        col_base = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        diag = seqlen_k - seqlen_q
+        # Key blocks from n_full on hold keys past the end or above this warpgroup's diagonal.
+        n_full = seqlen_k // BLOCK_N
+        if CAUSAL:
+            n_full = gl.minimum(n_full, gl.maximum(row0 + diag + 1, 0) // BLOCK_N)
+        in_q = rows < seqlen_q
+        row_base = b.to(gl.int64) * s_lb + h.to(gl.int64) * s_lh
+        lse = gl.load(LSE + row_base + rows, mask=in_q, other=0.0)
+        delta = gl.load(DELTA + row_base + rows, mask=in_q, other=0.0)
+        # rows with no visible key have lse = -inf: +inf makes their probabilities 0
+        lse2 = gl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+
+        q_tile = q_smem.index(W).reshape([ROWS, HEAD_DIM])
+        do_tile = do_smem.index(W).reshape([ROWS, HEAD_DIM])
+        dq = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=acc_layout)
+        s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+        dp = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+        mbarrier.wait(q_bars.index(W), 0)
+        for j in range(n_blocks):
+            st = j % STAGES
+            mbarrier.wait(ready.index(st), (j // STAGES) & 1)
+            k_tile = k_smem.index(st).reshape([BLOCK_N, HEAD_DIM])
+            s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), s, use_acc=False, is_async=True)
+            dp_tok = warpgroup_mma(do_tile, v_smem.index(st).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), dp,
+                                   use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(1, deps=(s_tok, ))
+            p = gl.exp2(s * qk_scale - lse2[:, None])  # while dP runs
+            if j >= n_full:
+                cols = j * BLOCK_N + col_base
+                keep = cols[None, :] < seqlen_k
+                if CAUSAL:
+                    keep = keep & (cols[None, :] <= rows[:, None] + diag)
+                p = gl.where(keep, p, 0.0)
+            dp = warpgroup_mma_wait(0, deps=(dp_tok, ))
+            ds_op = gl.convert_layout((p * (dp - delta[:, None])).to(dtype), op_layout)
+            dq_tok = warpgroup_mma(ds_op, k_tile, dq, is_async=True)
+            dq, ds_op = warpgroup_mma_wait(0, deps=(dq_tok, ds_op))
+            mbarrier.arrive(empty.index(st), count=1)
+        # Q's rows are no longer read: they stage the output.
+        out = q_smem.index(W)
+        out.reshape([ROWS, HEAD_DIM]).store((dq * sm_scale).to(dtype))
+        fence_async_shared()
+        _tma_store(dq_desc, [b, h, row0, 0], out)
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _dq_ws_kernel(q_desc, k_desc, v_desc, do_desc, dq_desc, LSE, DELTA, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh,
+                      qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                      CAUSAL: gl.constexpr):
+        BLOCK_M: gl.constexpr = 128
+        pid_m = gl.program_id(0)
+        if CAUSAL:  # heaviest query blocks first, so the tail of the grid is short
+            pid_m = gl.num_programs(0) - 1 - pid_m
+        pid_bh = gl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        start_m = pid_m * BLOCK_M
+        hi = SEQ_K
+        if CAUSAL:
+            hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
+        n_blocks = gl.maximum(gl.cdiv(hi, BLOCK_N), 0)
+
+        q_smem = _ring(q_desc, 2)
+        do_smem = _ring(do_desc, 2)
+        k_smem = _ring(k_desc, STAGES)
+        v_smem = _ring(v_desc, STAGES)
+        q_bars = _barriers(2, 1)
+        ready = _barriers(STAGES, 1)
+        empty = _barriers(STAGES, 2)  # released by both consumer warpgroups
+
+        bufs = (q_smem, do_smem, k_smem, v_smem)
+        bars = (q_bars, ready, empty)
+        args = (dq_desc, LSE, DELTA, b, h, start_m, n_blocks, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale, sm_scale)
+        loads = (q_desc, do_desc, k_desc, v_desc, b, h, h // GROUP, start_m, n_blocks)
+        gl.warp_specialize([
+            (_dq_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
+            (_dq_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
+            (_dq_producer, (loads, bufs, bars, BLOCK_N, STAGES, 2)),
+        ], [4, 1], [240, 24])
+
+
+def supported(q, k, v, do, dk, dv, dq) -> bool:
+    """Whether the dK/dV and dQ kernels serve these dense tensors (the forward's conditions, a head
+    dim in ``CONFIGS`` and ``DQ_CONFIGS``)."""
+    D = q.shape[-1]
+    return (D in CONFIGS and D in DQ_CONFIGS and hopper_ws.supported(q, k, v, do)
+            and hopper_ws.supported(q, dk, dv, dq))
 
 
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
@@ -198,6 +315,39 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
         lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     return dk, dv
+
+
+# dQ kernel: 128 query rows per program (two consumers), BLOCK_N keys per streamed block.
+DQ_CONFIGS = {128: dict(BLOCK_N=64, STAGES=3)}
+
+
+def dq_config(D: int, **overrides) -> dict:
+    """Compile-time parameters of the dQ kernel for head dim ``D``."""
+    cfg = dict(DQ_CONFIGS[D], HEAD_DIM=D)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+def run_dq_ws(q, k, v, do, dq, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
+              **overrides):
+    """Launch the dQ kernel: dq ([B, H, Sq, D]) from q, k, v, do and the rows' lse and delta."""
+    cfg = dq_config(q.shape[-1], **overrides)
+    grid = (math.ceil(Sq / 128), q.shape[0] * H)
+    _dq_ws_kernel[grid](
+        descriptor(q, 64), descriptor(k, cfg["BLOCK_N"]), descriptor(v, cfg["BLOCK_N"]), descriptor(do, 64),
+        descriptor(dq, 64), lse, delta, H, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
+        CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[2])
+    return dq
+
+
+def compile_dq_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
+    """Compile the dQ kernel for sm_90 without a GPU."""
+    consts = dict(dq_config(D, **overrides), CAUSAL=causal)
+    like = torch.empty(1, 1, 128, D, dtype=dtype)
+    descs = {n: descriptor(like, consts["BLOCK_N"] if n in ("k_desc", "v_desc") else 64)
+             for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dq_desc")}
+    return hopper_ws.compile_gluon(_dq_ws_kernel, consts, descs, {"LSE": "fp32", "DELTA": "fp32"},
+                                   ("qk_scale", "sm_scale"), MAXNREG[2])
 
 
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):

@@ -182,9 +182,9 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
 def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma=None):
     """Launch delta, dK/dV and dQ kernels; returns (dq, dk, dv).
 
-    Dense bf16/fp16 inputs at head dims 64 and 128 without a mask or dropout run the
-    warp-specialised dK/dV kernel (``hopper_ws_bwd``) on sm_90 unless ``configs`` or ``use_tma``
-    pin the portable one."""
+    Dense bf16/fp16 inputs at head dim 128 without a mask or dropout run the warp-specialised
+    dK/dV and dQ kernels (``hopper_ws_bwd``) on sm_90 unless ``configs`` or ``use_tma`` pin the
+    portable ones."""
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
@@ -211,10 +211,14 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
         o, do, delta, cu_q, *so, *sdo, *sl, prob.H, prob.Sq,
         HEAD_DIM=prob.D, D_PAD=D_PAD, BLOCK_M=bm_delta, VARLEN=prob.varlen, num_warps=4)
     group = prob.H // prob.Hkv
-    if (configs is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
-            and hopper_ws_bwd.supported(q, k, v, do, dk, dv)):
+    ws = (configs is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
+          and hopper_ws_bwd.supported(q, k, v, do, dk, dv, dq))
+    if ws:
         hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale,
                                   prob.causal)
+        hopper_ws_bwd.run_dq_ws(q, k, v, do, dq, lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale,
+                                prob.causal)
+        return dq, dk, dv
     else:
         _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
             host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse,
