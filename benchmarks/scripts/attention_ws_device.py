@@ -25,6 +25,9 @@ from tessera.kernels.attention.launch import Problem, default_scale, run_backwar
 from tessera.kernels.attention.reference import attention_reference  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp/ws_out")
+# Candidates measured here before they are dispatched: the d64 backward kernels.
+wsb.CONFIGS.setdefault(64, wsb.CONFIGS_EXTRA[64])
+wsb.DQ_CONFIGS.setdefault(64, dict(BLOCK_N=128, STAGES=3))
 # Checked and timed besides the defaults: overrides of hopper_ws.config by head dim.
 VARIANTS = {
     "default": {},
@@ -135,7 +138,7 @@ def timing_bwd():
     (d64 included below the forward's 2048-key threshold)."""
     ws.MIN_KEYS.clear()
     rows = []
-    for D in (128, ):
+    for D in (128, 64):
         for S in (1024, 4096, 16384):
             for causal in (False, True):
                 H = 2048 // D

@@ -77,10 +77,16 @@ if _GLUON:
         b = bh // H
         h = bh % H
         start_m = m_idx * BLOCK_M
+        return b, h, h // GROUP, start_m, key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M, BLOCK_N, CAUSAL)
+
+    @gluon.jit
+    def key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+        """How many BLOCK_N key blocks query rows [start_m, start_m + BLOCK_M) attend to (at least
+        one, so that rows seeing no key still produce their zeros)."""
         hi = SEQ_K
         if CAUSAL:
             hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
-        return b, h, h // GROUP, start_m, gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
+        return gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
 
     @gluon.jit
     def _publish_tile(t, tc, tiles, tile_ready, tile_empty):
@@ -147,6 +153,12 @@ if _GLUON:
     def register_operand_layout(acc_layout):
         """The layout of a 16-bit A operand held in registers for a product into ``acc_layout``."""
         return gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+
+    @gluon.constexpr_function
+    def score_layouts(n, head_dim):
+        """(scores [64, n], accumulator [64, head_dim], the scores as its register operand)."""
+        acc = warpgroup_mma_layout(head_dim)
+        return warpgroup_mma_layout(n), acc, register_operand_layout(acc)
 
     @gluon.jit
     def _barriers(N: gl.constexpr, COUNT: gl.constexpr):

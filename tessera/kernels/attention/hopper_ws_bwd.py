@@ -35,7 +35,7 @@ if hopper_ws.available():
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
 
-    from .hopper_ws import _barriers, _ring, _tma_load, _tma_store, register_operand_layout, warpgroup_mma_layout
+    from .hopper_ws import _barriers, _ring, _tma_load, _tma_store, key_blocks, score_layouts
 
 KEYS_PER_WARPGROUP = 64
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
@@ -81,9 +81,9 @@ if hopper_ws.available():
         dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, s_lb, s_lh, \
             qk_scale, sm_scale = args
         KEYS: gl.constexpr = 64
-        s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_M)
-        acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
-        op_layout: gl.constexpr = register_operand_layout(acc_layout)
+        s_layout: gl.constexpr = score_layouts(BLOCK_M, HEAD_DIM)[0]
+        acc_layout: gl.constexpr = score_layouts(BLOCK_M, HEAD_DIM)[1]
+        op_layout: gl.constexpr = score_layouts(BLOCK_M, HEAD_DIM)[2]
         col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
         dtype: gl.constexpr = q_smem.dtype
 
@@ -206,9 +206,9 @@ if hopper_ws.available():
         q_bars, ready, empty = bars
         dq_desc, LSE, DELTA, b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale, sm_scale = args
         ROWS: gl.constexpr = 64
-        s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
-        acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
-        op_layout: gl.constexpr = register_operand_layout(acc_layout)
+        s_layout: gl.constexpr = score_layouts(BLOCK_N, HEAD_DIM)[0]
+        acc_layout: gl.constexpr = score_layouts(BLOCK_N, HEAD_DIM)[1]
+        op_layout: gl.constexpr = score_layouts(BLOCK_N, HEAD_DIM)[2]
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
         dtype: gl.constexpr = q_smem.dtype
 
@@ -272,10 +272,7 @@ if hopper_ws.available():
         b = pid_bh // H
         h = pid_bh % H
         start_m = pid_m * BLOCK_M
-        hi = SEQ_K
-        if CAUSAL:
-            hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
-        n_blocks = gl.maximum(gl.cdiv(hi, BLOCK_N), 0)
+        n_blocks = key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M, BLOCK_N, CAUSAL)
 
         q_smem = _ring(q_desc, 2)
         do_smem = _ring(do_desc, 2)
