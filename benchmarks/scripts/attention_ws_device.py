@@ -1,8 +1,10 @@
-"""One device call for the warp-specialised Hopper forward: check it against the float64
-reference on awkward shapes (each check in a subprocess with a time limit, so a deadlock costs
-seconds), then time it next to the portable kernel, SDPA-FA2 and cuDNN and print a table.
+"""One device call for the warp-specialised Hopper kernels: check the forward (default and
+variant configs) and the backward kernels against the float64 reference on awkward shapes (each
+set in a subprocess with a time limit, so a deadlock costs seconds), then time them next to the
+portable kernels, SDPA-FA2 and cuDNN and print tables.
 
-``PYTHONPATH=. python3 benchmarks/scripts/attention_ws_device.py [--check-only] [--variants]``
+``PYTHONPATH=. python3 benchmarks/scripts/attention_ws_device.py [--check-only] [--variants]
+[--bwd | --bwd-only] [--pytest]``
 """
 from __future__ import annotations
 

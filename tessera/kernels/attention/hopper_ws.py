@@ -361,7 +361,8 @@ def enabled() -> bool:
 
 def supported(q, k, v, o) -> bool:
     """Whether the kernel serves these dense ``[B, H, S, D]`` tensors on this device: sm_90,
-    bf16/fp16, a head dim in ``CONFIGS``, unit-stride rows and 16-byte aligned strides (TMA).
+    one dtype (bf16/fp16), a head dim in ``CONFIGS``, unit-stride rows and 16-byte aligned strides
+    (TMA).
     Masks, dropout, varlen and fp8 are the caller's to exclude.
 
     Example:
@@ -376,7 +377,7 @@ def supported(q, k, v, o) -> bool:
     if torch.cuda.get_device_capability(q.device) != (9, 0):
         return False
     for t in (q, k, v, o):
-        if t.stride(-1) != 1 or t.data_ptr() % 16 or any((s * t.element_size()) % 16 for s in t.stride()[:-1]):
+        if t.dtype != q.dtype or t.stride(-1) != 1 or t.data_ptr() % 16 or any((s * t.element_size()) % 16 for s in t.stride()[:-1]):
             return False
     return True
 
