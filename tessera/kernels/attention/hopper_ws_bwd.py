@@ -2,7 +2,7 @@
 launches (FlashAttention-2's split, without atomics), each with FlashAttention-3's producer warp
 and consumer warpgroups.
 
-One program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
+In the dK/dV kernel one program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
 consumer's K and V rows once, then streams [64, D] blocks of Q and dO of every query head of
 the group through a ring of shared-memory stages. Each consumer warpgroup keeps dK and dV for
 its 64 keys in registers and works in the transposed orientation, so both probability-shaped
@@ -39,8 +39,9 @@ if hopper_ws.available():
 
 KEYS_PER_WARPGROUP = 64
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
-# Dispatched at d128 (backward 0.98-1.19x the portable kernels on an H100); d64 compiles and is
-# correct but measured 0.94-1.06x, so it is reachable only explicitly (``CONFIGS_EXTRA``).
+# Dispatched at d128 (the backward with both kernels: 1.04-1.19x the portable kernels on an
+# H100); d64 compiles and is correct but measured 0.96-1.07x, so it is reachable only
+# explicitly (``CONFIGS_EXTRA``).
 CONFIGS = {128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2)}
 CONFIGS_EXTRA = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2)}
 MAXNREG = {2: 168}
