@@ -57,15 +57,17 @@ def test_unsupported_inputs_fall_back():
     assert hopper_ws.config(64)["CONSUMERS"] == 3 and hopper_ws.MIN_KEYS[64] > 1024
 
 
-def test_dkdv_kernel_compiles_warp_specialised():
+@pytest.mark.parametrize("kernel,products", [("compile_sm90", 4), ("compile_dq_sm90", 3)])
+def test_backward_kernels_compile_warp_specialised(kernel, products):
     from tessera.kernels.attention import hopper_ws_bwd
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = ("from tessera.kernels.attention import hopper_ws_bwd as b; p = b.compile_sm90(128, True).asm['ptx']; "
-              "print(p.count('wgmma.mma_async'), p.count('setmaxnreg'))")
+    script = (f"from tessera.kernels.attention import hopper_ws_bwd as b; p = b.{kernel}(128, True).asm['ptx']; "
+              "print(p.count('wgmma.mma_async'), p.count('setmaxnreg'), p.count('ld.shared') + p.count('st.shared'))")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    wgmma, setmaxnreg = map(int, r.stdout.split()[-2:])
-    # four products per query block (S^T, dP^T, dV, dK) in each of two consumers, as wgmma
-    assert wgmma >= 8 and setmaxnreg >= 3
-    assert 128 in hopper_ws_bwd.CONFIGS and hopper_ws_bwd.config(128)["BLOCK_M"] == 64
+    wgmma, setmaxnreg, shared_ops = map(int, r.stdout.split()[-3:])
+    # dK/dV: S^T, dP^T, dV, dK per query block; dQ: S, dP, dQ per key block; in each of two consumers
+    assert wgmma >= 2 * products and setmaxnreg >= 3
+    assert shared_ops <= 9, "P/dS should reach their products in registers, not through shared memory"
+    assert 128 in hopper_ws_bwd.CONFIGS and 128 in hopper_ws_bwd.DQ_CONFIGS
