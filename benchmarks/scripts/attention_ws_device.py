@@ -30,6 +30,7 @@ OUT = os.environ.get("OUT", "/tmp/ws_out")
 # Candidates measured here before they are dispatched: the d64 backward kernels.
 wsb.CONFIGS.setdefault(64, wsb.CONFIGS_EXTRA[64])
 wsb.DQ_CONFIGS.setdefault(64, dict(BLOCK_N=128, STAGES=3))
+wsb.DQ_CONFIGS.setdefault(256, wsb.DQ_CONFIGS_EXTRA[256])
 # Checked and timed besides the defaults: overrides of hopper_ws.config by head dim.
 VARIANTS = {
     "default": {},
@@ -101,7 +102,7 @@ def check_cases(variant):
     return run_cases([c for c in CHECKS if variant == "default" or c[5] in VARIANTS[variant]], check)
 
 
-BWD_CHECKS = CHECKS[:9]  # head dims 64 and 128
+BWD_CHECKS = CHECKS[:9] + CHECKS[10:]  # d256: the dQ kernel only
 
 
 def rel(got, want):
@@ -118,15 +119,17 @@ def check_bwd_cases():
         o, lse = run_forward(q, k, v, None, prob)
         do = torch.randn_like(o)
         delta = (o.float() * do.float()).sum(-1).contiguous()
-        dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.zeros_like(q)
-        wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+        dk, dv, dq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
+        dkdv = D in wsb.CONFIGS
+        if dkdv:
+            wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
         if D in wsb.DQ_CONFIGS:
             wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
         torch.cuda.synchronize()
         qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
         ro, _ = attention_reference(qd, kd, vd, causal=causal)
         ro.backward(do.double())
-        ek, ev = rel(dk, kd.grad), rel(dv, vd.grad)
+        ek, ev = (rel(dk, kd.grad), rel(dv, vd.grad)) if dkdv else (0.0, 0.0)
         eq = rel(dq, qd.grad) if D in wsb.DQ_CONFIGS else 0.0
         ok = ek < 1e-2 and ev < 1e-2 and eq < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all()
                                                            and torch.isfinite(dq).all())
@@ -135,12 +138,15 @@ def check_bwd_cases():
     return run_cases(BWD_CHECKS, check)
 
 
+DIMS_BWD = [int(d) for d in os.environ.get("WS_BWD_DIMS", "128,64").split(",")]
+
+
 def timing_bwd():
     """Backward-only TFLOP/s: delta + warp-specialised dK/dV + dQ against the portable kernels
     (d64 included below the forward's 2048-key threshold)."""
     ws.MIN_KEYS.clear()
     rows = []
-    for D in (128, 64):
+    for D in DIMS_BWD:
         for S in (1024, 4096, 16384):
             for causal in (False, True):
                 H = 2048 // D
@@ -152,23 +158,24 @@ def timing_bwd():
                 delta = (o.float() * do.float()).sum(-1).contiguous()
                 dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
                 fl = attention_flops(B, H, S, S, D, causal) * 2.5
-                assert wsb.supported(q, k, v, do, dk, dv, dq)
+                assert wsb.supported_dq(q, k, v, do, dq)
                 res = {"bwd_ws": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
                        "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
                                                                       configs=bwd_configs(D, causal))),
                        "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
-                                                                    prob.scale, causal)),
+                                                                    prob.scale, causal)) if D in wsb.CONFIGS else None,
                        "dq_ws": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S, prob.scale,
                                                                 causal)),
-                       "dq_ws_bn128": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S,
-                                                                      prob.scale, causal, BLOCK_N=128, STAGES=2))}
+                       "dq_ws_bn64": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S,
+                                                                     prob.scale, causal, BLOCK_N=64, STAGES=1))
+                       if D == 256 else None}
                 tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
                 rows.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", tf))
-    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | portable backward | ratio | ws dK/dV alone | ws dQ alone | ws dQ BN128 (bwd FLOPs) |")
+    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | portable backward | ratio | ws dK/dV alone | ws dQ alone | ws dQ d256 BN64 1 stage (bwd FLOPs) |")
     for wl, tf in rows:
         r = "-" if not (tf["bwd_ws"] and tf["bwd_portable"]) else f"{tf['bwd_ws'] / tf['bwd_portable']:.2f}"
         f = lambda x: "-" if x is None else f"{x:.1f}"
-        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn128'])} |")
+        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn64'])} |")
     return rows
 
 

@@ -163,7 +163,8 @@ def test_warp_specialised_backward_matches_reference(causal):
     do = torch.randn_like(q)
     if torch.cuda.get_device_capability() != (9, 0) or not hopper_ws_bwd.hopper_ws.available():
         pytest.skip("the warp-specialised kernel is built for Hopper (sm_90) with Gluon")
-    assert hopper_ws_bwd.supported(q, k, v, do, torch.empty_like(k), torch.empty_like(v), torch.empty_like(q))
+    assert hopper_ws_bwd.supported(q, k, v, do, torch.empty_like(k), torch.empty_like(v))
+    assert hopper_ws_bwd.supported_dq(q, k, v, do, torch.empty_like(q))
     prob = Problem(2, 4, 2, 777, 1301, 128, causal, default_scale(128, None))
     o, lse = run_forward(q, k, v, None, prob)
     dq, dk, dv = run_backward(do, q, k, v, o, lse, None, prob)

@@ -294,12 +294,15 @@ if hopper_ws.available():
         ], [4, 1], [240, 24])
 
 
-def supported(q, k, v, do, dk, dv, dq) -> bool:
-    """Whether the dK/dV and dQ kernels serve these dense tensors (the forward's conditions, a head
-    dim in ``CONFIGS`` and ``DQ_CONFIGS``)."""
-    D = q.shape[-1]
-    return (D in CONFIGS and D in DQ_CONFIGS and hopper_ws.supported(q, k, v, do)
-            and hopper_ws.supported(q, dk, dv, dq))
+def supported(q, k, v, do, dk, dv) -> bool:
+    """Whether the dK/dV kernel serves these dense tensors (the forward's conditions and a head
+    dim in ``CONFIGS``)."""
+    return q.shape[-1] in CONFIGS and hopper_ws.supported(q, k, v, do) and hopper_ws.supported(q, dk, dv, q)
+
+
+def supported_dq(q, k, v, do, dq) -> bool:
+    """Whether the dQ kernel serves these dense tensors (a head dim in ``DQ_CONFIGS``)."""
+    return q.shape[-1] in DQ_CONFIGS and hopper_ws.supported(q, k, v, do) and hopper_ws.supported(dq, k, v, q)
 
 
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
@@ -317,11 +320,13 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
 
 # dQ kernel: 128 query rows per program (two consumers), BLOCK_N keys per streamed block.
 DQ_CONFIGS = {128: dict(BLOCK_N=64, STAGES=3)}
+# At d256, Q and dO of 128 rows take 128 KB, so 32-key blocks keep two stages in shared memory.
+DQ_CONFIGS_EXTRA = {256: dict(BLOCK_N=32, STAGES=2)}
 
 
 def dq_config(D: int, **overrides) -> dict:
     """Compile-time parameters of the dQ kernel for head dim ``D``."""
-    cfg = dict(DQ_CONFIGS[D], HEAD_DIM=D)
+    cfg = dict({**DQ_CONFIGS_EXTRA, **DQ_CONFIGS}[D], HEAD_DIM=D)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return cfg
 

@@ -211,20 +211,19 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
         o, do, delta, cu_q, *so, *sdo, *sl, prob.H, prob.Sq,
         HEAD_DIM=prob.D, D_PAD=D_PAD, BLOCK_M=bm_delta, VARLEN=prob.varlen, num_warps=4)
     group = prob.H // prob.Hkv
-    ws = (configs is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
-          and hopper_ws_bwd.supported(q, k, v, do, dk, dv, dq))
-    if ws:
-        hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale,
-                                  prob.causal)
-        hopper_ws_bwd.run_dq_ws(q, k, v, do, dq, lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale,
-                                prob.causal)
-        return dq, dk, dv
+    plain = configs is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
+    ws_args = (lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale, prob.causal)
+    if plain and hopper_ws_bwd.supported(q, k, v, do, dk, dv):
+        hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, *ws_args)
     else:
         _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
             host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse,
             delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
             prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
             BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
+    if plain and hopper_ws_bwd.supported_dq(q, k, v, do, dq):
+        hopper_ws_bwd.run_dq_ws(q, k, v, do, dq, *ws_args)
+        return dq, dk, dv
     _bwd._dq_kernel[(triton.cdiv(prob.Sq, cfg_q["BLOCK_M"]), prob.B * prob.H)](
         q, host_desc(k, cfg_q["BLOCK_N"], mode, D_PAD), host_desc(v, cfg_q["BLOCK_N"], mode, D_PAD), do, lse, delta, m, dq, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdq, *sl, *sm,
         prob.H, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
