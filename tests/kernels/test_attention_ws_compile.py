@@ -10,15 +10,15 @@ import sys
 import pytest
 import torch
 
-from tessera.kernels.attention import hopper_ws
+from tessera.kernels.attention import gluon_hopper, hopper_ws
 
-pytestmark = pytest.mark.skipif(not hopper_ws.available(), reason="this Triton has no Gluon Hopper API")
+pytestmark = pytest.mark.skipif(not gluon_hopper.available(), reason="this Triton has no Gluon Hopper API")
 
 VARIANTS = [(64, False), (128, True), (256, False)]
 # The CPU tests run Triton's interpreter, which cannot build Gluon: compile in a fresh process.
 SCRIPT = """
 import json, sys
-from tessera.kernels.attention import hopper_ws
+from tessera.kernels.attention import gluon_hopper, hopper_ws
 out = {}
 for D, causal in json.loads(sys.argv[1]):
     out[f"{D}-{causal}"] = hopper_ws.compile_sm90(D, causal).asm["ptx"]

@@ -14,31 +14,26 @@ per SM, persistent) and runs these partitions:
 
 This is the FlashAttention-3 schedule. It serves dense bf16/fp16 inputs without a mask or
 dropout at head dims 64 (from 2048 keys), 128 and 256; everything else runs the portable
-kernel in ``forward.py`` (so does everything when ``TESSERA_ATTENTION_WS=0``). Gluon is
-Triton's experimental layer: ``available()`` says whether this Triton has it.
+kernel in ``forward.py`` (so does everything when ``TESSERA_ATTENTION_WS=0``). The pieces it
+shares with the backward kernels live in ``gluon_hopper``.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 
 import torch
 
-try:  # Gluon ships with Triton >= 3.5; older Tritons simply lack this path
+from .gluon_hopper import LOG2E, available, compile_gluon, descriptor, sm_count, tma_ready, with_overrides
+
+if available():
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    # Triton 3.6 names the TMA copies async_copy_*; later Tritons renamed them (same arguments).
-    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-    _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
-    _GLUON = True
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    _GLUON = False
 
-LOG2E = 1.4426950408889634
+    from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_store,
+                               warpgroup_mma_layout)
+
 ROWS_PER_WARPGROUP = 64
 # Per head dim: BLOCK_N keys per block, STAGES of K and V (they and Q fit in 227 KB of shared
 # memory), CONSUMERS warpgroups of 64 query rows each.
@@ -58,12 +53,7 @@ MAXNREG = {2: 168, 3: 128}
 MIN_KEYS = {64: 2048}
 
 
-def available() -> bool:
-    """True when this Triton has the Gluon Hopper API the kernel is written in."""
-    return _GLUON
-
-
-if _GLUON:
+if available():
 
     @gluon.jit
     def _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -79,15 +69,6 @@ if _GLUON:
         h = bh % H
         start_m = m_idx * BLOCK_M
         return b, h, h // GROUP, start_m, key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M, BLOCK_N, CAUSAL)
-
-    @gluon.jit
-    def key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
-        """How many BLOCK_N key blocks query rows [start_m, start_m + BLOCK_M) attend to (at least
-        one, so that rows seeing no key still produce their zeros)."""
-        hi = SEQ_K
-        if CAUSAL:
-            hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
-        return gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
 
     @gluon.jit
     def _publish_tile(t, tc, tiles, tile_ready, tile_empty):
@@ -126,16 +107,16 @@ if _GLUON:
                 # Fresh barriers count as completed in phase 1, so the first waits do not block.
                 mbarrier.wait(q_empty.index(w), (tc & 1) ^ 1)
                 mbarrier.expect(q_ready.index(w), q_desc.block_type.nbytes)
-                _tma_load(q_desc, [b, h, start_m + w * 64, 0], q_ready.index(w), q_smem.index(w))
+                tma_load(q_desc, [b, h, start_m + w * 64, 0], q_ready.index(w), q_smem.index(w))
             for j in range(n_blocks):
                 s = (it + j) % STAGES
                 phase = ((it + j) // STAGES) & 1
                 mbarrier.wait(k_empty.index(s), phase ^ 1)
                 mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-                _tma_load(k_desc, [b, hk, j * BLOCK_N, 0], k_ready.index(s), k_smem.index(s))
+                tma_load(k_desc, [b, hk, j * BLOCK_N, 0], k_ready.index(s), k_smem.index(s))
                 mbarrier.wait(v_empty.index(s), phase ^ 1)
                 mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-                _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
+                tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
             it += n_blocks
             tc += 1
             if DYNAMIC:  # the next unclaimed tile (the first num_programs went out statically)
@@ -144,35 +125,6 @@ if _GLUON:
                 t += gl.num_programs(0)
         if DYNAMIC:  # past the last tile: tells the consumers to stop
             _publish_tile(t, tc, tiles, tile_ready, tile_empty)
-
-    @gluon.constexpr_function
-    def warpgroup_mma_layout(n):
-        """The accumulator layout of one warpgroup's [64, n] wgmma product (bf16/fp16 operands)."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
-
-    @gluon.constexpr_function
-    def register_operand_layout(acc_layout):
-        """The layout of a 16-bit A operand held in registers for a product into ``acc_layout``."""
-        return gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-
-    @gluon.constexpr_function
-    def score_layouts(n, head_dim):
-        """(scores [64, n], accumulator [64, head_dim], the scores as its register operand)."""
-        acc = warpgroup_mma_layout(head_dim)
-        return warpgroup_mma_layout(n), acc, register_operand_layout(acc)
-
-    @gluon.jit
-    def _barriers(N: gl.constexpr, COUNT: gl.constexpr):
-        """N mbarriers in shared memory, each completing a phase after COUNT arrivals."""
-        bars = gl.allocate_shared_memory(gl.int64, [N, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(N):
-            mbarrier.init(bars.index(i), count=COUNT)
-        return bars
-
-    @gluon.jit
-    def _ring(desc, N: gl.constexpr):
-        """N shared-memory buffers shaped and laid out as ``desc``'s TMA blocks."""
-        return gl.allocate_shared_memory(desc.dtype, [N] + desc.block_type.shape, desc.layout)
 
     @gluon.jit
     def _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, MASKED: gl.constexpr,
@@ -290,7 +242,7 @@ if _GLUON:
                 out = q_smem.index(W)  # Q's buffer is free once the last score product completed
             out.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
             fence_async_shared()
-            _tma_store(o_desc, [b, h, row0, 0], out)
+            tma_store(o_desc, [b, h, row0, 0], out)
             if not OWN_OUT:
                 tma.store_wait(0)
                 mbarrier.arrive(q_empty.index(W), count=1)
@@ -311,20 +263,20 @@ if _GLUON:
         next one from the zeroed counter COUNTER as they finish; a grid of one program per tile is
         the non-persistent launch."""
         n_mblocks = gl.cdiv(SEQ_Q, 64 * CONSUMERS)
-        q_smem = _ring(q_desc, CONSUMERS)
-        k_smem = _ring(k_desc, STAGES)
-        v_smem = _ring(v_desc, STAGES)
-        o_smem = _ring(o_desc, CONSUMERS if OWN_OUT else 1)
+        q_smem = ring(q_desc, CONSUMERS)
+        k_smem = ring(k_desc, STAGES)
+        v_smem = ring(v_desc, STAGES)
+        o_smem = ring(o_desc, CONSUMERS if OWN_OUT else 1)
         tiles = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        tile_ready = _barriers(2, 1)
-        tile_empty = _barriers(2, CONSUMERS)
-        q_ready = _barriers(CONSUMERS, 1)
-        q_empty = _barriers(CONSUMERS, 1)
-        k_ready = _barriers(STAGES, 1)
-        v_ready = _barriers(STAGES, 1)
+        tile_ready = barriers(2, 1)
+        tile_empty = barriers(2, CONSUMERS)
+        q_ready = barriers(CONSUMERS, 1)
+        q_empty = barriers(CONSUMERS, 1)
+        k_ready = barriers(STAGES, 1)
+        v_ready = barriers(STAGES, 1)
         # each stage is released by every consumer warpgroup
-        k_empty = _barriers(STAGES, CONSUMERS)
-        v_empty = _barriers(STAGES, CONSUMERS)
+        k_empty = barriers(STAGES, CONSUMERS)
+        v_empty = barriers(STAGES, CONSUMERS)
 
         bufs = (q_smem, k_smem, v_smem, o_smem, tiles)
         bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty)
@@ -346,23 +298,9 @@ if _GLUON:
             ], [4, 4, 1], [160, 160, 24])
 
 
-def descriptor(t: torch.Tensor, rows: int):
-    """A Gluon TMA descriptor over a [B, H, S, D] tensor with [1, 1, rows, D] blocks."""
-    block = [1, 1, rows, t.shape[-1]]
-    dtype = gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16
-    layout = gl.NVMMASharedLayout.get_default_for(block, dtype)
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
-
-
-def enabled() -> bool:
-    """False when ``TESSERA_ATTENTION_WS=0`` asks for the portable kernel everywhere."""
-    return os.environ.get("TESSERA_ATTENTION_WS", "1") != "0"
-
-
 def supported(q, k, v, o) -> bool:
-    """Whether the kernel serves these dense ``[B, H, S, D]`` tensors on this device: sm_90,
-    one dtype (bf16/fp16), a head dim in ``CONFIGS``, unit-stride rows and 16-byte aligned strides
-    (TMA).
+    """Whether the kernel serves these dense ``[B, H, S, D]`` tensors: a head dim in ``CONFIGS``,
+    enough keys (``MIN_KEYS``) and tensors TMA can read on sm_90 (:func:`gluon_hopper.tma_ready`).
     Masks, dropout, varlen and fp8 are the caller's to exclude.
 
     Example:
@@ -370,16 +308,8 @@ def supported(q, k, v, o) -> bool:
         >>> supported(*[torch.zeros(1, 1, 8, 64)] * 4)  # fp32 on the CPU
         False
     """
-    if not (_GLUON and enabled()) or q.shape[-1] not in CONFIGS or k.shape[2] < MIN_KEYS.get(q.shape[-1], 0):
-        return False
-    if q.dtype not in (torch.bfloat16, torch.float16) or not q.is_cuda or k.shape[2] == 0:
-        return False
-    if torch.cuda.get_device_capability(q.device) != (9, 0):
-        return False
-    for t in (q, k, v, o):
-        if t.dtype != q.dtype or t.stride(-1) != 1 or t.data_ptr() % 16 or any((s * t.element_size()) % 16 for s in t.stride()[:-1]):
-            return False
-    return True
+    D = q.shape[-1]
+    return D in CONFIGS and k.shape[2] >= MIN_KEYS.get(D, 1) and tma_ready(q, k, v, o)
 
 
 def config(D: int, **overrides) -> dict:
@@ -390,9 +320,7 @@ def config(D: int, **overrides) -> dict:
         >>> config(128, STAGES=3)["STAGES"], config(128)["BLOCK_N"]
         (3, 128)
     """
-    cfg = dict(CONFIGS[D], HEAD_DIM=D)
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    return cfg
+    return with_overrides(CONFIGS, D, overrides)
 
 
 def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool, **overrides):
@@ -401,7 +329,7 @@ def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: f
     cfg = config(q.shape[-1], **overrides)
     persistent = cfg.pop("PERSISTENT")
     tiles = math.ceil(Sq / (ROWS_PER_WARPGROUP * cfg["CONSUMERS"])) * q.shape[0] * H
-    grid = (min(tiles, _sm_count(q.device)) if persistent else tiles, )
+    grid = (min(tiles, sm_count(q.device)) if persistent else tiles, )
     # Causal tiles differ in cost: persistent programs claim them one by one from a counter.
     dynamic = persistent and causal and grid[0] < tiles
     counter = torch.zeros(1, dtype=torch.int32, device=q.device) if dynamic else lse
@@ -411,11 +339,6 @@ def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: f
         lse.stride(1), scale * LOG2E, CAUSAL=causal, DYNAMIC=dynamic, **cfg, num_warps=4,
         maxnreg=MAXNREG[cfg["CONSUMERS"]])
     return o, lse
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
@@ -435,24 +358,3 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
                          MAXNREG[consts["CONSUMERS"]])
 
 
-def compile_gluon(kernel, consts: dict, descs: dict, ptrs: dict, fp32_args, maxnreg: int):
-    """Compile a Gluon kernel for sm_90 (4 warps in the default partition): ``consts`` are its
-    constexprs, ``descs`` example descriptors by argument, ``ptrs`` element types of its pointer
-    arguments; the rest are fp32 scalars (``fp32_args``) or int32 scalars."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.runtime.jit import mangle_type
-
-    sig, attrs = {}, {}
-    for i, name in enumerate(kernel.arg_names):
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name in descs:
-            sig[name] = mangle_type(descs[name])
-        elif name in ptrs:
-            sig[name], attrs[(i,)] = "*" + ptrs[name], [["tt.divisibility", 16]]
-        else:
-            sig[name] = "fp32" if name in fp32_args else "i32"
-    src = GluonASTSource(kernel, sig, consts, attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": maxnreg})

@@ -26,18 +26,20 @@ import math
 
 import torch
 
-from . import hopper_ws
-from .hopper_ws import LOG2E, descriptor
+from .gluon_hopper import LOG2E, available, compile_gluon, descriptor, tma_ready, with_overrides
 
-if hopper_ws.available():
+if available():
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
 
-    from .hopper_ws import _barriers, _ring, _tma_load, _tma_store, key_blocks, score_layouts
+    from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_store,
+                               warpgroup_mma_layout)
 
 KEYS_PER_WARPGROUP = 64
+# the kernels' per-row inputs (fp32 pointers), for compiling them without a GPU
+ROW_STATS = {"LSE": "fp32", "DELTA": "fp32"}
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
 # Dispatched at d128 (the backward with both kernels: 1.04-1.19x the portable kernels on an
 # H100); d64 compiles and is correct but measured 0.96-1.07x, so it is reachable only
@@ -49,12 +51,10 @@ MAXNREG = {2: 168}
 
 def config(D: int, **overrides) -> dict:
     """Compile-time parameters for head dim ``D`` (``None`` overrides keep the default)."""
-    cfg = dict({**CONFIGS_EXTRA, **CONFIGS}[D], HEAD_DIM=D)
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    return cfg
+    return with_overrides({**CONFIGS_EXTRA, **CONFIGS}, D, overrides)
 
 
-if hopper_ws.available():
+if available():
 
     @gluon.jit
     def _bwd_producer(loads, bufs, bars, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
@@ -63,16 +63,16 @@ if hopper_ws.available():
         kv_bars, ready, empty = bars
         for w in gl.static_range(CONSUMERS):
             mbarrier.expect(kv_bars.index(w), 2 * k_desc.block_type.nbytes)
-            _tma_load(k_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), k_smem.index(w))
-            _tma_load(v_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), v_smem.index(w))
+            tma_load(k_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), k_smem.index(w))
+            tma_load(v_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), v_smem.index(w))
         for it in range(GROUP * n_mblocks):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
             h = hk * GROUP + it // n_mblocks
             m0 = m_lo + (it % n_mblocks) * BLOCK_M
             mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-            _tma_load(q_desc, [b, h, m0, 0], ready.index(s), q_smem.index(s))
-            _tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
+            tma_load(q_desc, [b, h, m0, 0], ready.index(s), q_smem.index(s))
+            tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
 
     @gluon.jit
     def _bwd_consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
@@ -82,9 +82,9 @@ if hopper_ws.available():
         dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, s_lb, s_lh, \
             qk_scale, sm_scale = args
         KEYS: gl.constexpr = 64
-        s_layout: gl.constexpr = score_layouts(BLOCK_M, HEAD_DIM)[0]
-        acc_layout: gl.constexpr = score_layouts(BLOCK_M, HEAD_DIM)[1]
-        op_layout: gl.constexpr = score_layouts(BLOCK_M, HEAD_DIM)[2]
+        s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_M)
+        acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
+        op_layout: gl.constexpr = register_operand_layout(acc_layout)
         col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
         dtype: gl.constexpr = q_smem.dtype
 
@@ -145,8 +145,8 @@ if hopper_ws.available():
         k_out.reshape([KEYS, HEAD_DIM]).store((dk * sm_scale).to(dtype))
         v_out.reshape([KEYS, HEAD_DIM]).store(dv.to(dtype))
         fence_async_shared()
-        _tma_store(dk_desc, [b, hk, n0, 0], k_out)
-        _tma_store(dv_desc, [b, hk, n0, 0], v_out)
+        tma_store(dk_desc, [b, hk, n0, 0], k_out)
+        tma_store(dv_desc, [b, hk, n0, 0], v_out)
         tma.store_wait(0)
 
     @gluon.jit
@@ -164,13 +164,13 @@ if hopper_ws.available():
             m_lo = gl.maximum(start_n - (SEQ_K - SEQ_Q), 0) // BLOCK_M * BLOCK_M
         n_mblocks = gl.maximum(gl.cdiv(SEQ_Q - m_lo, BLOCK_M), 0)
 
-        k_smem = _ring(k_desc, CONSUMERS)
-        v_smem = _ring(v_desc, CONSUMERS)
-        q_smem = _ring(q_desc, STAGES)
-        do_smem = _ring(do_desc, STAGES)
-        kv_bars = _barriers(CONSUMERS, 1)
-        ready = _barriers(STAGES, 1)
-        empty = _barriers(STAGES, CONSUMERS)  # released by every consumer warpgroup
+        k_smem = ring(k_desc, CONSUMERS)
+        v_smem = ring(v_desc, CONSUMERS)
+        q_smem = ring(q_desc, STAGES)
+        do_smem = ring(do_desc, STAGES)
+        kv_bars = barriers(CONSUMERS, 1)
+        ready = barriers(STAGES, 1)
+        empty = barriers(STAGES, CONSUMERS)  # released by every consumer warpgroup
 
         bufs = (k_smem, v_smem, q_smem, do_smem)
         bars = (kv_bars, ready, empty)
@@ -191,14 +191,14 @@ if hopper_ws.available():
         q_bars, ready, empty = bars
         for w in gl.static_range(CONSUMERS):
             mbarrier.expect(q_bars.index(w), 2 * q_desc.block_type.nbytes)
-            _tma_load(q_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), q_smem.index(w))
-            _tma_load(do_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), do_smem.index(w))
+            tma_load(q_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), q_smem.index(w))
+            tma_load(do_desc, [b, h, start_m + w * 64, 0], q_bars.index(w), do_smem.index(w))
         for j in range(n_blocks):
             s = j % STAGES
             mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
             mbarrier.expect(ready.index(s), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            _tma_load(k_desc, [b, hk, j * BLOCK_N, 0], ready.index(s), k_smem.index(s))
-            _tma_load(v_desc, [b, hk, j * BLOCK_N, 0], ready.index(s), v_smem.index(s))
+            tma_load(k_desc, [b, hk, j * BLOCK_N, 0], ready.index(s), k_smem.index(s))
+            tma_load(v_desc, [b, hk, j * BLOCK_N, 0], ready.index(s), v_smem.index(s))
 
     @gluon.jit
     def _dq_consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -207,9 +207,9 @@ if hopper_ws.available():
         q_bars, ready, empty = bars
         dq_desc, LSE, DELTA, b, h, start_m, n_blocks, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale, sm_scale = args
         ROWS: gl.constexpr = 64
-        s_layout: gl.constexpr = score_layouts(BLOCK_N, HEAD_DIM)[0]
-        acc_layout: gl.constexpr = score_layouts(BLOCK_N, HEAD_DIM)[1]
-        op_layout: gl.constexpr = score_layouts(BLOCK_N, HEAD_DIM)[2]
+        s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
+        acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
+        op_layout: gl.constexpr = register_operand_layout(acc_layout)
         row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
         dtype: gl.constexpr = q_smem.dtype
 
@@ -258,7 +258,7 @@ if hopper_ws.available():
         out = q_smem.index(W)
         out.reshape([ROWS, HEAD_DIM]).store((dq * sm_scale).to(dtype))
         fence_async_shared()
-        _tma_store(dq_desc, [b, h, row0, 0], out)
+        tma_store(dq_desc, [b, h, row0, 0], out)
         tma.store_wait(0)
 
     @gluon.jit
@@ -275,13 +275,13 @@ if hopper_ws.available():
         start_m = pid_m * BLOCK_M
         n_blocks = key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M, BLOCK_N, CAUSAL)
 
-        q_smem = _ring(q_desc, 2)
-        do_smem = _ring(do_desc, 2)
-        k_smem = _ring(k_desc, STAGES)
-        v_smem = _ring(v_desc, STAGES)
-        q_bars = _barriers(2, 1)
-        ready = _barriers(STAGES, 1)
-        empty = _barriers(STAGES, 2)  # released by both consumer warpgroups
+        q_smem = ring(q_desc, 2)
+        do_smem = ring(do_desc, 2)
+        k_smem = ring(k_desc, STAGES)
+        v_smem = ring(v_desc, STAGES)
+        q_bars = barriers(2, 1)
+        ready = barriers(STAGES, 1)
+        empty = barriers(STAGES, 2)  # released by both consumer warpgroups
 
         bufs = (q_smem, do_smem, k_smem, v_smem)
         bars = (q_bars, ready, empty)
@@ -297,12 +297,12 @@ if hopper_ws.available():
 def supported(q, k, v, do, dk, dv) -> bool:
     """Whether the dK/dV kernel serves these dense tensors (the forward's conditions and a head
     dim in ``CONFIGS``)."""
-    return q.shape[-1] in CONFIGS and hopper_ws.supported(q, k, v, do) and hopper_ws.supported(q, dk, dv, q)
+    return q.shape[-1] in CONFIGS and tma_ready(q, k, v, do, dk, dv)
 
 
 def supported_dq(q, k, v, do, dq) -> bool:
     """Whether the dQ kernel serves these dense tensors (a head dim in ``DQ_CONFIGS``)."""
-    return q.shape[-1] in DQ_CONFIGS and hopper_ws.supported(q, k, v, do) and hopper_ws.supported(dq, k, v, q)
+    return q.shape[-1] in DQ_CONFIGS and tma_ready(q, k, v, do, dq)
 
 
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
@@ -328,9 +328,7 @@ DQ_CONFIGS_EXTRA = {256: dict(BLOCK_N=32, STAGES=2)}
 
 def dq_config(D: int, **overrides) -> dict:
     """Compile-time parameters of the dQ kernel for head dim ``D``."""
-    cfg = dict({**DQ_CONFIGS_EXTRA, **DQ_CONFIGS}[D], HEAD_DIM=D)
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    return cfg
+    return with_overrides({**DQ_CONFIGS_EXTRA, **DQ_CONFIGS}, D, overrides)
 
 
 def run_dq_ws(q, k, v, do, dq, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
@@ -351,8 +349,7 @@ def compile_dq_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_N"] if n in ("k_desc", "v_desc") else 64)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dq_desc")}
-    return hopper_ws.compile_gluon(_dq_ws_kernel, consts, descs, {"LSE": "fp32", "DELTA": "fp32"},
-                                   ("qk_scale", "sm_scale"), MAXNREG[2])
+    return compile_gluon(_dq_ws_kernel, consts, descs, ROW_STATS, ("qk_scale", "sm_scale"), MAXNREG[2])
 
 
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
@@ -361,6 +358,5 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
-    return hopper_ws.compile_gluon(_dkdv_ws_kernel, consts, descs, {"LSE": "fp32", "DELTA": "fp32"},
-                                   ("qk_scale", "sm_scale"),
-                                   MAXNREG[consts["CONSUMERS"]])
+    return compile_gluon(_dkdv_ws_kernel, consts, descs, ROW_STATS, ("qk_scale", "sm_scale"),
+                         MAXNREG[consts["CONSUMERS"]])
