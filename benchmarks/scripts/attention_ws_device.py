@@ -30,7 +30,6 @@ OUT = os.environ.get("OUT", "/tmp/ws_out")
 # Candidates measured here before they are dispatched: the d64 backward kernels.
 wsb.CONFIGS.setdefault(64, wsb.CONFIGS_EXTRA[64])
 wsb.DQ_CONFIGS.setdefault(64, dict(BLOCK_N=128, STAGES=3))
-wsb.DQ_CONFIGS.setdefault(256, wsb.DQ_CONFIGS_EXTRA[256])
 # Checked and timed besides the defaults: overrides of hopper_ws.config by head dim.
 VARIANTS = {
     "default": {},

@@ -57,12 +57,13 @@ def test_unsupported_inputs_fall_back():
     assert hopper_ws.config(64)["CONSUMERS"] == 3 and hopper_ws.MIN_KEYS[64] > 1024
 
 
-@pytest.mark.parametrize("kernel,products", [("compile_sm90", 4), ("compile_dq_sm90", 3)])
-def test_backward_kernels_compile_warp_specialised(kernel, products):
+@pytest.mark.parametrize("kernel,D,products", [("compile_sm90", 128, 4), ("compile_dq_sm90", 128, 3),
+                                               ("compile_dq_sm90", 256, 3)])
+def test_backward_kernels_compile_warp_specialised(kernel, D, products):
     from tessera.kernels.attention import hopper_ws_bwd
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = (f"from tessera.kernels.attention import hopper_ws_bwd as b; p = b.{kernel}(128, True).asm['ptx']; "
+    script = (f"from tessera.kernels.attention import hopper_ws_bwd as b; p = b.{kernel}({D}, True).asm['ptx']; "
               "print(p.count('wgmma.mma_async'), p.count('setmaxnreg'), p.count('ld.shared') + p.count('st.shared'))")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -70,4 +71,4 @@ def test_backward_kernels_compile_warp_specialised(kernel, products):
     # dK/dV: S^T, dP^T, dV, dK per query block; dQ: S, dP, dQ per key block; in each of two consumers
     assert wgmma >= 2 * products and setmaxnreg >= 3
     assert shared_ops <= 9, "P/dS should reach their products in registers, not through shared memory"
-    assert 128 in hopper_ws_bwd.CONFIGS and 128 in hopper_ws_bwd.DQ_CONFIGS
+    assert D in (hopper_ws_bwd.CONFIGS if kernel == "compile_sm90" else hopper_ws_bwd.DQ_CONFIGS)

@@ -319,16 +319,12 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
 
 
 # dQ kernel: 128 query rows per program (two consumers), BLOCK_N keys per streamed block.
-DQ_CONFIGS = {128: dict(BLOCK_N=64, STAGES=3)}
 # At d256, Q and dO of 128 rows take 128 KB, so 32-key blocks keep two stages in shared memory.
-# With the portable dK/dV kernel the backward ran 1.12-1.17x the portable one on an H100 and
-# matched float64 on the device checks; it is dispatched once the GPU test file has run with it.
-DQ_CONFIGS_EXTRA = {256: dict(BLOCK_N=32, STAGES=2)}
-
+DQ_CONFIGS = {128: dict(BLOCK_N=64, STAGES=3), 256: dict(BLOCK_N=32, STAGES=2)}
 
 def dq_config(D: int, **overrides) -> dict:
     """Compile-time parameters of the dQ kernel for head dim ``D``."""
-    return with_overrides({**DQ_CONFIGS_EXTRA, **DQ_CONFIGS}, D, overrides)
+    return with_overrides(DQ_CONFIGS, D, overrides)
 
 
 def run_dq_ws(q, k, v, do, dq, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
