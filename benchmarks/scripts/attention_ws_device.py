@@ -110,9 +110,8 @@ def rel(got, want):
     return ((got.double() - want).norm() / want.norm()).item()
 
 
-def check_bwd_cases(fused=None):
-    """dK, dV (and dQ) of the warp-specialised kernels against float64 autograd of the reference;
-    ``fused``: overrides with which the dK/dV kernel accumulates dQ itself (d64/d128)."""
+def check_bwd_cases():
+    """dK, dV of the warp-specialised kernel against float64 autograd of the reference."""
     def check(case, q, k, v):
         B, H, Hkv, Sq, Sk, D, causal, _ = case
         prob = Problem(B, H, Hkv, Sq, Sk, D, causal, default_scale(D, None))
@@ -120,51 +119,22 @@ def check_bwd_cases(fused=None):
         do = torch.randn_like(o)
         delta = (o.float() * do.float()).sum(-1).contiguous()
         dk, dv, dq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
-        dkdv, has_dq = D in wsb.CONFIGS, D in wsb.DQ_CONFIGS
-        if fused:
-            dkdv = has_dq = D in (64, 128)
-            if dkdv:
-                wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, dq=dq,
-                                **fused)
-        else:
-            if dkdv:
-                wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
-            if has_dq:
-                wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+        dkdv = D in wsb.CONFIGS
+        if dkdv:
+            wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+        if D in wsb.DQ_CONFIGS:
+            wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
         torch.cuda.synchronize()
         qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
         ro, _ = attention_reference(qd, kd, vd, causal=causal)
         ro.backward(do.double())
         ek, ev = (rel(dk, kd.grad), rel(dv, vd.grad)) if dkdv else (0.0, 0.0)
-        eq = rel(dq, qd.grad) if has_dq else 0.0
+        eq = rel(dq, qd.grad) if D in wsb.DQ_CONFIGS else 0.0
         ok = ek < 1e-2 and ev < 1e-2 and eq < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all()
                                                            and torch.isfinite(dq).all())
         return ok, {"dk_err": round(ek, 5), "dv_err": round(ev, 5), "dq_err": round(eq, 5)}
 
     return run_cases(BWD_CHECKS, check)
-
-
-# fused-dQ variants: checked against float64 and timed
-FUSED = {"bwd_fused_v4_lag": dict(FUSE_DQ=4, DQ_LAG=True), "bwd_fused_v2": dict(FUSE_DQ=2, DQ_LAG=False),
-         "bwd_fused_v4": dict(FUSE_DQ=4, DQ_LAG=False), "bwd_fused_v2_lag": dict(FUSE_DQ=2, DQ_LAG=True)}
-FUSED_TIMING_ONLY = {"bwd_noadds_lag": dict(FUSE_DQ=1, DQ_LAG=True)}
-
-
-def fused_backward(D, **over):
-    """run_backward with the dK/dV kernel fusing dQ at head dim D (the table entry swapped in for
-    the call)."""
-    def call(*args, **kw):
-        saved = wsb.CONFIGS.get(D)
-        wsb.CONFIGS[D] = dict(wsb.config(D), **over)
-        wsb.CONFIGS[D].pop("HEAD_DIM")
-        try:
-            return run_backward(*args, **kw)
-        finally:
-            if saved is None:
-                del wsb.CONFIGS[D]
-            else:
-                wsb.CONFIGS[D] = saved
-    return call
 
 
 DIMS_BWD = [int(d) for d in os.environ.get("WS_BWD_DIMS", "128,64").split(",")]
@@ -187,31 +157,31 @@ def timing_bwd():
                 delta = (o.float() * do.float()).sum(-1).contiguous()
                 dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
                 fl = attention_flops(B, H, S, S, D, causal) * 2.5
+                assert wsb.supported_dq(q, k, v, do, dq)
                 res = {"bwd_ws": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
                        "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
                                                                       configs=bwd_configs(D, causal))),
                        "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
                                                                     prob.scale, causal)) if D in wsb.CONFIGS else None,
                        "dq_ws": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S, prob.scale,
-                                                                causal)) if D in wsb.DQ_CONFIGS else None,
-                       **{name: try_bench(lambda: fused_backward(D, **over)(do, q, k, v, o, lse, None, prob))
-                          for name, over in {**FUSED, **FUSED_TIMING_ONLY}.items()}}
+                                                                causal)),
+                       "dq_ws_bn64": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S,
+                                                                     prob.scale, causal, BLOCK_N=64, STAGES=1))
+                       if D == 256 else None}
                 tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
                 rows.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", tf))
-    names = ["bwd_ws", "bwd_portable", *FUSED, *FUSED_TIMING_ONLY, "dkdv_ws", "dq_ws"]
-    print("\n| workload (backward TFLOP/s) | " + " | ".join(names) + " | best fused/dispatched |")
+    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | portable backward | ratio | ws dK/dV alone | ws dQ alone | ws dQ d256 BN64 1 stage (bwd FLOPs) |")
     for wl, tf in rows:
+        r = "-" if not (tf["bwd_ws"] and tf["bwd_portable"]) else f"{tf['bwd_ws'] / tf['bwd_portable']:.2f}"
         f = lambda x: "-" if x is None else f"{x:.1f}"
-        best = max((tf[n] or 0) for n in FUSED)
-        r = f"{best / tf['bwd_ws']:.2f}" if tf["bwd_ws"] else "-"
-        print(f"| {wl} | " + " | ".join(f(tf[n]) for n in names) + f" | {r} |")
+        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn64'])} |")
     return rows
 
 
 def checks():
     """{variant: passed}, each variant's cases in a subprocess of its own (run in parallel)."""
     procs = {v: subprocess.Popen([sys.executable, __file__, "--cases", v], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for v in list(VARIANTS) + ["bwd", *FUSED]}
+                                 stderr=subprocess.PIPE, text=True) for v in list(VARIANTS) + ["bwd"]}
     results = {}
     for v, pr in procs.items():
         try:
@@ -273,9 +243,7 @@ def main():
     ap.add_argument("--bwd-only", action="store_true", help="time only the backward")
     a = ap.parse_args()
     if a.cases is not None:
-        if a.cases.startswith("bwd"):
-            sys.exit(0 if check_bwd_cases(fused=FUSED.get(a.cases)) else 1)
-        sys.exit(0 if check_cases(a.cases) else 1)
+        sys.exit(0 if (check_bwd_cases() if a.cases == "bwd" else check_cases(a.cases)) else 1)
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     ok = checks()
     print("CHECKS", ok, flush=True)

@@ -38,16 +38,14 @@ if available():
                                warpgroup_mma_layout)
 
 KEYS_PER_WARPGROUP = 64
-# the kernels' fp32 pointer arguments, for compiling them without a GPU
-POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32", "DQ_ACC": "fp32"}
+# the kernels' per-row inputs (fp32 pointers), for compiling them without a GPU
+ROW_STATS = {"LSE": "fp32", "DELTA": "fp32"}
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
 # Dispatched at d128 (the backward with both kernels: 1.04-1.19x the portable kernels on an
 # H100); d64 compiles and is correct but measured 0.96-1.07x, so it is reachable only
 # explicitly (``CONFIGS_EXTRA``).
-# FUSE_DQ: dQ accumulated by this kernel (fp32 atomic adds of each block's dS·K) instead of
-# recomputed by the dQ kernel.
-CONFIGS = {128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=0, DQ_LAG=False)}
-CONFIGS_EXTRA = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=0, DQ_LAG=False)}
+CONFIGS = {128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2)}
+CONFIGS_EXTRA = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2)}
 MAXNREG = {2: 168}
 
 
@@ -61,8 +59,8 @@ if available():
     @gluon.jit
     def _bwd_producer(loads, bufs, bars, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
         q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks = loads
-        k_smem, v_smem, q_smem, do_smem, ds_smem = bufs
-        kv_bars, ready, empty, ds_bars = bars
+        k_smem, v_smem, q_smem, do_smem = bufs
+        kv_bars, ready, empty = bars
         for w in gl.static_range(CONSUMERS):
             mbarrier.expect(kv_bars.index(w), 2 * k_desc.block_type.nbytes)
             tma_load(k_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), k_smem.index(w))
@@ -77,42 +75,12 @@ if available():
             tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
 
     @gluon.jit
-    def _dq_product(ds_smem, k_smem, slot, W: gl.constexpr, CONSUMERS: gl.constexpr, HEAD_DIM: gl.constexpr,
-                    BLOCK_M: gl.constexpr, dq_layout: gl.constexpr):
-        """Issue dQ[:, W's columns] = Σ_w dS_w·K_w[:, W's columns] over the dSᵀ tiles in ``slot``."""
-        DQ_COLS: gl.constexpr = HEAD_DIM // CONSUMERS
-        dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, layout=dq_layout)
-        for w in gl.static_range(CONSUMERS):
-            k_cols = k_smem.index(w).reshape([64, HEAD_DIM]).slice(W * DQ_COLS, DQ_COLS, dim=1)
-            dq = warpgroup_mma(ds_smem.index(slot * CONSUMERS + w).permute((1, 0)), k_cols, dq, use_acc=w > 0,
-                               is_async=True)
-        return dq
-
-    @gluon.jit
-    def _add_dq(DQ_ACC, dq, b, H, h, m0, sq_pad, W: gl.constexpr, HEAD_DIM: gl.constexpr, VEC: gl.constexpr):
-        """Atomically add a [BLOCK_M, DQ_COLS] share of dQ into the fp32 scratch ([B, H, sq_pad, D]),
-        VEC consecutive floats per thread (VEC 1: skipped, which only measures the rest)."""
-        BLOCK_M: gl.constexpr = dq.shape[0]
-        DQ_COLS: gl.constexpr = dq.shape[1]
-        if VEC == 4:  # whole 128-byte lines per warp
-            layout: gl.constexpr = gl.BlockedLayout([1, 4], [128 // DQ_COLS, DQ_COLS // 4], [4, 1], [1, 0])
-            dq = gl.convert_layout(dq, layout)
-        else:  # the accumulator's own pairs
-            layout: gl.constexpr = dq.type.layout
-        rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-        cols = W * DQ_COLS + gl.arange(0, DQ_COLS, layout=gl.SliceLayout(0, layout))
-        row_ptrs = DQ_ACC + (b.to(gl.int64) * H + h) * sq_pad * HEAD_DIM + rows * HEAD_DIM
-        if VEC != 1:
-            gl.atomic_add(row_ptrs[:, None] + cols[None, :], dq, sem="relaxed")
-
-    @gluon.jit
     def _bwd_consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
-                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, FUSE_DQ: gl.constexpr,
-                      DQ_LAG: gl.constexpr):
-        k_smem, v_smem, q_smem, do_smem, ds_smem = bufs
-        kv_bars, ready, empty, ds_bars = bars
-        dk_desc, dv_desc, LSE, DELTA, DQ_ACC, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, \
-            s_lb, s_lh, sq_pad, qk_scale, sm_scale = args
+                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
+        k_smem, v_smem, q_smem, do_smem = bufs
+        kv_bars, ready, empty = bars
+        dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, s_lb, s_lh, \
+            qk_scale, sm_scale = args
         KEYS: gl.constexpr = 64
         s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_M)
         acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
@@ -133,9 +101,6 @@ if available():
 
         k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
         v_tile = v_smem.index(W).reshape([KEYS, HEAD_DIM])
-        if FUSE_DQ:  # this warpgroup's share of dQ: all query rows of a block, DQ_COLS of the head dim
-            DQ_COLS: gl.constexpr = HEAD_DIM // CONSUMERS
-            dq_layout: gl.constexpr = warpgroup_mma_layout(DQ_COLS)
         dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout)
         dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout)
         s = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
@@ -168,46 +133,11 @@ if available():
             p_op = gl.convert_layout(p.to(dtype), op_layout)
             dv_tok = warpgroup_mma(p_op, do_tile, dv, is_async=True)
             dp = warpgroup_mma_wait(1, deps=(dp_tok, ))
-            ds = (p * (dp - delta[None, :])).to(dtype)
-            ds_op = gl.convert_layout(ds, op_layout)
+            ds = p * (dp - delta[None, :])
+            ds_op = gl.convert_layout(ds.to(dtype), op_layout)
             dk_tok = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
-            if FUSE_DQ:
-                # dQ[block] += dS·K over all CONSUMERS·64 keys: every warpgroup publishes its dSᵀ (three
-                # slots deep), then multiplies all of them by its DQ_COLS columns of K. With DQ_LAG the
-                # product of the previous block is issued here, so the warpgroups need not meet.
-                slot = it % 3
-                if DQ_LAG:
-                    if it > 0:
-                        mbarrier.wait(ds_bars.index((it - 1) % 3), ((it - 1) // 3) & 1)
-                ds_smem.index(slot * CONSUMERS + W).store(ds)
-                fence_async_shared()
-                mbarrier.arrive(ds_bars.index(slot), count=1)
-                if DQ_LAG:
-                    if it > 0:
-                        dq = _dq_product(ds_smem, k_smem, (it - 1) % 3, W, CONSUMERS, HEAD_DIM, BLOCK_M, dq_layout)
-                        dv, dk, dq, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, dq, p_op, ds_op))
-                        _add_dq(DQ_ACC, dq * sm_scale, b, H, hk * GROUP + (it - 1) // n_mblocks,
-                                m_lo + ((it - 1) % n_mblocks) * BLOCK_M, sq_pad, W, HEAD_DIM, FUSE_DQ)
-                    else:
-                        dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
-                else:
-                    mbarrier.wait(ds_bars.index(slot), (it // 3) & 1)
-                    dq = _dq_product(ds_smem, k_smem, slot, W, CONSUMERS, HEAD_DIM, BLOCK_M, dq_layout)
-                    dv, dk, dq, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, dq, p_op, ds_op))
-                    _add_dq(DQ_ACC, dq * sm_scale, b, H, h, m0, sq_pad, W, HEAD_DIM, FUSE_DQ)
-            else:
-                dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
+            dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
             mbarrier.arrive(empty.index(st), count=1)
-
-        if FUSE_DQ:
-            if DQ_LAG:  # the last block's dQ
-                last = GROUP * n_mblocks - 1
-                if last >= 0:
-                    mbarrier.wait(ds_bars.index(last % 3), (last // 3) & 1)
-                    dq = _dq_product(ds_smem, k_smem, last % 3, W, CONSUMERS, HEAD_DIM, BLOCK_M, dq_layout)
-                    dq = warpgroup_mma_wait(0, deps=(dq, ))
-                    _add_dq(DQ_ACC, dq * sm_scale, b, H, hk * GROUP + last // n_mblocks,
-                            m_lo + (last % n_mblocks) * BLOCK_M, sq_pad, W, HEAD_DIM, FUSE_DQ)
 
         # K and V rows are no longer read: they stage the outputs.
         k_out = k_smem.index(W)
@@ -220,10 +150,9 @@ if available():
         tma.store_wait(0)
 
     @gluon.jit
-    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQ_ACC, H, HKV, GROUP, SEQ_Q,
-                        SEQ_K, SQ_PAD, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
-                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
-                        FUSE_DQ: gl.constexpr, DQ_LAG: gl.constexpr):
+    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, H, HKV, GROUP, SEQ_Q, SEQ_K,
+                        s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
         BLOCK_N: gl.constexpr = 64 * CONSUMERS
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1)
@@ -242,19 +171,15 @@ if available():
         kv_bars = barriers(CONSUMERS, 1)
         ready = barriers(STAGES, 1)
         empty = barriers(STAGES, CONSUMERS)  # released by every consumer warpgroup
-        # dSᵀ of every warpgroup, three blocks deep (only with FUSE_DQ)
-        ds_smem = gl.allocate_shared_memory(q_desc.dtype, [3 * CONSUMERS if FUSE_DQ else 1, 64, BLOCK_M],
-                                            gl.NVMMASharedLayout.get_default_for([64, BLOCK_M], q_desc.dtype))
-        ds_bars = barriers(3, CONSUMERS)
 
-        bufs = (k_smem, v_smem, q_smem, do_smem, ds_smem)
-        bars = (kv_bars, ready, empty, ds_bars)
-        args = (dk_desc, dv_desc, LSE, DELTA, DQ_ACC, b, hk, H, start_n, GROUP, m_lo, n_mblocks, SEQ_Q, SEQ_K, s_lb,
-                s_lh, SQ_PAD, qk_scale, sm_scale)
+        bufs = (k_smem, v_smem, q_smem, do_smem)
+        bars = (kv_bars, ready, empty)
+        args = (dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, SEQ_Q, SEQ_K, s_lb, s_lh,
+                qk_scale, sm_scale)
         loads = (q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks)
         gl.warp_specialize([
-            (_bwd_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ, DQ_LAG)),
-            (_bwd_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ, DQ_LAG)),
+            (_bwd_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS)),
+            (_bwd_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS)),
             (_bwd_producer, (loads, bufs, bars, BLOCK_M, STAGES, CONSUMERS)),
         ], [4, 1], [240, 24])
 
@@ -380,30 +305,16 @@ def supported_dq(q, k, v, do, dq) -> bool:
     return q.shape[-1] in DQ_CONFIGS and tma_ready(q, k, v, do, dq)
 
 
-def fuses_dq(D: int, **overrides) -> bool:
-    """Whether the dK/dV kernel also accumulates dQ at head dim ``D`` (then no dQ kernel runs)."""
-    return D in CONFIGS and bool(config(D, **overrides)["FUSE_DQ"])
-
-
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
-                dq=None, **overrides):
-    """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta;
-    with ``FUSE_DQ`` also dq ([B, H, Sq, D]), accumulated in fp32 by atomic adds."""
+                **overrides):
+    """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta."""
     cfg = config(q.shape[-1], **overrides)
-    if cfg["FUSE_DQ"] and dq is None:
-        raise ValueError("the dK/dV kernel with FUSE_DQ needs the dq output")
-    D, BM = q.shape[-1], cfg["BLOCK_M"]
-    sq_pad = math.ceil(Sq / BM) * BM
-    # every block of rows adds into this scratch (padded so that the last block needs no mask)
-    dq_acc = torch.zeros(q.shape[0], H, sq_pad, D, dtype=torch.float32, device=q.device) if cfg["FUSE_DQ"] else lse
     grid = (math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * Hkv)
     _dkdv_ws_kernel[grid](
-        descriptor(q, BM), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
-        descriptor(do, BM), descriptor(dk, KEYS_PER_WARPGROUP), descriptor(dv, KEYS_PER_WARPGROUP),
-        lse, delta, dq_acc, H, Hkv, H // Hkv, Sq, Sk, sq_pad, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
+        descriptor(q, cfg["BLOCK_M"]), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
+        descriptor(do, cfg["BLOCK_M"]), descriptor(dk, KEYS_PER_WARPGROUP), descriptor(dv, KEYS_PER_WARPGROUP),
+        lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
-    if cfg["FUSE_DQ"]:
-        dq.copy_(dq_acc[:, :, :Sq])
     return dk, dv
 
 
@@ -434,7 +345,7 @@ def compile_dq_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_N"] if n in ("k_desc", "v_desc") else 64)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dq_desc")}
-    return compile_gluon(_dq_ws_kernel, consts, descs, POINTER_ARGS, ("qk_scale", "sm_scale"), MAXNREG[2])
+    return compile_gluon(_dq_ws_kernel, consts, descs, ROW_STATS, ("qk_scale", "sm_scale"), MAXNREG[2])
 
 
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
@@ -443,5 +354,5 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
-    return compile_gluon(_dkdv_ws_kernel, consts, descs, POINTER_ARGS, ("qk_scale", "sm_scale"),
+    return compile_gluon(_dkdv_ws_kernel, consts, descs, ROW_STATS, ("qk_scale", "sm_scale"),
                          MAXNREG[consts["CONSUMERS"]])
