@@ -149,26 +149,29 @@ def test_warp_specialised_forward_matches_portable(D, causal):
     assert (lse.double() - rl).abs().max() <= 1e-3 and (plse - lse).abs().max() <= 1e-3
 
 
+@pytest.mark.parametrize("D,Sk", [(128, 1301), (64, 2100)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_warp_specialised_backward_matches_reference(causal):
-    """d128 bf16 on sm_90: the warp-specialised dK/dV and dQ kernels (GQA groups summed in
-    registers, ragged last blocks, Sq != Sk) against float64 autograd and the portable kernels."""
+def test_warp_specialised_backward_matches_reference(causal, D, Sk):
+    """bf16 on sm_90: the warp-specialised dK/dV and dQ kernels (GQA groups summed in registers,
+    ragged last blocks, Sq != Sk) against float64 autograd and the portable kernels."""
     from tessera.kernels.attention import hopper_ws_bwd
     from tessera.kernels.attention.configs import bwd_configs
     from tessera.kernels.attention.launch import Problem, default_scale, run_backward, run_forward
 
-    g = torch.Generator(device="cuda").manual_seed(11 + causal)
-    q = torch.randn(2, 4, 777, 128, device="cuda", generator=g, dtype=torch.bfloat16)
-    k, v = (torch.randn(2, 2, 1301, 128, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    g = torch.Generator(device="cuda").manual_seed(11 + causal + D)
+    q = torch.randn(2, 4, 777, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 2, Sk, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
     do = torch.randn_like(q)
     if torch.cuda.get_device_capability() != (9, 0) or not hopper_ws_bwd.available():
         pytest.skip("the warp-specialised kernel is built for Hopper (sm_90) with Gluon")
     assert hopper_ws_bwd.supported(q, k, v, do, torch.empty_like(k), torch.empty_like(v))
     assert hopper_ws_bwd.supported_dq(q, k, v, do, torch.empty_like(q))
-    prob = Problem(2, 4, 2, 777, 1301, 128, causal, default_scale(128, None))
+    short = k[:, :, :1000]  # below MIN_KEYS the portable kernels serve d64
+    assert hopper_ws_bwd.supported(q, short, short, do, short, short) == (D not in hopper_ws_bwd.MIN_KEYS)
+    prob = Problem(2, 4, 2, 777, Sk, D, causal, default_scale(D, None))
     o, lse = run_forward(q, k, v, None, prob)
     dq, dk, dv = run_backward(do, q, k, v, o, lse, None, prob)
-    pdq, pdk, pdv = run_backward(do, q, k, v, o, lse, None, prob, configs=bwd_configs(128, causal))
+    pdq, pdk, pdv = run_backward(do, q, k, v, o, lse, None, prob, configs=bwd_configs(D, causal))
     qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
     ro, _ = attention_reference(qd, kd, vd, causal=causal)
     ro.backward(do.double())

@@ -58,7 +58,8 @@ def test_unsupported_inputs_fall_back():
 
 
 @pytest.mark.parametrize("kernel,D,products", [("compile_sm90", 128, 4), ("compile_dq_sm90", 128, 3),
-                                               ("compile_dq_sm90", 256, 3)])
+                                               ("compile_dq_sm90", 256, 3), ("compile_sm90", 64, 4),
+                                               ("compile_dq_sm90", 64, 3)])
 def test_backward_kernels_compile_warp_specialised(kernel, D, products):
     from tessera.kernels.attention import hopper_ws_bwd
 

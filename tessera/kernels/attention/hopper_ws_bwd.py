@@ -38,20 +38,19 @@ if available():
                                warpgroup_mma_layout)
 
 KEYS_PER_WARPGROUP = 64
-# the kernels' per-row inputs (fp32 pointers), for compiling them without a GPU
-ROW_STATS = {"LSE": "fp32", "DELTA": "fp32"}
+# the kernels' fp32 pointer arguments, for compiling them without a GPU
+POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
-# Dispatched at d128 (the backward with both kernels: 1.04-1.19x the portable kernels on an
-# H100); d64 compiles and is correct but measured 0.96-1.07x, so it is reachable only
-# explicitly (``CONFIGS_EXTRA``).
-CONFIGS = {128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2)}
-CONFIGS_EXTRA = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2)}
+# The backward with both kernels against the portable kernels: d128 1.04-1.19x (H100), d64
+# 1.02-1.06x from 2048 keys but 0.93x at 1024 causal (H200), hence MIN_KEYS.
+CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2), 128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2)}
+MIN_KEYS = {64: 2048}
 MAXNREG = {2: 168}
 
 
 def config(D: int, **overrides) -> dict:
     """Compile-time parameters for head dim ``D`` (``None`` overrides keep the default)."""
-    return with_overrides({**CONFIGS_EXTRA, **CONFIGS}, D, overrides)
+    return with_overrides(CONFIGS, D, overrides)
 
 
 if available():
@@ -294,15 +293,20 @@ if available():
         ], [4, 1], [240, 24])
 
 
+def _enough_keys(q, k) -> bool:
+    return k.shape[2] >= MIN_KEYS.get(q.shape[-1], 1)
+
+
 def supported(q, k, v, do, dk, dv) -> bool:
-    """Whether the dK/dV kernel serves these dense tensors (the forward's conditions and a head
-    dim in ``CONFIGS``)."""
-    return q.shape[-1] in CONFIGS and tma_ready(q, k, v, do, dk, dv)
+    """Whether the dK/dV kernel serves these dense tensors (the forward's conditions, a head dim
+    in ``CONFIGS`` and at least ``MIN_KEYS`` keys)."""
+    return q.shape[-1] in CONFIGS and _enough_keys(q, k) and tma_ready(q, k, v, do, dk, dv)
 
 
 def supported_dq(q, k, v, do, dq) -> bool:
-    """Whether the dQ kernel serves these dense tensors (a head dim in ``DQ_CONFIGS``)."""
-    return q.shape[-1] in DQ_CONFIGS and tma_ready(q, k, v, do, dq)
+    """Whether the dQ kernel serves these dense tensors (a head dim in ``DQ_CONFIGS`` and at least
+    ``MIN_KEYS`` keys)."""
+    return q.shape[-1] in DQ_CONFIGS and _enough_keys(q, k) and tma_ready(q, k, v, do, dq)
 
 
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
@@ -320,7 +324,8 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
 
 # dQ kernel: 128 query rows per program (two consumers), BLOCK_N keys per streamed block.
 # At d256, Q and dO of 128 rows take 128 KB, so 32-key blocks keep two stages in shared memory.
-DQ_CONFIGS = {128: dict(BLOCK_N=64, STAGES=3), 256: dict(BLOCK_N=32, STAGES=2)}
+DQ_CONFIGS = {64: dict(BLOCK_N=128, STAGES=3), 128: dict(BLOCK_N=64, STAGES=3), 256: dict(BLOCK_N=32, STAGES=2)}
+
 
 def dq_config(D: int, **overrides) -> dict:
     """Compile-time parameters of the dQ kernel for head dim ``D``."""
@@ -345,7 +350,7 @@ def compile_dq_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_N"] if n in ("k_desc", "v_desc") else 64)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dq_desc")}
-    return compile_gluon(_dq_ws_kernel, consts, descs, ROW_STATS, ("qk_scale", "sm_scale"), MAXNREG[2])
+    return compile_gluon(_dq_ws_kernel, consts, descs, POINTER_ARGS, ("qk_scale", "sm_scale"), MAXNREG[2])
 
 
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
@@ -354,5 +359,5 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
-    return compile_gluon(_dkdv_ws_kernel, consts, descs, ROW_STATS, ("qk_scale", "sm_scale"),
+    return compile_gluon(_dkdv_ws_kernel, consts, descs, POINTER_ARGS, ("qk_scale", "sm_scale"),
                          MAXNREG[consts["CONSUMERS"]])

@@ -182,9 +182,9 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
 def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma=None):
     """Launch delta, dK/dV and dQ kernels; returns (dq, dk, dv).
 
-    Dense bf16/fp16 inputs at head dim 128 without a mask or dropout run the warp-specialised
-    dK/dV and dQ kernels (``hopper_ws_bwd``) on sm_90 unless ``configs`` or ``use_tma`` pin the
-    portable ones."""
+    Dense bf16/fp16 inputs without a mask or dropout run the warp-specialised dK/dV and dQ
+    kernels (``hopper_ws_bwd``, at the head dims and lengths they serve) on sm_90 unless
+    ``configs`` or ``use_tma`` pin the portable ones."""
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
