@@ -182,7 +182,8 @@ def record_large(results, kind, M, N, K, t_peer, timings, default):
 
 def sweep_big(results, square=False):
     shapes = [(8192, 8192, 8192)] if square else \
-        [(8192, 8192, 8192), (8192, 4096, 4096), (4096, 4096, 4096), (8192, 16384, 4096)]
+        [(8192, 8192, 8192), (8192, 4096, 4096), (4096, 4096, 4096), (8192, 16384, 4096), (8192, 4096, 16384),
+         (8192, 12288, 4096)]
     for M, N, K in shapes:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)

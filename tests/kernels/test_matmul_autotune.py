@@ -65,7 +65,9 @@ def test_off_by_default_uses_the_heuristic(monkeypatch):
 
 def test_heuristic_and_candidates():
     big = Problem(8192, 8192, 8192, 1, 2, True, False, 132)
-    assert default_config(big) == Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True)
+    assert default_config(big) == Config("tma", 128, 256, 64, 8, 4, 8, subtile=True, warp_spec=True)
+    wide = Problem(8192, 16384, 4096, 1, 2, True, False, 132)
+    assert default_config(wide) == Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True)
     assert any(c.warp_spec and c.subtile for c in candidates(big))
     assert not any(c.warp_spec and c.flatten for c in candidates(big))  # Hopper: no flattening with it
     dec = Problem(1, 4096, 4096, 1, 2, True, False, 132)
