@@ -3,10 +3,11 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
-``decode_sweep.json`` under --out.
+``decode_sweep.json`` under --out. In ``gluon`` rows, "default us" is the Triton kernel's entry
+point and "best" the fastest Gluon config.
 """
 from __future__ import annotations
 
@@ -196,6 +197,39 @@ def sweep_big(results, square=False):
         record_large(results, "big", M, N, K, t_cb, timings, configs[0])
 
 
+GLUON_CONFIGS = [dict(STAGES=3, GROUP_M=8), dict(STAGES=3, GROUP_M=16), dict(STAGES=3, GROUP_M=4),
+                 dict(STAGES=2, GROUP_M=8)]
+
+
+def sweep_gluon(results):
+    """The warp-specialised Gluon GEMM (``gluon_ws``) at the large shapes, both weight layouts,
+    against the default Triton kernel and cuBLAS in the same run; every config checked first."""
+    from tessera.kernels.matmul import gluon_ws
+
+    for M, N, K in [(8192, 8192, 8192), (4096, 4096, 4096), (8192, 4096, 4096), (8192, 12288, 4096),
+                    (8192, 16384, 4096), (8192, 4096, 16384)]:
+        a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        for layout in ("kn", "nt"):
+            b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16) if layout == "kn" else \
+                torch.randn(N, K, device="cuda", dtype=torch.bfloat16).t()
+            ref = a[:256].double() @ b.double()
+            t_cb = bench(lambda: torch.matmul(a, b))
+            t_triton = bench(lambda: matmul(a, b))
+            timings = []
+            for over in GLUON_CONFIGS:
+                try:
+                    err = rel(gluon_ws.matmul_ws(a, b, **over)[:256], ref)
+                    ms = bench(lambda: gluon_ws.matmul_ws(a, b, **over)) if err < 1e-2 else float("inf")
+                except Exception as e:  # noqa: BLE001 - a config that cannot run counts as infinitely slow
+                    err, ms = repr(e)[:80], float("inf")
+                timings.append((ms, over, err))
+                print(f"   gluon {layout} {M}x{N}x{K} {ms * 1e3:8.1f}us {2 * M * N * K / ms / 1e9:6.0f} TFLOP/s "
+                      f"{over} err {err}", flush=True)
+            timings.sort(key=lambda t: t[0])
+            results.append({"kind": f"gluon {layout}", "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3,
+                            "default_us": t_triton * 1e3, "best_us": timings[0][0] * 1e3, "best": str(timings[0][1])})
+
+
 FP8_CONFIGS = [(128, 256, 128, 3, False, True, True), (128, 256, 128, 3, True, False, False),
                (128, 256, 128, 3, True, True, False), (128, 256, 64, 4, True, False, False),
                (128, 256, 64, 4, True, True, False), (128, 128, 128, 4, True, False, False),
@@ -372,6 +406,8 @@ def main():
             sweep_big(results, square=True)
         if "fp8" in a.only:
             sweep_fp8(results)
+        if "gluon" in a.only:
+            sweep_gluon(results)
     finally:
         with open(os.path.join(a.out, "decode_sweep.json"), "w") as f:
             json.dump(results, f, indent=1)

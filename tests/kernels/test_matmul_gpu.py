@@ -130,3 +130,22 @@ def test_repeated_calls_with_changing_alignment():
     for off in (0, 1, 0, 5):
         x = buf[off:off + K].view(1, K)
         assert rel(wo_matmul(x, qw), x.double() @ q.dequantize(qw).double()) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,N,K", [(1000, 776, 1000), (4096, 4096, 4096), (130, 264, 72), (8192, 264, 4104)])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gluon_warp_specialised_gemm_vs_float64(dtype, M, N, K, tb):
+    """Ragged tiles in every dim, more tiles than SMs (persistent loop) and fewer, both B layouts."""
+    from tessera.kernels.matmul import gluon_ws
+
+    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
+        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    a = rnd(M, K, dtype=dtype)
+    b = rnd(N, K, dtype=dtype).t() if tb else rnd(K, N, dtype=dtype)
+    assert gluon_ws.supported(a, b)
+    out = gluon_ws.matmul_ws(a, b)
+    assert out.dtype == dtype and out.shape == (M, N) and torch.isfinite(out).all()
+    assert rel(out, a.double() @ b.double()) < TOL[dtype]
+    # a second call reuses the buffers of a finished store: the result must not change
+    assert torch.equal(gluon_ws.matmul_ws(a, b), out)

@@ -1,0 +1,198 @@
+"""A warp-specialised persistent GEMM for Hopper (sm_90), written in Gluon: C = A·B for bf16/fp16
+A [M, K] and B as [K, N] or as Wᵀ with W [N, K], fp32 accumulation.
+
+One program per SM walks output tiles of BLOCK_M × BLOCK_N in grouped order (GROUP_M row blocks
+share their B columns in L2). A producer warp streams A and B blocks through a ring of STAGES
+shared-memory buffers with TMA; two consumer warpgroups each own 64 rows of the tile, keep one
+wgmma in flight while the previous one retires, and release each stage as soon as the product
+that read it has completed. A tile's epilogue (cast, shared-memory staging, TMA store) is not
+waited for: the store drains while the consumers start the next tile's products, and is waited
+for only before its buffer is written again.
+
+Not dispatched by the matmul entry points until measured against the Triton kernels; call
+:func:`matmul_ws` directly.
+
+Example:
+    >>> from tessera.kernels.matmul import gluon_ws
+    >>> gluon_ws.config()["BLOCK_N"]
+    256
+"""
+from __future__ import annotations
+
+import torch
+
+from ..hopper_gluon import available, compile_gluon, shared_layout, sm_count, tma_compatible
+
+if available():
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                                  warpgroup_mma_wait)
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from ..hopper_gluon import barriers, ring, tma_load, tma_store, warpgroup_mma_layout
+
+ROWS_PER_CONSUMER = 64
+CONSUMERS = 2
+# 128 x 256 tiles, 64-deep K blocks: a stage holds 48 KB (A 16 KB, B 32 KB); three stages and
+# the two consumers' 32 KB output buffers take 208 KB of shared memory.
+CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=8)
+MAXNREG = 168  # at launch; the partitions then take 240 (consumers) and 24 (producer)
+
+
+def config(**overrides) -> dict:
+    """Compile-time parameters (``None`` overrides keep the default)."""
+    cfg = dict(CONFIG)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+if available():
+
+    @gluon.jit
+    def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+        """(row block, column block) of ``tile`` in grouped order."""
+        in_group = GROUP_M * num_pid_n
+        first_m = (tile // in_group) * GROUP_M
+        size_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+        return first_m + (tile % in_group) % size_m, (tile % in_group) // size_m
+
+    @gluon.jit
+    def _producer(descs, bufs, bars, shape, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                  STAGES: gl.constexpr, GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr):
+        a_desc, b_desc, c_desc = descs
+        a_smem, b_smem, c_smem = bufs
+        ready, empty = bars
+        M, N, K = shape
+        num_pid_m = gl.cdiv(M, BLOCK_M)
+        num_pid_n = gl.cdiv(N, BLOCK_N)
+        k_steps = gl.cdiv(K, BLOCK_K)
+        it = 0
+        for tile in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+            pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+            for kk in range(k_steps):
+                s = it % STAGES
+                mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+                mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+                tma_load(a_desc, [pid_m * BLOCK_M, kk * BLOCK_K], ready.index(s), a_smem.index(s))
+                if B_TRANSPOSED:
+                    tma_load(b_desc, [pid_n * BLOCK_N, kk * BLOCK_K], ready.index(s), b_smem.index(s))
+                else:
+                    tma_load(b_desc, [kk * BLOCK_K, pid_n * BLOCK_N], ready.index(s), b_smem.index(s))
+                it += 1
+
+    @gluon.jit
+    def _consumer(descs, bufs, bars, shape, W: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr):
+        a_desc, b_desc, c_desc = descs
+        a_smem, b_smem, c_smem = bufs
+        ready, empty = bars
+        M, N, K = shape
+        ROWS: gl.constexpr = BLOCK_M // 2
+        acc_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
+        num_pid_m = gl.cdiv(M, BLOCK_M)
+        num_pid_n = gl.cdiv(N, BLOCK_N)
+        k_steps = gl.cdiv(K, BLOCK_K)
+        out = c_smem.index(W)
+        it = 0
+        for tile in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+            pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+            acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
+            for kk in range(k_steps):
+                s = it % STAGES
+                mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+                a_rows = a_smem.index(s).slice(W * ROWS, ROWS, dim=0)
+                if B_TRANSPOSED:
+                    b_tile = b_smem.index(s).permute((1, 0))
+                else:
+                    b_tile = b_smem.index(s)
+                acc = warpgroup_mma(a_rows, b_tile, acc, is_async=True)
+                # the previous product has retired: its stage can be refilled
+                acc = warpgroup_mma_wait(1, deps=(acc, ))
+                if kk > 0:
+                    mbarrier.arrive(empty.index((it - 1) % STAGES), count=1)
+                it += 1
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty.index((it - 1) % STAGES), count=1)
+            tma.store_wait(0)  # the previous tile's store has left this buffer
+            out.store(acc.to(c_desc.dtype))
+            fence_async_shared()
+            tma_store(c_desc, [pid_m * BLOCK_M + W * ROWS, pid_n * BLOCK_N], out)
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _gemm_ws_kernel(a_desc, b_desc, c_desc, M, N, K, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                        STAGES: gl.constexpr, GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr):
+        BLOCK_M: gl.constexpr = 128
+        a_smem = ring(a_desc, STAGES)
+        b_smem = ring(b_desc, STAGES)
+        c_smem = ring(c_desc, 2)  # one output buffer per consumer
+        ready = barriers(STAGES, 1)
+        empty = barriers(STAGES, 2)  # released by both consumers
+        descs = (a_desc, b_desc, c_desc)
+        bufs = (a_smem, b_smem, c_smem)
+        bars = (ready, empty)
+        shape = (M, N, K)
+        gl.warp_specialize([
+            (_consumer, (descs, bufs, bars, shape, 0, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED)),
+            (_consumer, (descs, bufs, bars, shape, 1, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED)),
+            (_producer, (descs, bufs, bars, shape, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED)),
+        ], [4, 1], [240, 24])
+
+
+def _descriptor(t: torch.Tensor, block):
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), list(block), shared_layout(tuple(block), t.dtype))
+
+
+def _descriptors(a, b, c, b_transposed: bool, cfg: dict):
+    BN, BK = cfg["BLOCK_N"], cfg["BLOCK_K"]
+    b_block = (BN, BK) if b_transposed else (BK, BN)
+    return _descriptor(a, (128, BK)), _descriptor(b, b_block), _descriptor(c, (ROWS_PER_CONSUMER, BN))
+
+
+def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the kernel serves ``a @ b`` for these 2-D tensors: sm_90 with Gluon, one 16-bit
+    dtype, rows TMA can read (unit stride, 16-byte aligned) in ``a``, in ``b`` or ``b.T``, and in
+    the [M, N] output.
+
+    Example:
+        >>> import torch
+        >>> supported(torch.zeros(8, 16), torch.zeros(16, 8))  # fp32 on the CPU
+        False
+    """
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0] or (b.shape[1] * b.element_size()) % 16:
+        return False
+    return tma_compatible(a, b) or tma_compatible(a, b.t())
+
+
+def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, **overrides) -> torch.Tensor:
+    """``a @ b`` by the warp-specialised kernel; ``b`` may be a [K, N] tensor or the transpose of
+    an [N, K] one (read in place). Call only where :func:`supported` holds.
+
+    Example (on an H100/H200):
+        >>> a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+        >>> w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+        >>> c = matmul_ws(a, w.t())  # doctest: +SKIP
+    """
+    cfg = config(**overrides)
+    M, K = a.shape
+    N = b.shape[1]
+    b_transposed = b.stride(-1) != 1
+    b_data = b.t() if b_transposed else b
+    c = torch.empty(M, N, device=a.device, dtype=a.dtype) if out is None else out
+    if c.shape != (M, N) or not tma_compatible(c, a):
+        raise ValueError(f"matmul_ws: out must be a [{M}, {N}] {a.dtype} tensor with 16-byte aligned rows")
+    tiles = -(-M // 128) * -(-N // cfg["BLOCK_N"])
+    grid = (min(tiles, sm_count(a.device)), )
+    _gemm_ws_kernel[grid](*_descriptors(a, b_data, c, b_transposed, cfg), M, N, K, **cfg,
+                          B_TRANSPOSED=b_transposed, num_warps=4, maxnreg=MAXNREG)
+    return c
+
+
+def compile_sm90(b_transposed: bool = False, dtype=torch.bfloat16, **overrides):
+    """Compile the kernel for sm_90 without a GPU (the result's ``asm`` holds PTX and cubin)."""
+    cfg = config(**overrides)
+    a = torch.empty(256, 256, dtype=dtype)
+    b = torch.empty(256, 256, dtype=dtype)
+    descs = dict(zip(("a_desc", "b_desc", "c_desc"), _descriptors(a, b, a, b_transposed, cfg)))
+    return compile_gluon(_gemm_ws_kernel, dict(cfg, B_TRANSPOSED=b_transposed), descs, {}, (), MAXNREG)

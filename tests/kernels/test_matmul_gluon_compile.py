@@ -1,0 +1,63 @@
+"""The warp-specialised Gluon GEMM, compiled for sm_90 on the CPU: the partitions get their
+register budgets, one product stays in flight, the loads and stores go through TMA, and nothing
+spills."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tessera.kernels.matmul import gluon_ws
+
+pytestmark = pytest.mark.skipif(not gluon_ws.available(), reason="this Triton has no Gluon Hopper API")
+
+# The CPU tests run Triton's interpreter, which cannot build Gluon: compile in a fresh process.
+SCRIPT = """
+import json, os, subprocess, tempfile, triton
+from tessera.kernels.matmul import gluon_ws
+tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+out = {}
+for bt in (False, True):
+    k = gluon_ws.compile_sm90(bt)
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(k.asm["cubin"])
+    sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    out[str(bt)] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"), "smem": k.metadata.shared}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_compiles_warp_specialised(compiled, b_transposed):
+    k = compiled[str(b_transposed)]
+    code = k["ptx"]
+    budgets = {int(n) for n in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", code)}
+    assert {24, 240} <= budgets, f"producer/consumer register budgets missing: {budgets}"
+    # 64-deep K blocks: four m64n256k16 products per block in each of the two consumers
+    assert code.count("wgmma.mma_async") == 8 and "m64n256k16" in code
+    assert "wgmma.wait_group.sync.aligned 1;" in code  # one product in flight while the last retires
+    # TMA loads of A and B (the shared-memory space is named ::cluster or ::cta by Triton version)
+    assert len(re.findall(r"cp\.async\.bulk\.tensor\.2d\.shared::\w+\.global", code)) >= 2
+    assert "cp.async.bulk.tensor.2d.global.shared::cta" in code  # TMA store of C
+    assert k["spills"] == 0, "the 64x256 fp32 accumulator should fit the consumers' 240 registers"
+    assert k["smem"] <= 227 * 1024
+
+
+def test_supported_and_config():
+    assert not gluon_ws.supported(torch.zeros(8, 16), torch.zeros(16, 8))  # fp32, CPU
+    assert not gluon_ws.supported(torch.zeros(8, 16, dtype=torch.bfloat16), torch.zeros(8, 8, dtype=torch.bfloat16))
+    bf = dict(dtype=torch.bfloat16)
+    assert not gluon_ws.supported(torch.zeros(8, 16, **bf), torch.zeros(12, 16, **bf).t())  # 12-column rows of C
+    assert gluon_ws.config(STAGES=4, GROUP_M=None) == dict(gluon_ws.CONFIG, STAGES=4)
