@@ -20,13 +20,14 @@ import json, os, subprocess, tempfile, triton
 from tessera.kernels.matmul import gluon_ws
 tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 out = {}
-for bt in (False, True):
-    k = gluon_ws.compile_sm90(bt)
+for bt, epi in ((False, {}), (True, {}), (False, {"bias": True, "activation": "gelu", "residual": True})):
+    k = gluon_ws.compile_sm90(bt, **epi)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
     sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     os.unlink(f.name)
-    out[str(bt)] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"), "smem": k.metadata.shared}
+    out[str(bt) + ("-epilogue" if epi else "")] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"),
+                                                  "smem": k.metadata.shared}
 print(json.dumps(out))
 """
 
@@ -53,6 +54,15 @@ def test_gemm_compiles_warp_specialised(compiled, b_transposed):
     assert "cp.async.bulk.tensor.2d.global.shared::cta" in code  # TMA store of C
     assert k["spills"] == 0, "the 64x256 fp32 accumulator should fit the consumers' 240 registers"
     assert k["smem"] <= 227 * 1024
+
+
+def test_epilogue_is_applied_after_the_main_loop(compiled):
+    plain, fused = compiled["False"], compiled["False-epilogue"]
+    # the same main loop: the epilogue adds no products and keeps the TMA store
+    assert fused["ptx"].count("wgmma.mma_async") == plain["ptx"].count("wgmma.mma_async") == 8
+    assert "cp.async.bulk.tensor.2d.global.shared::cta" in fused["ptx"]
+    # erf for GELU, and the bias and residual read from global memory
+    assert fused["ptx"].count("ld.global") > plain["ptx"].count("ld.global")
 
 
 def test_supported_and_config():

@@ -149,3 +149,27 @@ def test_gluon_warp_specialised_gemm_vs_float64(dtype, M, N, K, tb):
     assert rel(out, a.double() @ b.double()) < TOL[dtype]
     # a second call reuses the buffers of a finished store: the result must not change
     assert torch.equal(gluon_ws.matmul_ws(a, b), out)
+
+
+@pytest.mark.parametrize("bias,activation,residual,preact", [(True, "gelu", False, False), (True, "gelu_tanh", True, True),
+                                                             (False, "silu", False, True), (True, None, True, False),
+                                                             (False, "relu", True, False)])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gluon_gemm_epilogue_vs_float64(bias, activation, residual, preact, tb):
+    """The Gluon GEMM with the Triton kernels' epilogue (bias, activation, residual, pre-activation)
+    against torch_epilogue of the float64 product, ragged tiles."""
+    from tessera.kernels.matmul import gluon_ws
+    from tessera.kernels.matmul.epilogue import torch_epilogue
+
+    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
+        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    M, N, K = 1000, 776, 1032
+    a, bias_t = rnd(M, K), (rnd(N) if bias else None)
+    b = rnd(N, K).t() if tb else rnd(K, N)
+    res = rnd(M, N) if residual else None
+    got = gluon_ws.matmul_ws(a, b, bias=bias_t, activation=activation, residual=res, return_preact=preact)
+    ref = torch_epilogue(a.double() @ b.double(), None if bias_t is None else bias_t.double(), activation,
+                         None if res is None else res.double(), torch.float64, preact)
+    for g, r in zip(got if preact else (got, ), ref if preact else (ref, )):
+        assert g.shape == (M, N) and torch.isfinite(g).all()
+        assert rel(g, r) < TOL[torch.bfloat16]
