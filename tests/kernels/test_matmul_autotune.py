@@ -89,3 +89,24 @@ def test_skinny_defaults_fit_shared_memory():
                 smem = c.stages * (c.BM + c.BN) * c.BK * itemsize
                 assert c.kernel == "skinny" and 2 <= c.stages <= 6 and smem <= 200 * 1024, (M, N, K, c)
                 assert c.BM >= min(M, 128) and 1 <= c.split_k <= 16
+
+
+def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
+    from tessera.kernels.matmul import gluon_ws
+    from tessera.kernels.matmul.configs import GLUON_DEFAULT
+
+    big = Problem(8192, 8192, 8192, 1, 2, True, False, 132)
+    allowed = Problem(8192, 8192, 8192, 1, 2, True, False, 132, gluon_ok=True)
+    assert default_config(big).kernel == "tma" and default_config(allowed) == GLUON_DEFAULT
+    # few tiles, or decode shapes: the other kernels even where it is allowed
+    assert default_config(Problem(1024, 1024, 8192, 1, 2, True, False, 132, gluon_ok=True)).kernel == "tma"
+    assert default_config(Problem(16, 8192, 8192, 1, 2, True, False, 132, gluon_ok=True)).kernel != "gluon"
+    assert not any(c.kernel == "gluon" for c in candidates(big))
+    tuned = candidates(allowed)
+    assert {c.GROUP_M for c in tuned if c.kernel == "gluon"} == {4, 8, 16}
+    assert {c for c in tuned if c.kernel == "tma"} == {c for c in candidates(big) if c.kernel == "tma"}
+    assert Config.from_json(GLUON_DEFAULT.to_json()) == GLUON_DEFAULT
+    monkeypatch.delenv("TESSERA_GLUON_GEMM", raising=False)
+    assert not gluon_ws.enabled()
+    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
+    assert gluon_ws.enabled()

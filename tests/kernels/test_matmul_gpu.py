@@ -173,3 +173,25 @@ def test_gluon_gemm_epilogue_vs_float64(bias, activation, residual, preact, tb):
     for g, r in zip(got if preact else (got, ), ref if preact else (ref, )):
         assert g.shape == (M, N) and torch.isfinite(g).all()
         assert rel(g, r) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul_entry_point_with_gluon_opt_in(monkeypatch, tb):
+    """TESSERA_GLUON_GEMM=1: the entry point routes large Hopper GEMMs (with their epilogue) to the
+    Gluon kernel, and the results match float64; a repeated call goes through the remembered plan."""
+    from tessera.kernels.matmul import gluon_ws
+
+    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
+        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
+    calls = []
+    real = gluon_ws.launch
+    monkeypatch.setattr(gluon_ws, "launch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    M, N, K = 2048, 4104, 1032
+    a, bias = rnd(M, K), rnd(N)
+    b = rnd(N, K).t() if tb else rnd(K, N)
+    for _ in range(2):
+        out = matmul(a, b, bias=bias, activation="gelu")
+        ref = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
+        assert rel(out, ref) < TOL[torch.bfloat16]
+    assert len(calls) == 2

@@ -7,17 +7,19 @@ disk) with ``TESSERA_AUTOTUNE=1``; a tuned choice may be cuBLAS where it measure
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import torch
 
 from ...errors import TesseraDeviceError
+from . import gluon_ws
 from .autotune import autotune_enabled, choose
 from .checks import check_matmul_args
-from .plans import PlanCache
 from .configs import Config, Problem, candidates, default_config
 from .epilogue import ACTIVATIONS, torch_epilogue
 from .launch import interpreting, launch_ptr, launch_skinny, launch_tma, major, num_sms
+from .plans import PlanCache
 
 
 @lru_cache(maxsize=None)
@@ -74,7 +76,8 @@ def _problem_key(a2, b2, out_dtype, bias, act, res, pre, acc_f16, la, lb, batch,
     arch = "interp" if p.interpret else "sm%d%d" % _capability(_dev_index(a2))
     return {"op": "matmul", "arch": arch, "sms": p.num_sms, "dtype": str(a2.dtype), "out": str(out_dtype),
             "layout": [la[0] if la else "strided", lb[0] if lb else "strided"], "tma": p.tma_ok, "batched": batch > 1,
-            "bucket": list(p.bucket()), "epilogue": [bias is not None, act, res is not None, pre], "acc16": acc_f16}
+            "bucket": list(p.bucket()), "epilogue": [bias is not None, act, res is not None, pre], "acc16": acc_f16,
+            "gluon": p.gluon_ok}
 
 
 def _cublas(a, b, bias, activation, residual, out_dtype, return_preact):
@@ -94,7 +97,7 @@ def _sig_of(t):
 
 def _signature(a, b, bias, activation, residual, out_dtype, acc_dtype, return_preact) -> tuple:
     return (_sig_of(a), _sig_of(b), a.device, _sig_of(bias) if isinstance(bias, torch.Tensor) else bias, activation,
-            _sig_of(residual), out_dtype, acc_dtype, return_preact, autotune_enabled())
+            _sig_of(residual), out_dtype, acc_dtype, return_preact, autotune_enabled(), gluon_ws.enabled())
 
 
 def _remember(sig, cfg, out, la, lb, act, acc_f16, interp, cublas):
@@ -119,6 +122,9 @@ def _launch_2d(cfg, a2, b2, out2, la, lb, bias_c, act, res2, pre2, acc_f16, inte
     # TMA cannot read these strides in place; the skinny kernel accumulates in fp32 only
     if (cfg.kernel == "tma" and not tma_ok) or (cfg.kernel == "skinny" and (not tma_ok or acc_f16)):
         cfg = Config("ptr", 128, 128, 64, 8, 3, 8) if not interp else Config("ptr", 16, 32, 16, 4, 1, 4)
+    if cfg.kernel == "gluon":  # chosen only where Problem.gluon_ok held
+        return lambda: gluon_ws.launch(a2, b2, out2, bias_c, act, res2, pre2, BLOCK_N=cfg.BN, BLOCK_K=cfg.BK,
+                                       STAGES=cfg.stages, GROUP_M=cfg.GROUP_M)
     if cfg.kernel == "tma":
         return lambda: launch_tma(a2, b2, out2, cfg, la, lb, bias=bias_c, act=act, res=res2, pre=pre2,
                                   acc_f16=acc_f16)
@@ -176,7 +182,10 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
                 res2 = r.view(-1, N)
             except RuntimeError:
                 res2 = r.reshape(-1, N)
-        p = Problem(a2.shape[0], N, K, 1, a.element_size(), la is not None and lb is not None, interp, sms)
+        gluon_ok = not interp and not acc_f16 and out_dtype == a.dtype and gluon_ws.enabled() \
+            and gluon_ws.supported(a2, b2)
+        p = Problem(a2.shape[0], N, K, 1, a.element_size(), la is not None and lb is not None, interp, sms,
+                    gluon_ok=gluon_ok)
         out2, pre2 = out.view(-1, N), pre.view(-1, N) if pre is not None else None
 
         def run(cfg: Config):
@@ -215,9 +224,11 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
         def key():
             return _problem_key(a, b, out_dtype, bias, act, residual, return_preact, acc_f16, la, lb, p.batch, p)
         memo = (p.bucket(), p.tma_ok, p.batch > 1, a.dtype, out_dtype, la and la[0], lb and lb[0],
-                bias is not None, act, residual is not None, return_preact, acc_f16, str(a.device))
+                bias is not None, act, residual is not None, return_preact, acc_f16, str(a.device), p.gluon_ok)
         cfg = choose(key, memo, default_config(p), lambda: candidates(p) + [Config("cublas")], run,
                      f"matmul M={p.M} N={N} K={K} batch={p.batch} {a.dtype}")
+        if cfg.kernel == "gluon" and not p.gluon_ok:  # remembered while TESSERA_GLUON_GEMM=1 was set
+            cfg = default_config(replace(p, gluon_ok=False))
     go = run(cfg)
     if _launcher:  # benchmarks: the bare kernel launch, without this function's checks
         return go

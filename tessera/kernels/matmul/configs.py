@@ -1,8 +1,9 @@
 """Kernel configurations: the heuristic default for a problem, and the space the tuner searches.
 
 A :class:`Config` names the kernel ("tma": persistent TMA kernel, Hopper; "skinny": split-K
-TMA kernel for a few rows, Hopper; "ptr": pointer kernel with optional split-K; "cublas":
-torch.matmul, chosen only by measurement) and its block shapes, pipeline depth and warps.
+TMA kernel for a few rows, Hopper; "ptr": pointer kernel with optional split-K; "gluon": the
+warp-specialised Gluon kernel, Hopper, opt-in; "cublas": torch.matmul, chosen only by
+measurement) and its block shapes, pipeline depth and warps.
 """
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ class Config:
     @staticmethod
     def from_json(d: dict) -> "Config":
         cfg = Config(**d)
-        if cfg.kernel not in ("tma", "skinny", "ptr", "cublas", "wo"):
+        if cfg.kernel not in ("tma", "skinny", "ptr", "gluon", "cublas", "wo"):
             raise ValueError(f"unknown kernel {cfg.kernel!r}")
         return cfg
+
+
+# the Gluon kernel's 128 x 256 tiles, 64-deep K blocks, three stages (warps: its default partition)
+GLUON_DEFAULT = Config("gluon", 128, 256, 64, 8, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Problem:
     interpret: bool
     num_sms: int
     fp8: bool = False
+    gluon_ok: bool = False  # the Gluon kernel may serve it (Hopper, opted in, its layout conditions)
 
     def bucket(self) -> tuple:
         """Shape bucket: each dim rounded to the nearest power of two (in log space)."""
@@ -127,6 +133,8 @@ def default_config(p: Problem) -> Config:
         if p.fp8:
             return Config("tma", 128, 256, 128, 8, 3, 8, subtile=True, flatten=True)
         tiles = -(-p.M // 128) * -(-p.N // 256)
+        if tiles >= p.num_sms and p.gluon_ok:  # H200: 1.00-1.17x the TMA kernel below (results/matmul.md)
+            return GLUON_DEFAULT
         if tiles >= p.num_sms:
             if p.N >= 16384:
                 return Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True)
@@ -159,8 +167,11 @@ def candidates(p: Problem) -> List[Config]:
         if not p.fp8:  # warp-specialised (no flattening with it on Hopper)
             out.append(Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True))
             out.append(Config("tma", 128, 256, 64, 8, 4, 8, subtile=True, warp_spec=True))
-        out.append(replace(default_config(p), flatten=not default_config(p).warp_spec))
-        out.append(replace(default_config(p), GROUP_M=16))
+        if p.gluon_ok:
+            out += [replace(GLUON_DEFAULT, GROUP_M=g) for g in (4, 8, 16)]
+        base = default_config(replace(p, gluon_ok=False))  # the TMA kernel's default
+        out.append(replace(base, flatten=not base.warp_spec))
+        out.append(replace(base, GROUP_M=16))
     if not p.tma_ok or p.batch > 1:
         for BM, BN, BK, st, w in [(128, 128, 64, 3, 8), (128, 256, 64, 3, 8), (64, 128, 64, 4, 4)]:
             out.append(Config("ptr", BM, BN, BK, 8, st, w))

@@ -10,8 +10,9 @@ activation, residual, pre-activation), then a cast, shared-memory staging and a 
 not waited for: it drains while the consumers start the next tile's products, and is waited for
 only before its buffer is written again.
 
-Not dispatched by the matmul entry points yet (the plain kernel measured 1.00-1.17x the Triton
-kernel; the fused epilogue has only been compiled so far); call :func:`matmul_ws` directly.
+The matmul entry points choose it only with ``TESSERA_GLUON_GEMM=1`` for now (the plain kernel
+measured 1.00-1.17x the Triton kernel; the fused epilogue has only been compiled so far); or call
+:func:`matmul_ws` directly.
 
 Example:
     >>> from tessera.kernels.matmul import gluon_ws
@@ -19,6 +20,8 @@ Example:
     256
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -180,6 +183,30 @@ def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
     return tma_compatible(a, b) or tma_compatible(a, b.t())
 
 
+def enabled() -> bool:
+    """True when ``TESSERA_GLUON_GEMM=1`` lets the matmul entry points choose this kernel (opt-in
+    until the entry points' GPU tests have run with it)."""
+    return os.environ.get("TESSERA_GLUON_GEMM", "0") == "1"
+
+
+def launch(a, b, c, bias=None, act: int = 0, residual=None, pre=None, **overrides) -> None:
+    """Write ``act(a @ b + bias) + residual`` into ``c`` (and ``a @ b + bias`` into ``pre`` when
+    given); ``act`` is an ``epilogue.ACTIVATIONS`` code. The caller has checked :func:`supported`
+    and that ``c`` (and ``pre``) are [M, N] tensors of ``a``'s dtype with 16-byte aligned rows."""
+    cfg = config(**overrides)
+    M, K = a.shape
+    N = b.shape[1]
+    b_transposed = b.stride(-1) != 1
+    b_data = b.t() if b_transposed else b
+    res = c if residual is None else residual.expand(M, N)
+    tiles = -(-M // 128) * -(-N // cfg["BLOCK_N"])
+    grid = (min(tiles, sm_count(a.device)), )
+    _gemm_ws_kernel[grid](*_descriptors(a, b_data, c, b_transposed, cfg), c if bias is None else bias, res,
+                          c if pre is None else pre, M, N, K, res.stride(0), res.stride(1), **cfg,
+                          B_TRANSPOSED=b_transposed, HAS_BIAS=bias is not None, ACT=act,
+                          HAS_RES=residual is not None, STORE_PRE=pre is not None, num_warps=4, maxnreg=MAXNREG)
+
+
 def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, bias=None, activation=None,
               residual=None, return_preact: bool = False, **overrides):
     """``act(a @ b + bias) + residual`` by the warp-specialised kernel (the Triton kernels'
@@ -192,22 +219,12 @@ def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, bias=N
         >>> w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
         >>> c = matmul_ws(a, w.t(), activation="gelu")  # doctest: +SKIP
     """
-    cfg = config(**overrides)
-    M, K = a.shape
-    N = b.shape[1]
-    b_transposed = b.stride(-1) != 1
-    b_data = b.t() if b_transposed else b
+    M, N = a.shape[0], b.shape[1]
     c = torch.empty(M, N, device=a.device, dtype=a.dtype) if out is None else out
     if c.shape != (M, N) or not tma_compatible(c, a):
         raise ValueError(f"matmul_ws: out must be a [{M}, {N}] {a.dtype} tensor with 16-byte aligned rows")
-    pre = torch.empty_like(c) if return_preact else c
-    res = c if residual is None else residual.expand(M, N)
-    tiles = -(-M // 128) * -(-N // cfg["BLOCK_N"])
-    grid = (min(tiles, sm_count(a.device)), )
-    _gemm_ws_kernel[grid](*_descriptors(a, b_data, c, b_transposed, cfg), c if bias is None else bias, res, pre,
-                          M, N, K, res.stride(0), res.stride(1), **cfg, B_TRANSPOSED=b_transposed,
-                          HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], HAS_RES=residual is not None,
-                          STORE_PRE=return_preact, num_warps=4, maxnreg=MAXNREG)
+    pre = torch.empty_like(c) if return_preact else None
+    launch(a, b, c, bias, ACTIVATIONS[activation], residual, pre, **overrides)
     return (c, pre) if return_preact else c
 
 
