@@ -242,6 +242,24 @@ def sweep_gluon(results):
           f"eager {t_eager * 1e3:.1f}us", flush=True)
     results.append({"kind": "gluon bias+gelu", "M": M, "N": N, "K": K, "cublas_us": t_eager * 1e3,
                     "default_us": t_triton * 1e3, "best_us": t_gl * 1e3, "best": "default"})
+    # fp8 e4m3 8192^3: cuBLAS column = torch._scaled_mm, default = Tessera's Triton scaled_matmul
+    from tessera.kernels.matmul import quantize_fp8, scaled_matmul
+
+    n = 8192
+    x, w = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
+    for label, axis in (("per-tensor", None), ("row/col", 1)):
+        (qa, sa), (qw, sw) = (quantize_fp8(x), quantize_fp8(w)) if axis is None else \
+            (quantize_fp8(x, axis=1), quantize_fp8(w, axis=1))
+        b, sb = qw.t(), (sw if axis is None else sw.t())
+        ref = (qa[:256].double() * sa.double().reshape(-1, 1)[:256]) @ (b.double() * sb.double())
+        err = rel(gluon_ws.scaled_matmul_ws(qa, b, sa, sb)[:256], ref)
+        t_gl = bench(lambda: gluon_ws.scaled_matmul_ws(qa, b, sa, sb)) if err < 1e-2 else float("inf")
+        t_cb = bench(lambda: torch._scaled_mm(qa, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))
+        t_tr = bench(lambda: scaled_matmul(qa, b, sa, sb))
+        print(f"   gluon fp8 {label} {n}^3: gluon {2 * n ** 3 / t_gl / 1e9:.0f} TFLOP/s (err {err}), "
+              f"triton {2 * n ** 3 / t_tr / 1e9:.0f}, _scaled_mm {2 * n ** 3 / t_cb / 1e9:.0f}", flush=True)
+        results.append({"kind": f"gluon fp8 {label}", "M": n, "N": n, "K": n, "cublas_us": t_cb * 1e3,
+                        "default_us": t_tr * 1e3, "best_us": t_gl * 1e3, "best": "default"})
 
 
 FP8_CONFIGS = [(128, 256, 128, 3, False, True, True), (128, 256, 128, 3, True, False, False),

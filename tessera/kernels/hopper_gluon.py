@@ -37,9 +37,11 @@ def available() -> bool:
 if _GLUON:
 
     @gluon.constexpr_function
-    def warpgroup_mma_layout(n):
-        """The accumulator layout of one warpgroup's [64, n] wgmma product (bf16/fp16 operands)."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+    def warpgroup_mma_layout(n, operand_bits=16):
+        """The accumulator layout of one warpgroup's [64, n] wgmma product (16-bit operands, or
+        8-bit ones, whose instructions are 32 deep)."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                         instr_shape=[16, n, 256 // operand_bits])
 
     @gluon.constexpr_function
     def register_operand_layout(acc_layout):
@@ -60,17 +62,26 @@ if _GLUON:
         return gl.allocate_shared_memory(desc.dtype, [N] + desc.block_type.shape, desc.layout)
 
 
+def _element(dtype: torch.dtype):
+    return {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float8_e4m3fn: gl.float8e4nv,
+            torch.float8_e5m2: gl.float8e5}[dtype]
+
+
 @functools.lru_cache(maxsize=None)
 def shared_layout(block: tuple, dtype: torch.dtype):
-    """The swizzled shared-memory layout of a TMA block of 16-bit elements (cached: the same few
-    serve every launch, and building one is pure Python on the launch path)."""
-    element = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-    return gl.NVMMASharedLayout.get_default_for(list(block), element)
+    """The swizzled shared-memory layout of a TMA block of bf16/fp16/fp8 elements (cached: the
+    same few serve every launch, and building one is pure Python on the launch path)."""
+    return gl.NVMMASharedLayout.get_default_for(list(block), _element(dtype))
 
 
-def tma_compatible(*tensors) -> bool:
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def tma_compatible(*tensors, dtypes=SIXTEEN_BIT) -> bool:
     """Whether Gluon's Hopper kernels can read these tensors through TMA: Gluon present, sm_90,
-    one dtype (bf16/fp16), non-empty, unit-stride last dim, 16-byte aligned base and strides.
+    one dtype (one of ``dtypes``), non-empty, unit-stride last dim, 16-byte aligned base and
+    strides.
 
     Example:
         >>> import torch
@@ -78,7 +89,7 @@ def tma_compatible(*tensors) -> bool:
         False
     """
     first = tensors[0]
-    if not _GLUON or first.dtype not in (torch.bfloat16, torch.float16) or not first.is_cuda:
+    if not _GLUON or first.dtype not in dtypes or not first.is_cuda:
         return False
     if torch.cuda.get_device_capability(first.device) != (9, 0):
         return False

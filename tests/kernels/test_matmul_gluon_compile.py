@@ -20,13 +20,16 @@ import json, os, subprocess, tempfile, triton
 from tessera.kernels.matmul import gluon_ws
 tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 out = {}
-for bt, epi in ((False, {}), (True, {}), (False, {"bias": True, "activation": "gelu", "residual": True})):
+import torch
+fp8 = {"dtype": torch.float8_e4m3fn, "out_dtype": torch.bfloat16, "scales": (2, 2)}
+for bt, epi in ((False, {}), (True, {}), (False, {"bias": True, "activation": "gelu", "residual": True}),
+                (True, fp8)):
     k = gluon_ws.compile_sm90(bt, **epi)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
     sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     os.unlink(f.name)
-    out[str(bt) + ("-epilogue" if epi else "")] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"),
+    out[str(bt) + ("-fp8" if "dtype" in epi else "-epilogue" if epi else "")] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"),
                                                   "smem": k.metadata.shared}
 print(json.dumps(out))
 """
@@ -65,9 +68,17 @@ def test_epilogue_is_applied_after_the_main_loop(compiled):
     assert fused["ptx"].count("ld.global") > plain["ptx"].count("ld.global")
 
 
+def test_fp8_products_are_32_deep(compiled):
+    k = compiled["True-fp8"]
+    # 128-deep fp8 K blocks: four m64n256k32 e4m3 products per block in each consumer, no spills
+    assert k["ptx"].count("wgmma.mma_async") == 8 and "m64n256k32.f32.e4m3.e4m3" in k["ptx"]
+    assert k["spills"] == 0 and k["smem"] <= 227 * 1024
+
+
 def test_supported_and_config():
     assert not gluon_ws.supported(torch.zeros(8, 16), torch.zeros(16, 8))  # fp32, CPU
     assert not gluon_ws.supported(torch.zeros(8, 16, dtype=torch.bfloat16), torch.zeros(8, 8, dtype=torch.bfloat16))
     bf = dict(dtype=torch.bfloat16)
     assert not gluon_ws.supported(torch.zeros(8, 16, **bf), torch.zeros(12, 16, **bf).t())  # 12-column rows of C
     assert gluon_ws.config(STAGES=4, GROUP_M=None) == dict(gluon_ws.CONFIG, STAGES=4)
+    assert gluon_ws.config(fp8=True)["BLOCK_K"] == 128

@@ -195,3 +195,24 @@ def test_matmul_entry_point_with_gluon_opt_in(monkeypatch, tb):
         ref = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
         assert rel(out, ref) < TOL[torch.bfloat16]
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("M,N,K", [(1000, 776, 1024), (4096, 4096, 4096)])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_gluon_fp8_gemm_vs_float64(M, N, K, per_row):
+    """fp8 e4m3 operands (W stored K-major), per-tensor or per-row/column scales and a bias,
+    against float64 of the dequantized operands."""
+    from tessera.kernels.matmul import gluon_ws
+
+    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
+        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    x, w = torch.randn(M, K, device="cuda"), torch.randn(N, K, device="cuda")
+    (qa, sa), (qw, sw) = (quantize_fp8(x, axis=1), quantize_fp8(w, axis=1)) if per_row else \
+        (quantize_fp8(x), quantize_fp8(w))
+    sb = sw.t() if per_row else sw
+    bias = rnd(N)
+    assert gluon_ws.supported(qa, qw.t())
+    out = gluon_ws.scaled_matmul_ws(qa, qw.t(), sa, sb, bias=bias)
+    ref = (qa.double() * sa.double().reshape(-1, 1)) @ (qw.double() * sw.double().reshape(-1, 1)).t() + bias.double()
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert rel(out, ref) < 1e-2

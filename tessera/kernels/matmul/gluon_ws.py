@@ -1,5 +1,6 @@
 """A warp-specialised persistent GEMM for Hopper (sm_90), written in Gluon: C = A·B for bf16/fp16
-A [M, K] and B as [K, N] or as Wᵀ with W [N, K], fp32 accumulation.
+A [M, K] and B as [K, N] or as Wᵀ with W [N, K], and for fp8 (e4m3/e5m2) A and Wᵀ with scales,
+fp32 accumulation.
 
 One program per SM walks output tiles of BLOCK_M × BLOCK_N in grouped order (GROUP_M row blocks
 share their B columns in L2). A producer warp streams A and B blocks through a ring of STAGES
@@ -25,7 +26,7 @@ import os
 
 import torch
 
-from ..hopper_gluon import available, compile_gluon, shared_layout, sm_count, tma_compatible
+from ..hopper_gluon import FP8, available, compile_gluon, shared_layout, sm_count, tma_compatible
 from .epilogue import ACTIVATIONS
 
 if available():
@@ -46,9 +47,10 @@ CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=8)
 MAXNREG = 168  # at launch; the partitions then take 240 (consumers) and 24 (producer)
 
 
-def config(**overrides) -> dict:
-    """Compile-time parameters (``None`` overrides keep the default)."""
-    cfg = dict(CONFIG)
+def config(fp8: bool = False, **overrides) -> dict:
+    """Compile-time parameters (``None`` overrides keep the default); fp8 operands read 128-deep
+    K blocks (the same 128 bytes a row as 64 bf16)."""
+    cfg = dict(CONFIG, BLOCK_K=128) if fp8 else dict(CONFIG)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return cfg
 
@@ -90,14 +92,15 @@ if available():
     @gluon.jit
     def _consumer(descs, bufs, bars, shape, epi, W: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr,
-                  HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
+                  SCALE_A: gl.constexpr, SCALE_B: gl.constexpr, HAS_BIAS: gl.constexpr, ACT: gl.constexpr,
+                  HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
         a_desc, b_desc, c_desc = descs
-        bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
+        sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
         a_smem, b_smem, c_smem = bufs
         ready, empty = bars
         M, N, K = shape
         ROWS: gl.constexpr = BLOCK_M // 2
-        acc_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
+        acc_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N, a_desc.dtype.primitive_bitwidth)
         num_pid_m = gl.cdiv(M, BLOCK_M)
         num_pid_n = gl.cdiv(N, BLOCK_N)
         k_steps = gl.cdiv(K, BLOCK_K)
@@ -122,11 +125,12 @@ if available():
                 it += 1
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty.index((it - 1) % STAGES), count=1)
-            if HAS_BIAS or ACT != 0 or HAS_RES or STORE_PRE:  # the Triton kernels' epilogue, in this layout
+            if SCALE_A != 0 or SCALE_B != 0 or HAS_BIAS or ACT != 0 or HAS_RES or STORE_PRE:
+                # the Triton kernels' epilogue, in this layout
                 offs_m = pid_m * BLOCK_M + W * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc_layout))
                 offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, acc_layout))
-                acc = apply_epilogue(acc, offs_m, offs_n, M, N, bias_ptr, bias_ptr, bias_ptr, res_ptr, pre_ptr,
-                                     stride_rm, stride_rn, N, 0, 0, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
+                acc = apply_epilogue(acc, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
+                                     stride_rm, stride_rn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
             tma.store_wait(0)  # the previous tile's store has left this buffer
             out.store(acc.to(c_desc.dtype))
             fence_async_shared()
@@ -134,9 +138,10 @@ if available():
         tma.store_wait(0)
 
     @gluon.jit
-    def _gemm_ws_kernel(a_desc, b_desc, c_desc, bias_ptr, res_ptr, pre_ptr, M, N, K, stride_rm, stride_rn,
-                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
-                        B_TRANSPOSED: gl.constexpr, HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr,
+    def _gemm_ws_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, M, N, K, stride_rm,
+                        stride_rn, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                        GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr, SCALE_A: gl.constexpr,
+                        SCALE_B: gl.constexpr, HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr,
                         STORE_PRE: gl.constexpr):
         BLOCK_M: gl.constexpr = 128
         a_smem = ring(a_desc, STAGES)
@@ -148,12 +153,12 @@ if available():
         bufs = (a_smem, b_smem, c_smem)
         bars = (ready, empty)
         shape = (M, N, K)
-        epi = (bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn)
+        epi = (sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn)
         gl.warp_specialize([
             (_consumer, (descs, bufs, bars, shape, epi, 0, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED,
-                         HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
+                         SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
             (_consumer, (descs, bufs, bars, shape, epi, 1, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED,
-                         HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
+                         SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
             (_producer, (descs, bufs, bars, shape, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED)),
         ], [4, 1], [240, 24])
 
@@ -169,18 +174,39 @@ def _descriptors(a, b, c, b_transposed: bool, cfg: dict):
 
 
 def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the kernel serves ``a @ b`` for these 2-D tensors: sm_90 with Gluon, one 16-bit
-    dtype, rows TMA can read (unit stride, 16-byte aligned) in ``a``, in ``b`` or ``b.T``, and in
-    the [M, N] output.
+    """Whether the kernel serves ``a @ b`` for these 2-D tensors: sm_90 with Gluon, one dtype
+    (bf16/fp16, or fp8 with ``b`` the transpose of a K-major [N, K] tensor, as fp8 products need),
+    rows TMA can read (unit stride, 16-byte aligned) in ``a``, in ``b`` or ``b.T``, and in the
+    [M, N] 16-bit output.
 
     Example:
         >>> import torch
         >>> supported(torch.zeros(8, 16), torch.zeros(16, 8))  # fp32 on the CPU
         False
     """
-    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0] or (b.shape[1] * b.element_size()) % 16:
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0] or b.shape[1] % 8:
         return False
+    if a.dtype in FP8:
+        return tma_compatible(a, b.t(), dtypes=FP8)
     return tma_compatible(a, b) or tma_compatible(a, b.t())
+
+
+def scaled_matmul_ws(a, b, scale_a, scale_b, out_dtype=torch.bfloat16, bias=None, **overrides):
+    """``(a * scale_a) @ (b * scale_b) + bias`` for fp8 ``a`` [M, K] and ``b`` = ``w.t()`` of a
+    K-major fp8 ``w`` [N, K]: scales as :func:`tessera.kernels.matmul.scaled_matmul` takes them
+    (a scalar tensor, or [M, 1] / [1, N]). Call only where :func:`supported` holds.
+
+    Example (on an H100/H200):
+        >>> from tessera.kernels.matmul import quantize_fp8
+        >>> (qa, sa), (qw, sw) = quantize_fp8(x), quantize_fp8(w)          # doctest: +SKIP
+        >>> y = scaled_matmul_ws(qa, qw.t(), sa, sw)                         # doctest: +SKIP
+    """
+    M, N = a.shape[0], b.shape[1]
+    c = torch.empty(M, N, device=a.device, dtype=out_dtype)
+    modes = [1 if s.numel() == 1 else 2 for s in (scale_a, scale_b)]
+    sa, sb = (s.reshape(-1).float().contiguous() for s in (scale_a, scale_b))
+    launch(a, b, c, bias, 0, None, None, (sa, sb, *modes), **overrides)
+    return c
 
 
 def enabled() -> bool:
@@ -189,22 +215,25 @@ def enabled() -> bool:
     return os.environ.get("TESSERA_GLUON_GEMM", "0") == "1"
 
 
-def launch(a, b, c, bias=None, act: int = 0, residual=None, pre=None, **overrides) -> None:
+def launch(a, b, c, bias=None, act: int = 0, residual=None, pre=None, scales=None, **overrides) -> None:
     """Write ``act(a @ b + bias) + residual`` into ``c`` (and ``a @ b + bias`` into ``pre`` when
-    given); ``act`` is an ``epilogue.ACTIVATIONS`` code. The caller has checked :func:`supported`
-    and that ``c`` (and ``pre``) are [M, N] tensors of ``a``'s dtype with 16-byte aligned rows."""
-    cfg = config(**overrides)
+    given); ``act`` is an ``epilogue.ACTIVATIONS`` code; ``scales`` = (sa, sb, mode_a, mode_b) for
+    fp8 operands (fp32 scales, modes as ``epilogue.apply_epilogue``'s). The caller has checked
+    :func:`supported` and that ``c`` (and ``pre``) are [M, N] tensors with 16-byte aligned rows."""
+    cfg = config(fp8=a.dtype in FP8, **overrides)
     M, K = a.shape
     N = b.shape[1]
     b_transposed = b.stride(-1) != 1
     b_data = b.t() if b_transposed else b
     res = c if residual is None else residual.expand(M, N)
+    sa, sb, mode_a, mode_b = scales if scales is not None else (c, c, 0, 0)
     tiles = -(-M // 128) * -(-N // cfg["BLOCK_N"])
     grid = (min(tiles, sm_count(a.device)), )
-    _gemm_ws_kernel[grid](*_descriptors(a, b_data, c, b_transposed, cfg), c if bias is None else bias, res,
+    _gemm_ws_kernel[grid](*_descriptors(a, b_data, c, b_transposed, cfg), sa, sb, c if bias is None else bias, res,
                           c if pre is None else pre, M, N, K, res.stride(0), res.stride(1), **cfg,
-                          B_TRANSPOSED=b_transposed, HAS_BIAS=bias is not None, ACT=act,
-                          HAS_RES=residual is not None, STORE_PRE=pre is not None, num_warps=4, maxnreg=MAXNREG)
+                          B_TRANSPOSED=b_transposed, SCALE_A=mode_a, SCALE_B=mode_b, HAS_BIAS=bias is not None,
+                          ACT=act, HAS_RES=residual is not None, STORE_PRE=pre is not None, num_warps=4,
+                          maxnreg=MAXNREG)
 
 
 def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, bias=None, activation=None,
@@ -215,8 +244,8 @@ def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, bias=N
     place). Call only where :func:`supported` holds.
 
     Example (on an H100/H200):
-        >>> a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-        >>> w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+        >>> a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)  # doctest: +SKIP
+        >>> w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)  # doctest: +SKIP
         >>> c = matmul_ws(a, w.t(), activation="gelu")  # doctest: +SKIP
     """
     M, N = a.shape[0], b.shape[1]
@@ -229,14 +258,15 @@ def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, bias=N
 
 
 def compile_sm90(b_transposed: bool = False, dtype=torch.bfloat16, bias=False, activation=None, residual=False,
-                 return_preact=False, **overrides):
+                 return_preact=False, scales=(0, 0), out_dtype=None, **overrides):
     """Compile the kernel for sm_90 without a GPU (the result's ``asm`` holds PTX and cubin)."""
-    cfg = config(**overrides)
+    cfg = config(fp8=dtype in FP8, **overrides)
     a = torch.empty(256, 256, dtype=dtype)
-    b = torch.empty(256, 256, dtype=dtype)
-    descs = dict(zip(("a_desc", "b_desc", "c_desc"), _descriptors(a, b, a, b_transposed, cfg)))
-    element = "bf16" if dtype == torch.bfloat16 else "fp16"
-    consts = dict(cfg, B_TRANSPOSED=b_transposed, HAS_BIAS=bias, ACT=ACTIVATIONS[activation], HAS_RES=residual,
-                  STORE_PRE=return_preact)
-    return compile_gluon(_gemm_ws_kernel, consts, descs, {n: element for n in ("bias_ptr", "res_ptr", "pre_ptr")}, (),
-                         MAXNREG)
+    c = torch.empty(256, 256, dtype=out_dtype or dtype)
+    descs = dict(zip(("a_desc", "b_desc", "c_desc"), _descriptors(a, a, c, b_transposed, cfg)))
+    element = "bf16" if c.dtype == torch.bfloat16 else "fp16"
+    consts = dict(cfg, B_TRANSPOSED=b_transposed, SCALE_A=scales[0], SCALE_B=scales[1], HAS_BIAS=bias,
+                  ACT=ACTIVATIONS[activation], HAS_RES=residual, STORE_PRE=return_preact)
+    ptrs = {n: element for n in ("bias_ptr", "res_ptr", "pre_ptr")}
+    ptrs.update(sa_ptr="fp32", sb_ptr="fp32")
+    return compile_gluon(_gemm_ws_kernel, consts, descs, ptrs, (), MAXNREG)
