@@ -106,6 +106,9 @@ def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
     assert {c.GROUP_M for c in tuned if c.kernel == "gluon"} == {4, 8, 16}
     assert {c for c in tuned if c.kernel == "tma"} == {c for c in candidates(big) if c.kernel == "tma"}
     assert Config.from_json(GLUON_DEFAULT.to_json()) == GLUON_DEFAULT
+    fp8 = Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True, gluon_ok=True)
+    assert default_config(fp8).kernel == "gluon" and default_config(fp8).BK == 128  # 128 bytes a row
+    assert default_config(Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True)).kernel == "tma"
     monkeypatch.delenv("TESSERA_GLUON_GEMM", raising=False)
     assert not gluon_ws.enabled()
     monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")

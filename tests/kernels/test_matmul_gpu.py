@@ -216,3 +216,20 @@ def test_gluon_fp8_gemm_vs_float64(M, N, K, per_row):
     ref = (qa.double() * sa.double().reshape(-1, 1)) @ (qw.double() * sw.double().reshape(-1, 1)).t() + bias.double()
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert rel(out, ref) < 1e-2
+
+
+def test_scaled_matmul_with_gluon_opt_in(monkeypatch):
+    """TESSERA_GLUON_GEMM=1: scaled_matmul routes a large fp8 GEMM to the Gluon kernel."""
+    from tessera.kernels.matmul import gluon_ws
+
+    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
+        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
+    calls = []
+    real = gluon_ws.launch
+    monkeypatch.setattr(gluon_ws, "launch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    x, w = torch.randn(2048, 1040, device="cuda"), torch.randn(4104, 1040, device="cuda")
+    (qa, sa), (qw, sw) = quantize_fp8(x, axis=1), quantize_fp8(w, axis=1)
+    out = scaled_matmul(qa, qw.t(), sa, sw.t())
+    ref = (qa.double() * sa.double()) @ (qw.double() * sw.double()).t()
+    assert calls and rel(out, ref) < 1e-2

@@ -130,11 +130,11 @@ def default_config(p: Problem) -> Config:
         # (warp-specialised variants 3-5% slower); bf16 best with warp specialisation (8192^3:
         # 777 vs 730 TFLOP/s). H200 sweeps: four stages and a sub-tiled epilogue faster at the
         # large shapes by 2-9%, except the 16384-wide output, where three stages stayed 2-7% ahead.
-        if p.fp8:
-            return Config("tma", 128, 256, 128, 8, 3, 8, subtile=True, flatten=True)
         tiles = -(-p.M // 128) * -(-p.N // 256)
         if tiles >= p.num_sms and p.gluon_ok:  # H200: 1.00-1.17x the TMA kernel below (results/matmul.md)
-            return GLUON_DEFAULT
+            return replace(GLUON_DEFAULT, BK=128) if p.fp8 else GLUON_DEFAULT
+        if p.fp8:
+            return Config("tma", 128, 256, 128, 8, 3, 8, subtile=True, flatten=True)
         if tiles >= p.num_sms:
             if p.N >= 16384:
                 return Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True)
@@ -167,8 +167,9 @@ def candidates(p: Problem) -> List[Config]:
         if not p.fp8:  # warp-specialised (no flattening with it on Hopper)
             out.append(Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True))
             out.append(Config("tma", 128, 256, 64, 8, 4, 8, subtile=True, warp_spec=True))
-        if p.gluon_ok:
-            out += [replace(GLUON_DEFAULT, GROUP_M=g) for g in (4, 8, 16)]
+        first = default_config(p)
+        if first.kernel == "gluon":
+            out += [replace(first, GROUP_M=g) for g in (4, 8, 16)]
         base = default_config(replace(p, gluon_ok=False))  # the TMA kernel's default
         out.append(replace(base, flatten=not base.warp_spec))
         out.append(replace(base, GROUP_M=16))

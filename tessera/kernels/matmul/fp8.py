@@ -6,13 +6,16 @@ layouts are copied into that one first.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, TesseraValueError
+from . import gluon_ws
+from .api import _capability, _dev_index
 from .autotune import choose
 from .checks import FP8_DTYPES, check_operands, check_scale, check_tensor
 from .configs import Config, Problem, candidates, default_config
-from .api import _capability, _dev_index
 from .launch import interpreting, launch_ptr, launch_tma, major, num_sms
 
 
@@ -106,11 +109,15 @@ def scaled_matmul(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None
     sb = scale_b.reshape(-1).float().contiguous()
     la, lb = major(a), major(b)
     sms = num_sms(-1 if interp else (a.device.index if a.device.index is not None else torch.cuda.current_device()))
-    p = Problem(M, N, K, 1, 1, la is not None and lb is not None, interp, sms, fp8=True)
+    gluon_ok = not interp and out_dtype != torch.float32 and gluon_ws.enabled() and gluon_ws.supported(a, b)
+    p = Problem(M, N, K, 1, 1, la is not None and lb is not None, interp, sms, fp8=True, gluon_ok=gluon_ok)
     bias_c = bias.contiguous() if bias is not None else None
     kw = dict(sa=sa, sb=sb, scale_a=mode_a, scale_b=mode_b, bias=bias_c)
 
     def run(cfg: Config):
+        if cfg.kernel == "gluon":  # chosen only where Problem.gluon_ok held
+            return lambda: gluon_ws.launch(a, b, out, bias_c, scales=(sa, sb, mode_a, mode_b), BLOCK_N=cfg.BN,
+                                           BLOCK_K=cfg.BK, STAGES=cfg.stages, GROUP_M=cfg.GROUP_M)
         if cfg.kernel == "tma":
             return lambda: launch_tma(a, b, out, cfg, la, lb, **kw)
         if cfg.kernel == "cublas":
@@ -126,10 +133,12 @@ def scaled_matmul(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None
             arch = "interp" if interp else "sm%d%d" % torch.cuda.get_device_capability(a.device)
             return {"op": "scaled_matmul", "arch": arch, "sms": sms, "a": str(a.dtype), "b": str(b.dtype),
                     "out": str(out_dtype), "bucket": list(p.bucket()), "tma": p.tma_ok, "scales": [mode_a, mode_b],
-                    "bias": bias is not None}
+                    "bias": bias is not None, "gluon": gluon_ok}
         memo = ("fp8", p.bucket(), p.tma_ok, a.dtype, b.dtype, out_dtype, mode_a, mode_b, bias is not None,
-                str(a.device))
+                str(a.device), gluon_ok)
         cfg = choose(key, memo, default_config(p), lambda: candidates(p) + [Config("cublas")], run,
                      f"scaled_matmul M={M} N={N} K={K}")
+        if cfg.kernel == "gluon" and not gluon_ok:  # remembered while TESSERA_GLUON_GEMM=1 was set
+            cfg = default_config(replace(p, gluon_ok=False))
     result = run(cfg)()
     return result if cfg.kernel == "cublas" else out
