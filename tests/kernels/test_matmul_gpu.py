@@ -132,15 +132,31 @@ def test_repeated_calls_with_changing_alignment():
         assert rel(wo_matmul(x, qw), x.double() @ q.dequantize(qw).double()) < 1e-2
 
 
+
+def _gluon_or_skip():
+    from tessera.kernels.matmul import gluon_ws
+
+    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
+        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    return gluon_ws
+
+
+@pytest.fixture
+def gluon_calls(monkeypatch):
+    """TESSERA_GLUON_GEMM=1, and a list that records each launch of the Gluon kernel."""
+    gluon_ws = _gluon_or_skip()
+    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
+    calls = []
+    real = gluon_ws.launch
+    monkeypatch.setattr(gluon_ws, "launch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    return calls
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,N,K", [(1000, 776, 1000), (4096, 4096, 4096), (130, 264, 72), (8192, 264, 4104)])
 @pytest.mark.parametrize("tb", [False, True])
 def test_gluon_warp_specialised_gemm_vs_float64(dtype, M, N, K, tb):
     """Ragged tiles in every dim, more tiles than SMs (persistent loop) and fewer, both B layouts."""
-    from tessera.kernels.matmul import gluon_ws
-
-    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
-        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    gluon_ws = _gluon_or_skip()
     a = rnd(M, K, dtype=dtype)
     b = rnd(N, K, dtype=dtype).t() if tb else rnd(K, N, dtype=dtype)
     assert gluon_ws.supported(a, b)
@@ -158,11 +174,9 @@ def test_gluon_warp_specialised_gemm_vs_float64(dtype, M, N, K, tb):
 def test_gluon_gemm_epilogue_vs_float64(bias, activation, residual, preact, tb):
     """The Gluon GEMM with the Triton kernels' epilogue (bias, activation, residual, pre-activation)
     against torch_epilogue of the float64 product, ragged tiles."""
-    from tessera.kernels.matmul import gluon_ws
     from tessera.kernels.matmul.epilogue import torch_epilogue
 
-    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
-        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    gluon_ws = _gluon_or_skip()
     M, N, K = 1000, 776, 1032
     a, bias_t = rnd(M, K), (rnd(N) if bias else None)
     b = rnd(N, K).t() if tb else rnd(K, N)
@@ -176,17 +190,10 @@ def test_gluon_gemm_epilogue_vs_float64(bias, activation, residual, preact, tb):
 
 
 @pytest.mark.parametrize("tb", [False, True])
-def test_matmul_entry_point_with_gluon_opt_in(monkeypatch, tb):
+def test_matmul_entry_point_with_gluon_opt_in(gluon_calls, tb):
     """TESSERA_GLUON_GEMM=1: the entry point routes large Hopper GEMMs (with their epilogue) to the
     Gluon kernel, and the results match float64; a repeated call goes through the remembered plan."""
-    from tessera.kernels.matmul import gluon_ws
-
-    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
-        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
-    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
-    calls = []
-    real = gluon_ws.launch
-    monkeypatch.setattr(gluon_ws, "launch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    calls = gluon_calls
     M, N, K = 2048, 4104, 1032
     a, bias = rnd(M, K), rnd(N)
     b = rnd(N, K).t() if tb else rnd(K, N)
@@ -202,10 +209,7 @@ def test_matmul_entry_point_with_gluon_opt_in(monkeypatch, tb):
 def test_gluon_fp8_gemm_vs_float64(M, N, K, per_row):
     """fp8 e4m3 operands (W stored K-major), per-tensor or per-row/column scales and a bias,
     against float64 of the dequantized operands."""
-    from tessera.kernels.matmul import gluon_ws
-
-    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
-        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
+    gluon_ws = _gluon_or_skip()
     x, w = torch.randn(M, K, device="cuda"), torch.randn(N, K, device="cuda")
     (qa, sa), (qw, sw) = (quantize_fp8(x, axis=1), quantize_fp8(w, axis=1)) if per_row else \
         (quantize_fp8(x), quantize_fp8(w))
@@ -218,16 +222,9 @@ def test_gluon_fp8_gemm_vs_float64(M, N, K, per_row):
     assert rel(out, ref) < 1e-2
 
 
-def test_scaled_matmul_with_gluon_opt_in(monkeypatch):
+def test_scaled_matmul_with_gluon_opt_in(gluon_calls):
     """TESSERA_GLUON_GEMM=1: scaled_matmul routes a large fp8 GEMM to the Gluon kernel."""
-    from tessera.kernels.matmul import gluon_ws
-
-    if torch.cuda.get_device_capability() != (9, 0) or not gluon_ws.available():
-        pytest.skip("the Gluon GEMM is built for Hopper (sm_90)")
-    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
-    calls = []
-    real = gluon_ws.launch
-    monkeypatch.setattr(gluon_ws, "launch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    calls = gluon_calls
     x, w = torch.randn(2048, 1040, device="cuda"), torch.randn(4104, 1040, device="cuda")
     (qa, sa), (qw, sw) = quantize_fp8(x, axis=1), quantize_fp8(w, axis=1)
     out = scaled_matmul(qa, qw.t(), sa, sw.t())
