@@ -230,3 +230,12 @@ def test_scaled_matmul_with_gluon_opt_in(gluon_calls):
     out = scaled_matmul(qa, qw.t(), sa, sw.t())
     ref = (qa.double() * sa.double()) @ (qw.double() * sw.double()).t()
     assert calls and rel(out, ref) < 1e-2
+
+
+def test_gluon_gemm_empty_dims():
+    """K = 0 gives the epilogue of a zero product; an empty output launches nothing."""
+    gluon_ws = _gluon_or_skip()
+    bias = rnd(264)
+    out = gluon_ws.matmul_ws(rnd(130, 0), rnd(0, 264), bias=bias, activation="relu")
+    assert torch.equal(out, torch.relu(bias.float()).to(out.dtype).expand(130, 264))
+    assert gluon_ws.matmul_ws(rnd(0, 64), rnd(64, 264)).shape == (0, 264)

@@ -27,7 +27,9 @@ import os
 import torch
 
 from ..hopper_gluon import FP8, available, compile_gluon, shared_layout, sm_count, tma_compatible
-from .epilogue import ACTIVATIONS
+from .epilogue import ACTIVATIONS, torch_epilogue
+
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
 if available():
     from triton.experimental import gluon
@@ -223,6 +225,14 @@ def launch(a, b, c, bias=None, act: int = 0, residual=None, pre=None, scales=Non
     cfg = config(fp8=a.dtype in FP8, **overrides)
     M, K = a.shape
     N = b.shape[1]
+    if c.numel() == 0:
+        return
+    if K == 0:  # nothing to multiply: the epilogue of a zero product (TMA cannot describe empty rows)
+        zero = torch.zeros(M, N, dtype=torch.float32, device=c.device)
+        got = torch_epilogue(zero, bias, _ACTIVATION_NAMES[act], residual, c.dtype, pre is not None)
+        for dst, src in zip((c, pre) if pre is not None else (c, ), got if pre is not None else (got, )):
+            dst.copy_(src)
+        return
     b_transposed = b.stride(-1) != 1
     b_data = b.t() if b_transposed else b
     res = c if residual is None else residual.expand(M, N)
@@ -250,7 +260,7 @@ def matmul_ws(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor = None, bias=N
     """
     M, N = a.shape[0], b.shape[1]
     c = torch.empty(M, N, device=a.device, dtype=a.dtype) if out is None else out
-    if c.shape != (M, N) or not tma_compatible(c, a):
+    if c.shape != (M, N) or c.dtype != a.dtype or (c.numel() and not tma_compatible(c)):
         raise ValueError(f"matmul_ws: out must be a [{M}, {N}] {a.dtype} tensor with 16-byte aligned rows")
     pre = torch.empty_like(c) if return_preact else None
     launch(a, b, c, bias, ACTIVATIONS[activation], residual, pre, **overrides)
