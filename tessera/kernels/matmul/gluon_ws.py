@@ -42,7 +42,6 @@ if available():
     from .epilogue import apply_epilogue
 
 ROWS_PER_CONSUMER = 64
-CONSUMERS = 2
 # 128 x 256 tiles, 64-deep K blocks: a stage holds 48 KB (A 16 KB, B 32 KB); three stages and
 # the two consumers' 32 KB output buffers take 208 KB of shared memory.
 CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=8)
