@@ -198,7 +198,7 @@ def sweep_big(results, square=False):
 
 
 GLUON_CONFIGS = [dict(STAGES=3, GROUP_M=8), dict(STAGES=3, GROUP_M=16), dict(STAGES=3, GROUP_M=4),
-                 dict(STAGES=2, GROUP_M=8)]
+                 dict(STAGES=4, SPLIT_N=2, GROUP_M=8), dict(STAGES=4, SPLIT_N=2, GROUP_M=16)]
 
 
 def sweep_gluon(results):

@@ -104,6 +104,9 @@ def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
     assert not any(c.kernel == "gluon" for c in candidates(big))
     tuned = candidates(allowed)
     assert {c.GROUP_M for c in tuned if c.kernel == "gluon"} == {4, 8, 16}
+    split = [gluon_ws.overrides_of(c) for c in tuned if c.kernel == "gluon" and c.subtile]
+    assert split == [dict(BLOCK_N=256, BLOCK_K=64, STAGES=4, GROUP_M=8, SPLIT_N=2)]
+    assert gluon_ws.overrides_of(GLUON_DEFAULT)["SPLIT_N"] == 1
     assert {c for c in tuned if c.kernel == "tma"} == {c for c in candidates(big) if c.kernel == "tma"}
     assert Config.from_json(GLUON_DEFAULT.to_json()) == GLUON_DEFAULT
     fp8 = Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True, gluon_ok=True)

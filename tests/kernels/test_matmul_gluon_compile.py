@@ -22,15 +22,16 @@ tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin
 out = {}
 import torch
 fp8 = {"dtype": torch.float8_e4m3fn, "out_dtype": torch.bfloat16, "scales": (2, 2)}
-for bt, epi in ((False, {}), (True, {}), (False, {"bias": True, "activation": "gelu", "residual": True}),
-                (True, fp8)):
+variants = {"False": (False, {}), "True": (True, {}),
+            "False-epilogue": (False, {"bias": True, "activation": "gelu", "residual": True}),
+            "True-fp8": (True, fp8), "False-split": (False, {"STAGES": 4, "SPLIT_N": 2})}
+for name, (bt, epi) in variants.items():
     k = gluon_ws.compile_sm90(bt, **epi)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
     sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     os.unlink(f.name)
-    out[str(bt) + ("-fp8" if "dtype" in epi else "-epilogue" if epi else "")] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"),
-                                                  "smem": k.metadata.shared}
+    out[name] = {"ptx": k.asm["ptx"], "spills": sass.count("STL"), "smem": k.metadata.shared}
 print(json.dumps(out))
 """
 
@@ -73,6 +74,15 @@ def test_fp8_products_are_32_deep(compiled):
     # 128-deep fp8 K blocks: four m64n256k32 e4m3 products per block in each consumer, no spills
     assert k["ptx"].count("wgmma.mma_async") == 8 and "m64n256k32.f32.e4m3.e4m3" in k["ptx"]
     assert k["spills"] == 0 and k["smem"] <= 227 * 1024
+
+
+def test_split_output_makes_room_for_a_fourth_stage(compiled):
+    plain, split = compiled["False"], compiled["False-split"]
+    # two half-width TMA stores per consumer and tile, no extra shared-memory traffic, no spills
+    stores = "cp.async.bulk.tensor.2d.global"
+    assert split["ptx"].count(stores) == 2 * plain["ptx"].count(stores)
+    assert split["ptx"].count("stmatrix") == plain["ptx"].count("stmatrix") and split["spills"] == 0
+    assert plain["smem"] < split["smem"] <= 227 * 1024
 
 
 def test_supported_and_config():

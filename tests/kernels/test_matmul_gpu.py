@@ -154,22 +154,24 @@ def gluon_calls(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,N,K", [(1000, 776, 1000), (4096, 4096, 4096), (130, 264, 72), (8192, 264, 4104)])
 @pytest.mark.parametrize("tb", [False, True])
-def test_gluon_warp_specialised_gemm_vs_float64(dtype, M, N, K, tb):
-    """Ragged tiles in every dim, more tiles than SMs (persistent loop) and fewer, both B layouts."""
+@pytest.mark.parametrize("over", [{}, {"STAGES": 4, "SPLIT_N": 2}])
+def test_gluon_warp_specialised_gemm_vs_float64(dtype, M, N, K, tb, over):
+    """Ragged tiles in every dim, more tiles than SMs (persistent loop) and fewer, both B layouts,
+    the output stored whole or in halves."""
     gluon_ws = _gluon_or_skip()
     a = rnd(M, K, dtype=dtype)
     b = rnd(N, K, dtype=dtype).t() if tb else rnd(K, N, dtype=dtype)
     assert gluon_ws.supported(a, b)
-    out = gluon_ws.matmul_ws(a, b)
+    out = gluon_ws.matmul_ws(a, b, **over)
     assert out.dtype == dtype and out.shape == (M, N) and torch.isfinite(out).all()
     assert rel(out, a.double() @ b.double()) < TOL[dtype]
     # a second call reuses the buffers of a finished store: the result must not change
-    assert torch.equal(gluon_ws.matmul_ws(a, b), out)
+    assert torch.equal(gluon_ws.matmul_ws(a, b, **over), out)
 
 
-@pytest.mark.parametrize("bias,activation,residual,preact", [(True, "gelu", False, False), (True, "gelu_tanh", True, True),
-                                                             (False, "silu", False, True), (True, None, True, False),
-                                                             (False, "relu", True, False)])
+@pytest.mark.parametrize("bias,activation,residual,preact", [
+    (True, "gelu", False, False), (True, "gelu_tanh", True, True), (False, "silu", False, True),
+    (True, None, True, False), (False, "relu", True, False)])
 @pytest.mark.parametrize("tb", [False, True])
 def test_gluon_gemm_epilogue_vs_float64(bias, activation, residual, preact, tb):
     """The Gluon GEMM with the Triton kernels' epilogue (bias, activation, residual, pre-activation)

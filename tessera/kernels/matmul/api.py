@@ -123,8 +123,7 @@ def _launch_2d(cfg, a2, b2, out2, la, lb, bias_c, act, res2, pre2, acc_f16, inte
     if (cfg.kernel == "tma" and not tma_ok) or (cfg.kernel == "skinny" and (not tma_ok or acc_f16)):
         cfg = Config("ptr", 128, 128, 64, 8, 3, 8) if not interp else Config("ptr", 16, 32, 16, 4, 1, 4)
     if cfg.kernel == "gluon":  # chosen only where Problem.gluon_ok held
-        return lambda: gluon_ws.launch(a2, b2, out2, bias_c, act, res2, pre2, BLOCK_N=cfg.BN, BLOCK_K=cfg.BK,
-                                       STAGES=cfg.stages, GROUP_M=cfg.GROUP_M)
+        return lambda: gluon_ws.launch(a2, b2, out2, bias_c, act, res2, pre2, **gluon_ws.overrides_of(cfg))
     if cfg.kernel == "tma":
         return lambda: launch_tma(a2, b2, out2, cfg, la, lb, bias=bias_c, act=act, res=res2, pre=pre2,
                                   acc_f16=acc_f16)

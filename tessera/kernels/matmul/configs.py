@@ -170,6 +170,7 @@ def candidates(p: Problem) -> List[Config]:
         first = default_config(p)
         if first.kernel == "gluon":
             out += [replace(first, GROUP_M=g) for g in (4, 8, 16)]
+            out.append(replace(first, stages=4, subtile=True))  # output stored in halves: room for a 4th stage
         base = default_config(replace(p, gluon_ok=False))  # the TMA kernel's default
         out.append(replace(base, flatten=not base.warp_spec))
         out.append(replace(base, GROUP_M=16))

@@ -116,8 +116,8 @@ def scaled_matmul(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None
 
     def run(cfg: Config):
         if cfg.kernel == "gluon":  # chosen only where Problem.gluon_ok held
-            return lambda: gluon_ws.launch(a, b, out, bias_c, scales=(sa, sb, mode_a, mode_b), BLOCK_N=cfg.BN,
-                                           BLOCK_K=cfg.BK, STAGES=cfg.stages, GROUP_M=cfg.GROUP_M)
+            return lambda: gluon_ws.launch(a, b, out, bias_c, scales=(sa, sb, mode_a, mode_b),
+                                           **gluon_ws.overrides_of(cfg))
         if cfg.kernel == "tma":
             return lambda: launch_tma(a, b, out, cfg, la, lb, **kw)
         if cfg.kernel == "cublas":

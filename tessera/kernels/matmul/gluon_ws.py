@@ -43,8 +43,9 @@ if available():
 
 ROWS_PER_CONSUMER = 64
 # 128 x 256 tiles, 64-deep K blocks: a stage holds 48 KB (A 16 KB, B 32 KB); three stages and
-# the two consumers' 32 KB output buffers take 208 KB of shared memory.
-CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=8)
+# the two consumers' 32 KB output buffers take 208 KB of shared memory. SPLIT_N=2 stores each
+# output in two column halves through 16 KB buffers, which leaves room for a fourth stage (224 KB).
+CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=8, SPLIT_N=1)
 MAXNREG = 168  # at launch; the partitions then take 240 (consumers) and 24 (producer)
 
 
@@ -92,9 +93,9 @@ if available():
 
     @gluon.jit
     def _consumer(descs, bufs, bars, shape, epi, W: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr,
-                  SCALE_A: gl.constexpr, SCALE_B: gl.constexpr, HAS_BIAS: gl.constexpr, ACT: gl.constexpr,
-                  HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
+                  BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, SPLIT_N: gl.constexpr,
+                  B_TRANSPOSED: gl.constexpr, SCALE_A: gl.constexpr, SCALE_B: gl.constexpr,
+                  HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
         a_desc, b_desc, c_desc = descs
         sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
         a_smem, b_smem, c_smem = bufs
@@ -132,16 +133,28 @@ if available():
                 offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, acc_layout))
                 acc = apply_epilogue(acc, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
                                      stride_rm, stride_rn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
-            tma.store_wait(0)  # the previous tile's store has left this buffer
-            out.store(acc.to(c_desc.dtype))
-            fence_async_shared()
-            tma_store(c_desc, [pid_m * BLOCK_M + W * ROWS, pid_n * BLOCK_N], out)
+            row0 = pid_m * BLOCK_M + W * ROWS
+            if SPLIT_N == 2:  # two column halves through a half-size buffer (room for a fourth stage)
+                lo, hi = gl.split(gl.permute(gl.reshape(acc, [ROWS, 2, BLOCK_N // 2]), (0, 2, 1)))
+                tma.store_wait(0)
+                out.store(lo.to(c_desc.dtype))
+                fence_async_shared()
+                tma_store(c_desc, [row0, pid_n * BLOCK_N], out)
+                tma.store_wait(0)
+                out.store(hi.to(c_desc.dtype))
+                fence_async_shared()
+                tma_store(c_desc, [row0, pid_n * BLOCK_N + BLOCK_N // 2], out)
+            else:
+                tma.store_wait(0)  # the previous tile's store has left this buffer
+                out.store(acc.to(c_desc.dtype))
+                fence_async_shared()
+                tma_store(c_desc, [row0, pid_n * BLOCK_N], out)
         tma.store_wait(0)
 
     @gluon.jit
     def _gemm_ws_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, M, N, K, stride_rm,
                         stride_rn, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-                        GROUP_M: gl.constexpr, B_TRANSPOSED: gl.constexpr, SCALE_A: gl.constexpr,
+                        GROUP_M: gl.constexpr, SPLIT_N: gl.constexpr, B_TRANSPOSED: gl.constexpr, SCALE_A: gl.constexpr,
                         SCALE_B: gl.constexpr, HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr,
                         STORE_PRE: gl.constexpr):
         BLOCK_M: gl.constexpr = 128
@@ -156,10 +169,10 @@ if available():
         shape = (M, N, K)
         epi = (sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn)
         gl.warp_specialize([
-            (_consumer, (descs, bufs, bars, shape, epi, 0, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED,
-                         SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
-            (_consumer, (descs, bufs, bars, shape, epi, 1, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED,
-                         SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
+            (_consumer, (descs, bufs, bars, shape, epi, 0, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, SPLIT_N,
+                         B_TRANSPOSED, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
+            (_consumer, (descs, bufs, bars, shape, epi, 1, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, SPLIT_N,
+                         B_TRANSPOSED, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)),
             (_producer, (descs, bufs, bars, shape, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, B_TRANSPOSED)),
         ], [4, 1], [240, 24])
 
@@ -171,7 +184,7 @@ def _descriptor(t: torch.Tensor, block):
 def _descriptors(a, b, c, b_transposed: bool, cfg: dict):
     BN, BK = cfg["BLOCK_N"], cfg["BLOCK_K"]
     b_block = (BN, BK) if b_transposed else (BK, BN)
-    return _descriptor(a, (128, BK)), _descriptor(b, b_block), _descriptor(c, (ROWS_PER_CONSUMER, BN))
+    return _descriptor(a, (128, BK)), _descriptor(b, b_block), _descriptor(c, (ROWS_PER_CONSUMER, BN // cfg["SPLIT_N"]))
 
 
 def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -208,6 +221,18 @@ def scaled_matmul_ws(a, b, scale_a, scale_b, out_dtype=torch.bfloat16, bias=None
     sa, sb = (s.reshape(-1).float().contiguous() for s in (scale_a, scale_b))
     launch(a, b, c, bias, 0, None, None, (sa, sb, *modes), **overrides)
     return c
+
+
+def overrides_of(cfg) -> dict:
+    """The compile-time parameters of a tuner ``Config`` of kind "gluon" (its ``subtile`` flag
+    stores the output in two column halves).
+
+    Example:
+        >>> from tessera.kernels.matmul.configs import GLUON_DEFAULT
+        >>> overrides_of(GLUON_DEFAULT)["SPLIT_N"]
+        1
+    """
+    return dict(BLOCK_N=cfg.BN, BLOCK_K=cfg.BK, STAGES=cfg.stages, GROUP_M=cfg.GROUP_M, SPLIT_N=2 if cfg.subtile else 1)
 
 
 def enabled() -> bool:
