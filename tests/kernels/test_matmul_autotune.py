@@ -1,5 +1,6 @@
 """The GEMM autotuner: searched once, stored on disk, reused, re-tuned when corrupt; failures are slow."""
 import glob
+from dataclasses import replace
 
 import pytest
 
@@ -105,14 +106,18 @@ def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
     tuned = candidates(allowed)
     assert {c.GROUP_M for c in tuned if c.kernel == "gluon"} == {4, 8, 16}
     split = [gluon_ws.overrides_of(c) for c in tuned if c.kernel == "gluon" and c.subtile]
-    assert split == [dict(BLOCK_N=256, BLOCK_K=64, STAGES=4, GROUP_M=8, SPLIT_N=2)]
+    assert split == [dict(BLOCK_N=256, BLOCK_K=64, STAGES=4, GROUP_M=16, SPLIT_N=2)]
     assert gluon_ws.overrides_of(GLUON_DEFAULT)["SPLIT_N"] == 1
     assert {c for c in tuned if c.kernel == "tma"} == {c for c in candidates(big) if c.kernel == "tma"}
     assert Config.from_json(GLUON_DEFAULT.to_json()) == GLUON_DEFAULT
+    # fp8 and fused epilogues: the Triton kernel by default, the Gluon kernel among the candidates
     fp8 = Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True, gluon_ok=True)
-    assert default_config(fp8).kernel == "gluon" and default_config(fp8).BK == 128  # 128 bytes a row
-    assert default_config(Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True)).kernel == "tma"
+    fused = replace(allowed, epilogue=True)
+    for p in (fp8, fused):
+        assert default_config(p).kernel == "tma"
+        assert {c.GROUP_M for c in candidates(p) if c.kernel == "gluon"} == {4, 8, 16}
+    assert {c.BK for c in candidates(fp8) if c.kernel == "gluon"} == {128}  # 128 bytes a row
     monkeypatch.delenv("TESSERA_GLUON_GEMM", raising=False)
-    assert not gluon_ws.enabled()
-    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
     assert gluon_ws.enabled()
+    monkeypatch.setenv("TESSERA_GLUON_GEMM", "0")
+    assert not gluon_ws.enabled()

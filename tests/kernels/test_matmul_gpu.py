@@ -1,10 +1,12 @@
 """GEMM kernels on the GPU: bf16/fp16/fp8/weight-only against float64 references on fresh inputs."""
+from dataclasses import replace
+
 import pytest
 import torch
 
 import tessera.quant as q
 from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, wo_matmul
-from tessera.kernels.matmul.configs import Config
+from tessera.kernels.matmul.configs import GLUON_DEFAULT, Config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 TOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}
@@ -143,9 +145,9 @@ def _gluon_or_skip():
 
 @pytest.fixture
 def gluon_calls(monkeypatch):
-    """TESSERA_GLUON_GEMM=1, and a list that records each launch of the Gluon kernel."""
+    """A list that records each launch of the Gluon kernel (on by default)."""
     gluon_ws = _gluon_or_skip()
-    monkeypatch.setenv("TESSERA_GLUON_GEMM", "1")
+    monkeypatch.delenv("TESSERA_GLUON_GEMM", raising=False)
     calls = []
     real = gluon_ws.launch
     monkeypatch.setattr(gluon_ws, "launch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
@@ -192,18 +194,24 @@ def test_gluon_gemm_epilogue_vs_float64(bias, activation, residual, preact, tb):
 
 
 @pytest.mark.parametrize("tb", [False, True])
-def test_matmul_entry_point_with_gluon_opt_in(gluon_calls, tb):
-    """TESSERA_GLUON_GEMM=1: the entry point routes large Hopper GEMMs (with their epilogue) to the
-    Gluon kernel, and the results match float64; a repeated call goes through the remembered plan."""
+def test_matmul_entry_point_routes_plain_gemms_to_gluon(gluon_calls, monkeypatch, tb):
+    """The entry point sends large plain Hopper GEMMs to the Gluon kernel (a repeated call through
+    the remembered plan), keeps fused epilogues on the Triton kernel unless a config names the
+    Gluon one, and leaves it alone under TESSERA_GLUON_GEMM=0; every result matches float64."""
     calls = gluon_calls
     M, N, K = 2048, 4104, 1032
     a, bias = rnd(M, K), rnd(N)
     b = rnd(N, K).t() if tb else rnd(K, N)
+    plain = a.double() @ b.double()
+    fused = torch.nn.functional.gelu(plain + bias.double())
     for _ in range(2):
-        out = matmul(a, b, bias=bias, activation="gelu")
-        ref = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
-        assert rel(out, ref) < TOL[torch.bfloat16]
+        assert rel(matmul(a, b), plain) < TOL[torch.bfloat16]
     assert len(calls) == 2
+    assert rel(matmul(a, b, bias=bias, activation="gelu"), fused) < TOL[torch.bfloat16] and len(calls) == 2
+    out = matmul(a, b, bias=bias, activation="gelu", _config=GLUON_DEFAULT)
+    assert rel(out, fused) < TOL[torch.bfloat16] and len(calls) == 3
+    monkeypatch.setenv("TESSERA_GLUON_GEMM", "0")
+    assert rel(matmul(a, b), plain) < TOL[torch.bfloat16] and len(calls) == 3
 
 
 @pytest.mark.parametrize("M,N,K", [(1000, 776, 1024), (4096, 4096, 4096)])
@@ -224,13 +232,15 @@ def test_gluon_fp8_gemm_vs_float64(M, N, K, per_row):
     assert rel(out, ref) < 1e-2
 
 
-def test_scaled_matmul_with_gluon_opt_in(gluon_calls):
-    """TESSERA_GLUON_GEMM=1: scaled_matmul routes a large fp8 GEMM to the Gluon kernel."""
+def test_scaled_matmul_through_gluon_config(gluon_calls):
+    """scaled_matmul runs a large fp8 GEMM on the Gluon kernel when its config (the tuner's
+    candidate) names it, and on the Triton kernel by default; both match float64."""
     calls = gluon_calls
     x, w = torch.randn(2048, 1040, device="cuda"), torch.randn(4104, 1040, device="cuda")
     (qa, sa), (qw, sw) = quantize_fp8(x, axis=1), quantize_fp8(w, axis=1)
-    out = scaled_matmul(qa, qw.t(), sa, sw.t())
     ref = (qa.double() * sa.double()) @ (qw.double() * sw.double()).t()
+    assert rel(scaled_matmul(qa, qw.t(), sa, sw.t()), ref) < 1e-2 and not calls
+    out = scaled_matmul(qa, qw.t(), sa, sw.t(), _config=replace(GLUON_DEFAULT, BK=128))
     assert calls and rel(out, ref) < 1e-2
 
 

@@ -183,8 +183,9 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
                 res2 = r.reshape(-1, N)
         gluon_ok = not interp and not acc_f16 and out_dtype == a.dtype and gluon_ws.enabled() \
             and gluon_ws.supported(a2, b2)
+        epilogue = bias is not None or act != 0 or residual is not None or return_preact
         p = Problem(a2.shape[0], N, K, 1, a.element_size(), la is not None and lb is not None, interp, sms,
-                    gluon_ok=gluon_ok)
+                    gluon_ok=gluon_ok, epilogue=epilogue)
         out2, pre2 = out.view(-1, N), pre.view(-1, N) if pre is not None else None
 
         def run(cfg: Config):
@@ -226,7 +227,7 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
                 bias is not None, act, residual is not None, return_preact, acc_f16, str(a.device), p.gluon_ok)
         cfg = choose(key, memo, default_config(p), lambda: candidates(p) + [Config("cublas")], run,
                      f"matmul M={p.M} N={N} K={K} batch={p.batch} {a.dtype}")
-        if cfg.kernel == "gluon" and not p.gluon_ok:  # remembered while TESSERA_GLUON_GEMM=1 was set
+        if cfg.kernel == "gluon" and not p.gluon_ok:  # remembered before TESSERA_GLUON_GEMM=0 was set
             cfg = default_config(replace(p, gluon_ok=False))
     go = run(cfg)
     if _launcher:  # benchmarks: the bare kernel launch, without this function's checks

@@ -138,7 +138,7 @@ def scaled_matmul(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None
                 str(a.device), gluon_ok)
         cfg = choose(key, memo, default_config(p), lambda: candidates(p) + [Config("cublas")], run,
                      f"scaled_matmul M={M} N={N} K={K}")
-        if cfg.kernel == "gluon" and not gluon_ok:  # remembered while TESSERA_GLUON_GEMM=1 was set
+        if cfg.kernel == "gluon" and not gluon_ok:  # remembered before TESSERA_GLUON_GEMM=0 was set
             cfg = default_config(replace(p, gluon_ok=False))
     result = run(cfg)()
     return result if cfg.kernel == "cublas" else out

@@ -11,9 +11,9 @@ activation, residual, pre-activation), then a cast, shared-memory staging and a 
 not waited for: it drains while the consumers start the next tile's products, and is waited for
 only before its buffer is written again.
 
-The matmul entry points choose it only with ``TESSERA_GLUON_GEMM=1`` for now (the plain kernel
-measured 1.00-1.17x the Triton kernel; the fused epilogue has only been compiled so far); or call
-:func:`matmul_ws` directly.
+On Hopper the matmul entry points choose it for plain bf16/fp16 products with at least one tile
+per SM (H200: 1.00-1.15x cuBLAS); with a fused epilogue or fp8 operands the Triton kernels stay
+the default and the tuner times this one beside them. ``TESSERA_GLUON_GEMM=0`` turns it off.
 
 Example:
     >>> from tessera.kernels.matmul import gluon_ws
@@ -45,7 +45,7 @@ ROWS_PER_CONSUMER = 64
 # 128 x 256 tiles, 64-deep K blocks: a stage holds 48 KB (A 16 KB, B 32 KB); three stages and
 # the two consumers' 32 KB output buffers take 208 KB of shared memory. SPLIT_N=2 stores each
 # output in two column halves through 16 KB buffers, which leaves room for a fourth stage (224 KB).
-CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=8, SPLIT_N=1)
+CONFIG = dict(BLOCK_N=256, BLOCK_K=64, STAGES=3, GROUP_M=16, SPLIT_N=1)
 MAXNREG = 168  # at launch; the partitions then take 240 (consumers) and 24 (producer)
 
 
@@ -236,9 +236,15 @@ def overrides_of(cfg) -> dict:
 
 
 def enabled() -> bool:
-    """True when ``TESSERA_GLUON_GEMM=1`` lets the matmul entry points choose this kernel (opt-in
-    until the entry points' GPU tests have run with it)."""
-    return os.environ.get("TESSERA_GLUON_GEMM", "0") == "1"
+    """Whether the matmul entry points may choose this kernel (on Hopper): yes unless
+    ``TESSERA_GLUON_GEMM=0`` keeps them on the Triton kernels.
+
+    Example:
+        >>> import os
+        >>> enabled() == (os.environ.get("TESSERA_GLUON_GEMM", "1") != "0")
+        True
+    """
+    return os.environ.get("TESSERA_GLUON_GEMM", "1") != "0"
 
 
 def launch(a, b, c, bias=None, act: int = 0, residual=None, pre=None, scales=None, **overrides) -> None:
