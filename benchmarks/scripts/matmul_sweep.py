@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out. In ``gluon`` rows, "default us" is the Triton kernel's entry
@@ -262,6 +262,42 @@ def sweep_gluon(results):
                         "default_us": t_tr * 1e3, "best_us": t_gl * 1e3, "best": "default"})
 
 
+def ab_rounds(results, rounds=5):
+    """cuBLAS, the Triton kernel's default and the Gluon kernel's default at the suite's large
+    shapes (its layouts), timed in interleaved rounds: the median of the rounds' medians, so that
+    the card's drift between moments does not decide a comparison."""
+    from tessera.kernels.matmul.configs import GLUON_DEFAULT, default_config
+
+    for name, M, N, K, tb in [("square", 4096, 4096, 4096, False), ("square", 8192, 8192, 8192, False),
+                              ("qkv", 8192, 12288, 4096, True), ("out", 8192, 4096, 4096, True),
+                              ("mlp-up", 8192, 16384, 4096, True), ("mlp-down", 8192, 4096, 16384, True)]:
+        a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(N, K, device="cuda", dtype=torch.bfloat16).t() if tb else \
+            torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+        triton_cfg = default_config(Problem(M, N, K, 1, 2, True, False, torch.cuda.get_device_properties(0)
+                                            .multi_processor_count))
+        variants = {"cuBLAS": lambda: torch.matmul(a, b),
+                    "triton": matmul(a, b, _config=triton_cfg, _launcher=True),
+                    "gluon": matmul(a, b, _config=GLUON_DEFAULT, _launcher=True)}
+        ref = a[:256].double() @ b.double()
+        for label in ("triton", "gluon"):
+            cfg = triton_cfg if label == "triton" else GLUON_DEFAULT
+            assert rel(matmul(a, b, _config=cfg)[:256], ref) < 1e-2, (label, M, N, K)
+        times = {k: [] for k in variants}
+        for _ in range(rounds):
+            for k, fn in variants.items():
+                times[k].append(bench(fn))
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        fl = 2 * M * N * K / 1e9
+        print(f"   ab {name} {M}x{N}x{K}: " + ", ".join(f"{k} {fl / v:.0f} ({min(fl / t for t in times[k]):.0f}-"
+                                                       f"{max(fl / t for t in times[k]):.0f})"
+                                                       for k, v in med.items()) + " TFLOP/s", flush=True)
+        best = min(("triton", "gluon"), key=lambda k: med[k])
+        results.append({"kind": f"ab {name}", "M": M, "N": N, "K": K, "cublas_us": med["cuBLAS"] * 1e3,
+                        "default_us": med["triton"] * 1e3, "best_us": med[best] * 1e3,
+                        "best": f"{best} (gluon {med['gluon'] * 1e3:.1f}us)"})
+
+
 FP8_CONFIGS = [(128, 256, 128, 3, False, True, True), (128, 256, 128, 3, True, False, False),
                (128, 256, 128, 3, True, True, False), (128, 256, 64, 4, True, False, False),
                (128, 256, 64, 4, True, True, False), (128, 128, 128, 4, True, False, False),
@@ -440,6 +476,8 @@ def main():
             sweep_fp8(results)
         if "gluon" in a.only:
             sweep_gluon(results)
+        if "ab" in a.only:
+            ab_rounds(results)
     finally:
         with open(os.path.join(a.out, "decode_sweep.json"), "w") as f:
             json.dump(results, f, indent=1)

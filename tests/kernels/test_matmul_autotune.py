@@ -113,7 +113,8 @@ def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
     # fp8 and fused epilogues: the Triton kernel by default, the Gluon kernel among the candidates
     fp8 = Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True, gluon_ok=True)
     fused = replace(allowed, epilogue=True)
-    for p in (fp8, fused):
+    wide = replace(allowed, N=16384)
+    for p in (fp8, fused, wide):
         assert default_config(p).kernel == "tma"
         assert {c.GROUP_M for c in candidates(p) if c.kernel == "gluon"} == {4, 8, 16}
     assert {c.BK for c in candidates(fp8) if c.kernel == "gluon"} == {128}  # 128 bytes a row

@@ -12,8 +12,8 @@ not waited for: it drains while the consumers start the next tile's products, an
 only before its buffer is written again.
 
 On Hopper the matmul entry points choose it for plain bf16/fp16 products with at least one tile
-per SM (H200: 1.00-1.15x cuBLAS); with a fused epilogue or fp8 operands the Triton kernels stay
-the default and the tuner times this one beside them. ``TESSERA_GLUON_GEMM=0`` turns it off.
+per SM and outputs narrower than 16384 (H200: 1.00-1.15x cuBLAS); there, with a fused epilogue or
+with fp8 operands the Triton kernels stay the default and the tuner times this one beside them. ``TESSERA_GLUON_GEMM=0`` turns it off.
 
 Example:
     >>> from tessera.kernels.matmul import gluon_ws
