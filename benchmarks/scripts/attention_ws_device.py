@@ -117,8 +117,12 @@ def check_bwd_cases():
         delta = (o.float() * do.float()).sum(-1).contiguous()
         dk, dv, dq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
         dkdv = D in wsb.CONFIGS
+        fused = {}
         if dkdv:
             wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+            fk, fv, fq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
+            wsb.run_dkdv_ws(q, k, v, do, fk, fv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, dq=fq, FUSE_DQ=True)
+            fused = {"fused_dk": fk, "fused_dv": fv, "fused_dq": fq}
         if D in wsb.DQ_CONFIGS:
             wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
         torch.cuda.synchronize()
@@ -127,9 +131,12 @@ def check_bwd_cases():
         ro.backward(do.double())
         ek, ev = (rel(dk, kd.grad), rel(dv, vd.grad)) if dkdv else (0.0, 0.0)
         eq = rel(dq, qd.grad) if D in wsb.DQ_CONFIGS else 0.0
-        ok = ek < 1e-2 and ev < 1e-2 and eq < 1e-2 and bool(torch.isfinite(dk).all() and torch.isfinite(dv).all()
-                                                           and torch.isfinite(dq).all())
-        return ok, {"dk_err": round(ek, 5), "dv_err": round(ev, 5), "dq_err": round(eq, 5)}
+        errs = {"dk_err": round(ek, 5), "dv_err": round(ev, 5), "dq_err": round(eq, 5)}
+        ref = {"fused_dk": kd.grad, "fused_dv": vd.grad, "fused_dq": qd.grad}
+        errs.update({n + "_err": round(rel(t, ref[n]), 5) for n, t in fused.items()})
+        ok = all(e < 1e-2 for e in errs.values()) and all(bool(torch.isfinite(t).all())
+                                                            for t in (dk, dv, dq, *fused.values()))
+        return ok, errs
 
     return run_cases(BWD_CHECKS, check)
 
@@ -156,7 +163,15 @@ def timing_bwd():
                 dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
                 fl = attention_flops(B, H, S, S, D, causal) * 2.5
                 assert wsb.supported_dq(q, k, v, do, dq)
+                def fused_backward():
+                    wsb.CONFIGS[D] = dict(wsb.CONFIGS[D], FUSE_DQ=True)
+                    try:
+                        return run_backward(do, q, k, v, o, lse, None, prob)
+                    finally:
+                        wsb.CONFIGS[D] = dict(wsb.CONFIGS[D], FUSE_DQ=False)
+
                 res = {"bwd_ws": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
+                       "bwd_fused": try_bench(fused_backward) if D in wsb.CONFIGS else None,
                        "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
                                                                       configs=bwd_configs(D, causal))),
                        "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
@@ -168,11 +183,13 @@ def timing_bwd():
                        if D == 256 else None}
                 tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
                 rows.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", tf))
-    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | portable backward | ratio | ws dK/dV alone | ws dQ alone | ws dQ d256 BN64 1 stage (bwd FLOPs) |")
+    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | dK/dV computing dQ (TMA adds) | fused/ws | portable backward | ws/portable | ws dK/dV alone | ws dQ alone | ws dQ d256 BN64 1 stage (bwd FLOPs) |")
     for wl, tf in rows:
-        r = "-" if not (tf["bwd_ws"] and tf["bwd_portable"]) else f"{tf['bwd_ws'] / tf['bwd_portable']:.2f}"
+        def r(a, b):
+            return "-" if not (tf[a] and tf[b]) else f"{tf[a] / tf[b]:.2f}"
         f = lambda x: "-" if x is None else f"{x:.1f}"
-        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_portable'])} | {r} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn64'])} |")
+        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_fused'])} | {r('bwd_fused', 'bwd_ws')} | {f(tf['bwd_portable'])} | "
+              f"{r('bwd_ws', 'bwd_portable')} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn64'])} |")
     return rows
 
 

@@ -28,6 +28,21 @@ try:  # Gluon ships with Triton >= 3.5; older Tritons simply lack these kernels
 except ImportError:  # pragma: no cover - depends on the installed Triton
     _GLUON = False
 
+if _GLUON:
+    from triton._C.libtriton import ir as _ir
+    from triton.language.core import builtin as _builtin
+
+    @_builtin
+    def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+        """TMA reduce-add of a shared-memory block into global memory (``cp.reduce.async.bulk``),
+        through the builder call that later Tritons expose as ``tma.async_atomic_add``."""
+        coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+        _semantic.builder.create_async_tma_reduce(_ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle, coord,
+                                                  src.handle)
+
+    # asynchronous like tma_store: tma.store_wait(n) waits for its reads of shared memory
+    tma_reduce_add = getattr(tma, "async_atomic_add", None) or _tma_reduce_add
+
 
 def available() -> bool:
     """True when this Triton has the Gluon Hopper API the kernels are written in."""
@@ -64,13 +79,13 @@ if _GLUON:
 
 def _element(dtype: torch.dtype):
     return {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float8_e4m3fn: gl.float8e4nv,
-            torch.float8_e5m2: gl.float8e5}[dtype]
+            torch.float8_e5m2: gl.float8e5, torch.float32: gl.float32}[dtype]
 
 
 @functools.lru_cache(maxsize=None)
 def shared_layout(block: tuple, dtype: torch.dtype):
-    """The swizzled shared-memory layout of a TMA block of bf16/fp16/fp8 elements (cached: the
-    same few serve every launch, and building one is pure Python on the launch path)."""
+    """The swizzled shared-memory layout of a TMA block of bf16/fp16/fp8/fp32 elements (cached:
+    the same few serve every launch, and building one is pure Python on the launch path)."""
     return gl.NVMMASharedLayout.get_default_for(list(block), _element(dtype))
 
 

@@ -151,10 +151,17 @@ def test_warp_specialised_forward_matches_portable(D, causal):
 
 @pytest.mark.parametrize("D,Sk", [(128, 1301), (64, 2100)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_warp_specialised_backward_matches_reference(causal, D, Sk):
+@pytest.mark.parametrize("fuse_dq", [False, True])
+def test_warp_specialised_backward_matches_reference(causal, D, Sk, fuse_dq, monkeypatch):
     """bf16 on sm_90: the warp-specialised dK/dV and dQ kernels (GQA groups summed in registers,
-    ragged last blocks, Sq != Sk) against float64 autograd and the portable kernels."""
+    ragged last blocks, Sq != Sk), or the dK/dV kernel computing dQ too (TMA reduce-adds),
+    against float64 autograd and the portable kernels."""
     from tessera.kernels.attention import hopper_ws_bwd
+
+    monkeypatch.setitem(hopper_ws_bwd.CONFIGS, D, dict(hopper_ws_bwd.CONFIGS[D], FUSE_DQ=fuse_dq))
+    assert hopper_ws_bwd.fuses_dq(D) == fuse_dq
+    if fuse_dq:  # no dQ kernel may run
+        monkeypatch.setattr(hopper_ws_bwd, "run_dq_ws", lambda *a, **k: pytest.fail("the dQ kernel ran"))
     from tessera.kernels.attention.configs import bwd_configs
     from tessera.kernels.attention.launch import Problem, default_scale, run_backward, run_forward
 

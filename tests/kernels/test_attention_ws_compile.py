@@ -73,3 +73,22 @@ def test_backward_kernels_compile_warp_specialised(kernel, D, products):
     assert wgmma >= 2 * products and setmaxnreg >= 3
     assert shared_ops <= 9, "P/dS should reach their products in registers, not through shared memory"
     assert D in (hopper_ws_bwd.CONFIGS if kernel == "compile_sm90" else hopper_ws_bwd.DQ_CONFIGS)
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_backward_computing_dq_reduces_it_through_tma(D):
+    """With FUSE_DQ the dK/dV kernel multiplies every warpgroup's dSᵀ by its share of K's columns
+    (two more products per consumer) and adds the share into the fp32 buffer by TMA reduce-adds of
+    32-column chunks, within the shared memory."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = ("import json, os, subprocess, tempfile, triton\n"
+              "from tessera.kernels.attention import hopper_ws_bwd as b\n"
+              f"plain, fused = (b.compile_sm90({D}, True, FUSE_DQ=f) for f in (False, True))\n"
+              "print(json.dumps([[k.asm['ptx'].count(s) for s in ('wgmma.mma_async', 'cp.reduce.async.bulk.tensor')]"
+              " + [k.metadata.shared] for k in (plain, fused)]))")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (mma0, red0, smem0), (mma1, red1, smem1) = json.loads(r.stdout.strip().splitlines()[-1])
+    assert red0 == 0 and red1 == D // 32  # each consumer: its D/2 columns in 32-column chunks
+    assert mma1 > mma0
+    assert smem0 < smem1 <= 227 * 1024

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ..hopper_gluon import shared_layout
 from .gluon_hopper import LOG2E, available, compile_gluon, descriptor, tma_ready, with_overrides
 
 if available():
@@ -34,6 +35,9 @@ if available():
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
 
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from ..hopper_gluon import tma_reduce_add
     from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_store,
                                warpgroup_mma_layout)
 
@@ -43,7 +47,11 @@ POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
 # The backward with both kernels against the portable kernels: d128 1.04-1.19x (H100), d64
 # 1.02-1.06x from 2048 keys but 0.93x at 1024 causal (H200), hence MIN_KEYS.
-CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2), 128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2)}
+# FUSE_DQ: the dK/dV kernel also accumulates dQ (each block's dS·K, reduced into an fp32 buffer
+# by TMA reduce-adds), and no dQ kernel recomputes S and dP.
+CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=False),
+           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=False)}
+DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
 MIN_KEYS = {64: 2048}
 MAXNREG = {2: 168}
 
@@ -74,8 +82,42 @@ if available():
             tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
 
     @gluon.jit
-    def _bwd_consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
-                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
+    def _dq_product(ds_smem, k_smem, slot, W: gl.constexpr, CONSUMERS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    BLOCK_M: gl.constexpr):
+        """Issue dQ[:, W's columns] = Σ_w dS_w·K_w[:, W's columns] over every warpgroup's dSᵀ tile
+        in ``slot`` (asynchronous: the caller waits)."""
+        DQ_COLS: gl.constexpr = HEAD_DIM // CONSUMERS
+        dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, layout=warpgroup_mma_layout(DQ_COLS))
+        for w in gl.static_range(CONSUMERS):
+            k_cols = k_smem.index(w).reshape([64, HEAD_DIM]).slice(W * DQ_COLS, DQ_COLS, dim=1)
+            dq = warpgroup_mma(ds_smem.index(slot * CONSUMERS + w).permute((1, 0)), k_cols, dq, use_acc=w > 0,
+                               is_async=True)
+        return dq
+
+    @gluon.jit
+    def _reduce_dq(dq_desc, dq_smem, dq, b, h, m0, W: gl.constexpr):
+        """Add a [BLOCK_M, DQ_COLS] share of dQ (columns from W·DQ_COLS) into the fp32 buffer by TMA
+        reduce-adds of DQ_CHUNK columns each; they drain while the next block's products run."""
+        BLOCK_M: gl.constexpr = dq.shape[0]
+        DQ_COLS: gl.constexpr = dq.shape[1]
+        CHUNK: gl.constexpr = dq_desc.block_type.shape[3]
+        tma.store_wait(0)  # the previous block's adds have read these buffers
+        if DQ_COLS == 2 * CHUNK:
+            lo, hi = gl.split(gl.permute(gl.reshape(dq, [BLOCK_M, 2, CHUNK]), (0, 2, 1)))
+            dq_smem.index(2 * W).reshape([BLOCK_M, CHUNK]).store(lo)
+            dq_smem.index(2 * W + 1).reshape([BLOCK_M, CHUNK]).store(hi)
+            fence_async_shared()
+            tma_reduce_add(dq_desc, [b, h, m0, W * DQ_COLS], dq_smem.index(2 * W))
+            tma_reduce_add(dq_desc, [b, h, m0, W * DQ_COLS + CHUNK], dq_smem.index(2 * W + 1))
+        else:
+            gl.static_assert(DQ_COLS == CHUNK, "dQ shares of one or two 32-column chunks")
+            dq_smem.index(W).reshape([BLOCK_M, CHUNK]).store(dq)
+            fence_async_shared()
+            tma_reduce_add(dq_desc, [b, h, m0, W * DQ_COLS], dq_smem.index(W))
+
+    @gluon.jit
+    def _bwd_consumer(bufs, bars, args, fused, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, FUSE_DQ: gl.constexpr):
         k_smem, v_smem, q_smem, do_smem = bufs
         kv_bars, ready, empty = bars
         dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, s_lb, s_lh, \
@@ -132,10 +174,24 @@ if available():
             p_op = gl.convert_layout(p.to(dtype), op_layout)
             dv_tok = warpgroup_mma(p_op, do_tile, dv, is_async=True)
             dp = warpgroup_mma_wait(1, deps=(dp_tok, ))
-            ds = p * (dp - delta[None, :])
-            ds_op = gl.convert_layout(ds.to(dtype), op_layout)
+            ds = (p * (dp - delta[None, :])).to(dtype)
+            ds_op = gl.convert_layout(ds, op_layout)
             dk_tok = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
-            dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
+            if FUSE_DQ:
+                # dQ of this block over all CONSUMERS·64 keys: every warpgroup publishes its dSᵀ
+                # (two slots deep: a slot is rewritten only after both have passed the next block's
+                # meeting), then multiplies all of them by its share of K's columns.
+                ds_smem, dq_smem, ds_bars, dq_desc = fused
+                slot = it % 2
+                ds_smem.index(slot * CONSUMERS + W).store(ds)
+                fence_async_shared()
+                mbarrier.arrive(ds_bars.index(slot), count=1)
+                mbarrier.wait(ds_bars.index(slot), (it // 2) & 1)
+                dq = _dq_product(ds_smem, k_smem, slot, W, CONSUMERS, HEAD_DIM, BLOCK_M)
+                dv, dk, dq, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, dq, p_op, ds_op))
+                _reduce_dq(dq_desc, dq_smem, dq * sm_scale, b, h, m0, W)
+            else:
+                dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
             mbarrier.arrive(empty.index(st), count=1)
 
         # K and V rows are no longer read: they stage the outputs.
@@ -149,9 +205,10 @@ if available():
         tma.store_wait(0)
 
     @gluon.jit
-    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, H, HKV, GROUP, SEQ_Q, SEQ_K,
-                        s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
-                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr):
+    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, DELTA, H, HKV, GROUP, SEQ_Q,
+                        SEQ_K, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
+                        FUSE_DQ: gl.constexpr):
         BLOCK_N: gl.constexpr = 64 * CONSUMERS
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1)
@@ -170,6 +227,13 @@ if available():
         kv_bars = barriers(CONSUMERS, 1)
         ready = barriers(STAGES, 1)
         empty = barriers(STAGES, CONSUMERS)  # released by every consumer warpgroup
+        if FUSE_DQ:  # every warpgroup's dSᵀ, two blocks deep, and its dQ share's staging buffers
+            ds_smem = gl.allocate_shared_memory(q_desc.dtype, [2 * CONSUMERS, 64, BLOCK_M],
+                                                gl.NVMMASharedLayout.get_default_for([64, BLOCK_M], q_desc.dtype))
+            dq_smem = ring(dq_desc, HEAD_DIM // dq_desc.block_type.shape[3])
+            fused = (ds_smem, dq_smem, barriers(2, CONSUMERS), dq_desc)
+        else:
+            fused = (dq_desc, )
 
         bufs = (k_smem, v_smem, q_smem, do_smem)
         bars = (kv_bars, ready, empty)
@@ -177,8 +241,8 @@ if available():
                 qk_scale, sm_scale)
         loads = (q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks)
         gl.warp_specialize([
-            (_bwd_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS)),
-            (_bwd_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS)),
+            (_bwd_consumer, (bufs, bars, args, fused, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
+            (_bwd_consumer, (bufs, bars, args, fused, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
             (_bwd_producer, (loads, bufs, bars, BLOCK_M, STAGES, CONSUMERS)),
         ], [4, 1], [240, 24])
 
@@ -309,16 +373,44 @@ def supported_dq(q, k, v, do, dq) -> bool:
     return q.shape[-1] in DQ_CONFIGS and _enough_keys(q, k) and tma_ready(q, k, v, do, dq)
 
 
+def fuses_dq(D: int, **overrides) -> bool:
+    """Whether the dK/dV kernel also computes dQ at head dim ``D`` (then no dQ kernel runs).
+
+    Example:
+        >>> isinstance(fuses_dq(128), bool)
+        True
+    """
+    return D in CONFIGS and bool(config(D, **overrides)["FUSE_DQ"])
+
+
+def _dq_buffer_descriptor(acc: torch.Tensor, rows: int):
+    """TMA descriptor of the fp32 dQ buffer [B, H, Sq, D] in [1, 1, rows, DQ_CHUNK] blocks."""
+    block = (1, 1, rows, DQ_CHUNK)
+    return TensorDescriptor(acc, list(acc.shape), list(acc.stride()), list(block), shared_layout(block, acc.dtype))
+
+
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
-                **overrides):
-    """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta."""
+                dq=None, **overrides):
+    """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta;
+    where it fuses dQ (``FUSE_DQ``), also ``dq`` ([B, H, Sq, D]), through an fp32 buffer that its
+    TMA reduce-adds accumulate into."""
     cfg = config(q.shape[-1], **overrides)
+    BM = cfg["BLOCK_M"]
+    if cfg["FUSE_DQ"]:
+        if dq is None:
+            raise ValueError("run_dkdv_ws: the dK/dV kernel with FUSE_DQ needs the dq output")
+        acc = torch.zeros(q.shape[0], H, Sq, q.shape[-1], dtype=torch.float32, device=q.device)
+        dq_desc = _dq_buffer_descriptor(acc, BM)
+    else:
+        dq_desc = descriptor(dk, KEYS_PER_WARPGROUP)  # not read
     grid = (math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * Hkv)
     _dkdv_ws_kernel[grid](
-        descriptor(q, cfg["BLOCK_M"]), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
-        descriptor(do, cfg["BLOCK_M"]), descriptor(dk, KEYS_PER_WARPGROUP), descriptor(dv, KEYS_PER_WARPGROUP),
+        descriptor(q, BM), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
+        descriptor(do, BM), descriptor(dk, KEYS_PER_WARPGROUP), descriptor(dv, KEYS_PER_WARPGROUP), dq_desc,
         lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
+    if cfg["FUSE_DQ"]:
+        dq.copy_(acc)
     return dk, dv
 
 
@@ -359,5 +451,7 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
+    acc = torch.empty(1, 1, 128, D, dtype=torch.float32)
+    descs["dq_desc"] = _dq_buffer_descriptor(acc, consts["BLOCK_M"]) if consts["FUSE_DQ"] else descs["dk_desc"]
     return compile_gluon(_dkdv_ws_kernel, consts, descs, POINTER_ARGS, ("qk_scale", "sm_scale"),
                          MAXNREG[consts["CONSUMERS"]])

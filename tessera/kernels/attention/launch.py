@@ -184,7 +184,8 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
 
     Dense bf16/fp16 inputs without a mask or dropout run the warp-specialised dK/dV and dQ
     kernels (``hopper_ws_bwd``, at the head dims and lengths they serve) on sm_90 unless
-    ``configs`` or ``use_tma`` pin the portable ones."""
+    ``configs`` or ``use_tma`` pin the portable ones; where the dK/dV kernel computes dQ too
+    (``hopper_ws_bwd.fuses_dq``), no dQ kernel runs."""
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
@@ -213,15 +214,19 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
     group = prob.H // prob.Hkv
     plain = configs is None and use_tma is None and not kind and not prob.varlen and prob.dropout_p == 0
     ws_args = (lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale, prob.causal)
+    dq_done = False
     if plain and hopper_ws_bwd.supported(q, k, v, do, dk, dv):
-        hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, *ws_args)
+        hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, *ws_args, dq=dq)
+        dq_done = hopper_ws_bwd.fuses_dq(prob.D)
     else:
         _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
             host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse,
             delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
             prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
             BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
-    if plain and hopper_ws_bwd.supported_dq(q, k, v, do, dq):
+    if dq_done:
+        pass
+    elif plain and hopper_ws_bwd.supported_dq(q, k, v, do, dq):
         hopper_ws_bwd.run_dq_ws(q, k, v, do, dq, *ws_args)
     else:
         _bwd._dq_kernel[(triton.cdiv(prob.Sq, cfg_q["BLOCK_M"]), prob.B * prob.H)](
