@@ -119,7 +119,8 @@ def check_bwd_cases():
         dkdv = D in wsb.CONFIGS
         fused = {}
         if dkdv:
-            wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
+            wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, FUSE_DQ=False)
+            wsb.FUSE_MIN_KEYS.clear()
             fk, fv, fq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
             wsb.run_dkdv_ws(q, k, v, do, fk, fv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, dq=fq, FUSE_DQ=True)
             fused = {"fused_dk": fk, "fused_dv": fv, "fused_dq": fq}
@@ -145,10 +146,11 @@ DIMS_BWD = [int(d) for d in os.environ.get("WS_BWD_DIMS", "128,64").split(",")]
 
 
 def timing_bwd():
-    """Backward-only TFLOP/s: delta + warp-specialised dK/dV + dQ against the portable kernels
-    (d64 included below the forward's 2048-key threshold)."""
+    """Backward-only TFLOP/s: delta + warp-specialised dK/dV + dQ, and the dK/dV kernel computing
+    dQ too, against the portable kernels (d64 included below the forward's 2048-key threshold)."""
     ws.MIN_KEYS.clear()
     wsb.MIN_KEYS.clear()
+    wsb.FUSE_MIN_KEYS.clear()
     rows = []
     for D in DIMS_BWD:
         for S in (1024, 4096, 16384):
@@ -163,19 +165,24 @@ def timing_bwd():
                 dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
                 fl = attention_flops(B, H, S, S, D, causal) * 2.5
                 assert wsb.supported_dq(q, k, v, do, dq)
-                def fused_backward():
-                    wsb.CONFIGS[D] = dict(wsb.CONFIGS[D], FUSE_DQ=True)
-                    try:
-                        return run_backward(do, q, k, v, o, lse, None, prob)
-                    finally:
-                        wsb.CONFIGS[D] = dict(wsb.CONFIGS[D], FUSE_DQ=False)
+                def backward(fuse):
+                    def go():
+                        default = wsb.CONFIGS[D]
+                        wsb.CONFIGS[D] = dict(default, FUSE_DQ=fuse)
+                        try:
+                            return run_backward(do, q, k, v, o, lse, None, prob)
+                        finally:
+                            wsb.CONFIGS[D] = default
+                    return go
 
-                res = {"bwd_ws": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
-                       "bwd_fused": try_bench(fused_backward) if D in wsb.CONFIGS else None,
+                res = {"bwd_ws": try_bench(backward(False)) if D in wsb.CONFIGS else
+                       try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
+                       "bwd_fused": try_bench(backward(True)) if D in wsb.CONFIGS else None,
                        "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
                                                                       configs=bwd_configs(D, causal))),
                        "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
-                                                                    prob.scale, causal)) if D in wsb.CONFIGS else None,
+                                                                    prob.scale, causal, FUSE_DQ=False))
+                       if D in wsb.CONFIGS else None,
                        "dq_ws": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S, prob.scale,
                                                                 causal)),
                        "dq_ws_bn64": try_bench(lambda: wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, H, S, S,

@@ -159,7 +159,8 @@ def test_warp_specialised_backward_matches_reference(causal, D, Sk, fuse_dq, mon
     from tessera.kernels.attention import hopper_ws_bwd
 
     monkeypatch.setitem(hopper_ws_bwd.CONFIGS, D, dict(hopper_ws_bwd.CONFIGS[D], FUSE_DQ=fuse_dq))
-    assert hopper_ws_bwd.fuses_dq(D) == fuse_dq
+    monkeypatch.setattr(hopper_ws_bwd, "FUSE_MIN_KEYS", {})
+    assert hopper_ws_bwd.fuses_dq(D, Sk) == fuse_dq
     if fuse_dq:  # no dQ kernel may run
         monkeypatch.setattr(hopper_ws_bwd, "run_dq_ws", lambda *a, **k: pytest.fail("the dQ kernel ran"))
     from tessera.kernels.attention.configs import bwd_configs

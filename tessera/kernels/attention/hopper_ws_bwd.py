@@ -48,9 +48,12 @@ POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # The backward with both kernels against the portable kernels: d128 1.04-1.19x (H100), d64
 # 1.02-1.06x from 2048 keys but 0.93x at 1024 causal (H200), hence MIN_KEYS.
 # FUSE_DQ: the dK/dV kernel also accumulates dQ (each block's dS·K, reduced into an fp32 buffer
-# by TMA reduce-adds), and no dQ kernel recomputes S and dP.
+# by TMA reduce-adds) from FUSE_MIN_KEYS keys, and no dQ kernel recomputes S and dP. H200, whole
+# backward against the two kernels: d128 1.04-1.12x from 4096 keys, 0.97-1.01x at 1024; d64
+# 0.86-1.02x (benchmarks/results/attention.md item 27).
 CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=False),
-           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=False)}
+           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True)}
+FUSE_MIN_KEYS = {128: 2048}
 DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
 MIN_KEYS = {64: 2048}
 MAXNREG = {2: 168}
@@ -373,14 +376,15 @@ def supported_dq(q, k, v, do, dq) -> bool:
     return q.shape[-1] in DQ_CONFIGS and _enough_keys(q, k) and tma_ready(q, k, v, do, dq)
 
 
-def fuses_dq(D: int, **overrides) -> bool:
-    """Whether the dK/dV kernel also computes dQ at head dim ``D`` (then no dQ kernel runs).
+def fuses_dq(D: int, Sk: int, **overrides) -> bool:
+    """Whether the dK/dV kernel also computes dQ at head dim ``D`` with ``Sk`` keys (then no dQ
+    kernel runs).
 
     Example:
-        >>> isinstance(fuses_dq(128), bool)
+        >>> fuses_dq(128, 4096) == bool(CONFIGS[128]["FUSE_DQ"])
         True
     """
-    return D in CONFIGS and bool(config(D, **overrides)["FUSE_DQ"])
+    return D in CONFIGS and bool(config(D, **overrides)["FUSE_DQ"]) and Sk >= FUSE_MIN_KEYS.get(D, 0)
 
 
 def _dq_buffer_descriptor(acc: torch.Tensor, rows: int):
@@ -395,6 +399,7 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
     where it fuses dQ (``FUSE_DQ``), also ``dq`` ([B, H, Sq, D]), through an fp32 buffer that its
     TMA reduce-adds accumulate into."""
     cfg = config(q.shape[-1], **overrides)
+    cfg["FUSE_DQ"] = fuses_dq(q.shape[-1], Sk, **overrides)
     BM = cfg["BLOCK_M"]
     if cfg["FUSE_DQ"]:
         if dq is None:
