@@ -24,7 +24,8 @@ import torch
 fp8 = {"dtype": torch.float8_e4m3fn, "out_dtype": torch.bfloat16, "scales": (2, 2)}
 variants = {"False": (False, {}), "True": (True, {}),
             "False-epilogue": (False, {"bias": True, "activation": "gelu", "residual": True}),
-            "True-fp8": (True, fp8), "False-split": (False, {"STAGES": 4, "SPLIT_N": 2})}
+            "True-fp8": (True, fp8), "False-split": (False, {"STAGES": 4, "SPLIT_N": 2}),
+            "False-gelu": (False, {"bias": True, "activation": "gelu"})}
 for name, (bt, epi) in variants.items():
     k = gluon_ws.compile_sm90(bt, **epi)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
@@ -92,3 +93,11 @@ def test_supported_and_config():
     assert not gluon_ws.supported(torch.zeros(8, 16, **bf), torch.zeros(12, 16, **bf).t())  # 12-column rows of C
     assert gluon_ws.config(STAGES=4, GROUP_M=None) == dict(gluon_ws.CONFIG, STAGES=4)
     assert gluon_ws.config(fp8=True)["BLOCK_K"] == 128
+
+
+def test_epilogue_runs_on_column_halves_without_spills(compiled):
+    # bias + GELU (the fused linear) on each half of the tile: no spills, still one TMA store per tile
+    plain, gelu = compiled["False"], compiled["False-gelu"]
+    assert gelu["spills"] == 0
+    stores = "cp.async.bulk.tensor.2d.global"
+    assert gelu["ptx"].count(stores) == plain["ptx"].count(stores)

@@ -92,13 +92,24 @@ if available():
                 it += 1
 
     @gluon.jit
+    def _epilogue(part, offs_m, col0, M, N, epi, SCALE_A: gl.constexpr, SCALE_B: gl.constexpr,
+                  HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
+        """The Triton kernels' epilogue on a column slice of the tile, in the slice's layout."""
+        if SCALE_A != 0 or SCALE_B != 0 or HAS_BIAS or ACT != 0 or HAS_RES or STORE_PRE:
+            sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
+            offs_n = col0 + gl.arange(0, part.shape[1], layout=gl.SliceLayout(0, part.type.layout))
+            part = apply_epilogue(part, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
+                                  stride_rm, stride_rn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
+        return part
+
+    @gluon.jit
     def _consumer(descs, bufs, bars, shape, epi, W: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, SPLIT_N: gl.constexpr,
                   B_TRANSPOSED: gl.constexpr, SCALE_A: gl.constexpr, SCALE_B: gl.constexpr,
                   HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
         a_desc, b_desc, c_desc = descs
-        sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
         a_smem, b_smem, c_smem = bufs
+        EPILOGUE: gl.constexpr = SCALE_A != 0 or SCALE_B != 0 or HAS_BIAS or ACT != 0 or HAS_RES or STORE_PRE
         ready, empty = bars
         M, N, K = shape
         ROWS: gl.constexpr = BLOCK_M // 2
@@ -127,28 +138,39 @@ if available():
                 it += 1
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty.index((it - 1) % STAGES), count=1)
-            if SCALE_A != 0 or SCALE_B != 0 or HAS_BIAS or ACT != 0 or HAS_RES or STORE_PRE:
-                # the Triton kernels' epilogue, in this layout
-                offs_m = pid_m * BLOCK_M + W * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc_layout))
-                offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, acc_layout))
-                acc = apply_epilogue(acc, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
-                                     stride_rm, stride_rn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
             row0 = pid_m * BLOCK_M + W * ROWS
-            if SPLIT_N == 2:  # two column halves through a half-size buffer (room for a fourth stage)
-                lo, hi = gl.split(gl.permute(gl.reshape(acc, [ROWS, 2, BLOCK_N // 2]), (0, 2, 1)))
-                tma.store_wait(0)
-                out.store(lo.to(c_desc.dtype))
-                fence_async_shared()
-                tma_store(c_desc, [row0, pid_n * BLOCK_N], out)
-                tma.store_wait(0)
-                out.store(hi.to(c_desc.dtype))
-                fence_async_shared()
-                tma_store(c_desc, [row0, pid_n * BLOCK_N + BLOCK_N // 2], out)
+            col0 = pid_n * BLOCK_N
+            if EPILOGUE or SPLIT_N == 2:
+                # two column halves, each through the epilogue on its own (half the live
+                # temporaries), stored whole or through a half-size buffer (room for a fourth stage)
+                HALF: gl.constexpr = BLOCK_N // 2
+                lo, hi = gl.split(gl.permute(gl.reshape(acc, [ROWS, 2, HALF]), (0, 2, 1)))
+                offs_m = row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, lo.type.layout))
+                lo = _epilogue(lo, offs_m, col0, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
+                if SPLIT_N == 2:
+                    tma.store_wait(0)
+                    out.store(lo.to(c_desc.dtype))
+                    fence_async_shared()
+                    tma_store(c_desc, [row0, col0], out)
+                    hi = _epilogue(hi, offs_m, col0 + HALF, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES,
+                                   STORE_PRE)
+                    tma.store_wait(0)
+                    out.store(hi.to(c_desc.dtype))
+                    fence_async_shared()
+                    tma_store(c_desc, [row0, col0 + HALF], out)
+                else:
+                    tma.store_wait(0)  # the previous tile's store has left this buffer
+                    out.slice(0, HALF, dim=1).store(lo.to(c_desc.dtype))
+                    hi = _epilogue(hi, offs_m, col0 + HALF, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES,
+                                   STORE_PRE)
+                    out.slice(HALF, HALF, dim=1).store(hi.to(c_desc.dtype))
+                    fence_async_shared()
+                    tma_store(c_desc, [row0, col0], out)
             else:
                 tma.store_wait(0)  # the previous tile's store has left this buffer
                 out.store(acc.to(c_desc.dtype))
                 fence_async_shared()
-                tma_store(c_desc, [row0, pid_n * BLOCK_N], out)
+                tma_store(c_desc, [row0, col0], out)
         tma.store_wait(0)
 
     @gluon.jit
