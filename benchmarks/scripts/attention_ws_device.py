@@ -122,12 +122,8 @@ def check_bwd_cases():
             wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, FUSE_DQ=False)
             wsb.FUSE_MIN_KEYS.clear()
             fk, fv, fq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
-            wsb.run_dkdv_ws(q, k, v, do, fk, fv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, dq=fq, FUSE_DQ=1)
+            wsb.run_dkdv_ws(q, k, v, do, fk, fv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, dq=fq, FUSE_DQ=True)
             fused = {"fused_dk": fk, "fused_dv": fv, "fused_dq": fq}
-            lq = torch.zeros_like(q)  # the adds deferred to the next block (FUSE_DQ=2)
-            wsb.run_dkdv_ws(q, k, v, do, fk.clone(), fv.clone(), lse, delta, H, Hkv, Sq, Sk, prob.scale, causal,
-                            dq=lq, FUSE_DQ=2)
-            fused["fused2_dq"] = lq
         if D in wsb.DQ_CONFIGS:
             wsb.run_dq_ws(q, k, v, do, dq, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal)
         torch.cuda.synchronize()
@@ -137,7 +133,7 @@ def check_bwd_cases():
         ek, ev = (rel(dk, kd.grad), rel(dv, vd.grad)) if dkdv else (0.0, 0.0)
         eq = rel(dq, qd.grad) if D in wsb.DQ_CONFIGS else 0.0
         errs = {"dk_err": round(ek, 5), "dv_err": round(ev, 5), "dq_err": round(eq, 5)}
-        ref = {"fused_dk": kd.grad, "fused_dv": vd.grad, "fused_dq": qd.grad, "fused2_dq": qd.grad}
+        ref = {"fused_dk": kd.grad, "fused_dv": vd.grad, "fused_dq": qd.grad}
         errs.update({n + "_err": round(rel(t, ref[n]), 5) for n, t in fused.items()})
         ok = all(e < 1e-2 for e in errs.values()) and all(bool(torch.isfinite(t).all())
                                                             for t in (dk, dv, dq, *fused.values()))
@@ -179,10 +175,9 @@ def timing_bwd():
                             wsb.CONFIGS[D] = default
                     return go
 
-                res = {"bwd_ws": try_bench(backward(0)) if D in wsb.CONFIGS else
+                res = {"bwd_ws": try_bench(backward(False)) if D in wsb.CONFIGS else
                        try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob)),
-                       "bwd_fused": try_bench(backward(1)) if D in wsb.CONFIGS else None,
-                       "bwd_fused2": try_bench(backward(2)) if D in wsb.CONFIGS else None,
+                       "bwd_fused": try_bench(backward(True)) if D in wsb.CONFIGS else None,
                        "bwd_portable": try_bench(lambda: run_backward(do, q, k, v, o, lse, None, prob,
                                                                       configs=bwd_configs(D, causal))),
                        "dkdv_ws": try_bench(lambda: wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, H, S, S,
@@ -195,13 +190,12 @@ def timing_bwd():
                        if D == 256 else None}
                 tf = {n: (fl / (ms * 1e-3) / 1e12 if ms else None) for n, ms in res.items()}
                 rows.append((f"bwd d{D} S{S} {'causal' if causal else 'full'}", tf))
-    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | dK/dV computing dQ (TMA adds) | fused/ws | adds deferred a block | deferred/ws | portable backward | ws/portable | ws dK/dV alone | ws dQ alone | ws dQ d256 BN64 1 stage (bwd FLOPs) |")
+    print("\n| workload (backward TFLOP/s) | delta+dK/dV+dQ (ws) | dK/dV computing dQ (TMA adds) | fused/ws | portable backward | ws/portable | ws dK/dV alone | ws dQ alone | ws dQ d256 BN64 1 stage (bwd FLOPs) |")
     for wl, tf in rows:
         def r(a, b):
             return "-" if not (tf[a] and tf[b]) else f"{tf[a] / tf[b]:.2f}"
         f = lambda x: "-" if x is None else f"{x:.1f}"
-        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_fused'])} | {r('bwd_fused', 'bwd_ws')} | "
-              f"{f(tf['bwd_fused2'])} | {r('bwd_fused2', 'bwd_ws')} | {f(tf['bwd_portable'])} | "
+        print(f"| {wl} | {f(tf['bwd_ws'])} | {f(tf['bwd_fused'])} | {r('bwd_fused', 'bwd_ws')} | {f(tf['bwd_portable'])} | "
               f"{r('bwd_ws', 'bwd_portable')} | {f(tf['dkdv_ws'])} | {f(tf['dq_ws'])} | {f(tf['dq_ws_bn64'])} |")
     return rows
 

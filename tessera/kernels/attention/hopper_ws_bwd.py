@@ -48,12 +48,11 @@ POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # The backward with both kernels against the portable kernels: d128 1.04-1.19x (H100), d64
 # 1.02-1.06x from 2048 keys but 0.93x at 1024 causal (H200), hence MIN_KEYS.
 # FUSE_DQ: the dK/dV kernel also accumulates dQ (each block's dS·K, reduced into an fp32 buffer
-# by TMA reduce-adds; 2: each add issued under the next block's products) from FUSE_MIN_KEYS keys,
-# and no dQ kernel recomputes S and dP. H200, whole
+# by TMA reduce-adds) from FUSE_MIN_KEYS keys, and no dQ kernel recomputes S and dP. H200, whole
 # backward against the two kernels: d128 1.04-1.12x from 4096 keys, 0.97-1.01x at 1024; d64
 # 0.86-1.02x (benchmarks/results/attention.md item 27).
-CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=0),
-           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=1)}
+CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=False),
+           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True)}
 FUSE_MIN_KEYS = {128: 2048}
 DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
 MIN_KEYS = {64: 2048}
@@ -122,8 +121,6 @@ if available():
     @gluon.jit
     def _bwd_consumer(bufs, bars, args, fused, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                       STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, FUSE_DQ: gl.constexpr):
-        """FUSE_DQ: 0 dQ left to the dQ kernel, 1 computed and added block by block, 2 the same
-        with each block's add issued under the next block's score products."""
         k_smem, v_smem, q_smem, do_smem = bufs
         kv_bars, ready, empty = bars
         dk_desc, dv_desc, LSE, DELTA, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, s_lb, s_lh, \
@@ -153,9 +150,6 @@ if available():
         s = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
         dp = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
         mbarrier.wait(kv_bars.index(W), 0)
-        if FUSE_DQ == 2:  # the previous block's finished dQ share, added under the next block's products
-            dq_prev = gl.zeros([BLOCK_M, HEAD_DIM // CONSUMERS], gl.float32,
-                               layout=warpgroup_mma_layout(HEAD_DIM // CONSUMERS))
 
         for it in range(GROUP * n_mblocks):
             st = it % STAGES
@@ -166,10 +160,6 @@ if available():
             do_tile = do_smem.index(st).reshape([BLOCK_M, HEAD_DIM])
             s_tok = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s, use_acc=False, is_async=True)
             dp_tok = warpgroup_mma(v_tile, do_tile.permute((1, 0)), dp, use_acc=False, is_async=True)
-            if FUSE_DQ == 2:
-                if it > 0:
-                    _reduce_dq(fused[3], fused[1], dq_prev, b, hk * GROUP + (it - 1) // n_mblocks,
-                               m_lo + ((it - 1) % n_mblocks) * BLOCK_M, W)
             cols = m0 + col_base
             row_base = b.to(gl.int64) * s_lb + h.to(gl.int64) * s_lh
             in_q = cols < seqlen_q
@@ -202,18 +192,10 @@ if available():
                 mbarrier.wait(ds_bars.index(slot), (it // 2) & 1)
                 dq = _dq_product(ds_smem, k_smem, slot, W, CONSUMERS, HEAD_DIM, BLOCK_M)
                 dv, dk, dq, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, dq, p_op, ds_op))
-                if FUSE_DQ == 2:
-                    dq_prev = dq * sm_scale
-                else:
-                    _reduce_dq(dq_desc, dq_smem, dq * sm_scale, b, h, m0, W)
+                _reduce_dq(dq_desc, dq_smem, dq * sm_scale, b, h, m0, W)
             else:
                 dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
             mbarrier.arrive(empty.index(st), count=1)
-        if FUSE_DQ == 2:
-            last = GROUP * n_mblocks - 1
-            if last >= 0:
-                _reduce_dq(fused[3], fused[1], dq_prev, b, hk * GROUP + last // n_mblocks,
-                           m_lo + (last % n_mblocks) * BLOCK_M, W)
 
         # K and V rows are no longer read: they stage the outputs.
         k_out = k_smem.index(W)
@@ -417,8 +399,7 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
     where it fuses dQ (``FUSE_DQ``), also ``dq`` ([B, H, Sq, D]), through an fp32 buffer that its
     TMA reduce-adds accumulate into."""
     cfg = config(q.shape[-1], **overrides)
-    if not fuses_dq(q.shape[-1], Sk, **overrides):
-        cfg["FUSE_DQ"] = 0
+    cfg["FUSE_DQ"] = fuses_dq(q.shape[-1], Sk, **overrides)
     BM = cfg["BLOCK_M"]
     if cfg["FUSE_DQ"]:
         if dq is None:
