@@ -1,6 +1,7 @@
 """Warp-specialised backward kernels for Hopper (sm_90), written in Gluon: dK/dV and dQ as two
 launches (FlashAttention-2's split, without atomics), each with FlashAttention-3's producer warp
-and consumer warpgroups.
+and consumer warpgroups; at d128 with enough keys the dK/dV kernel computes dQ too (``FUSE_DQ``:
+FlashAttention-3's fp32 accumulation by TMA reduce-adds) and the dQ kernel does not run.
 
 In the dK/dV kernel one program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
 consumer's K and V rows once, then streams [64, D] blocks of Q and dO of every query head of
