@@ -22,8 +22,8 @@ if available():
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from ..hopper_gluon import (barriers, register_operand_layout, ring, tma_load, tma_store,  # noqa: F401
-                                warpgroup_mma_layout)
+    from ..hopper_gluon import (barriers, register_operand_layout, ring, tma_load, tma_reduce_add,  # noqa: F401
+                                tma_store, warpgroup_mma_layout)
 
 LOG2E = 1.4426950408889634
 
@@ -40,10 +40,11 @@ if available():
         return gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
 
 
-def descriptor(t: torch.Tensor, rows: int):
-    """A Gluon TMA descriptor over a [B, H, S, D] tensor with [1, 1, rows, D] blocks."""
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[-1]],
-                            shared_layout((1, 1, rows, t.shape[-1]), t.dtype))
+def descriptor(t: torch.Tensor, rows: int, cols: int = None):
+    """A Gluon TMA descriptor over a [B, H, S, D] tensor with [1, 1, rows, cols] blocks (cols: all
+    of D unless given)."""
+    block = (1, 1, rows, cols or t.shape[-1])
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), list(block), shared_layout(block, t.dtype))
 
 
 def enabled() -> bool:

@@ -27,7 +27,6 @@ import math
 
 import torch
 
-from ..hopper_gluon import shared_layout
 from .gluon_hopper import LOG2E, available, compile_gluon, descriptor, tma_ready, with_overrides
 
 if available():
@@ -36,11 +35,8 @@ if available():
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
 
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    from ..hopper_gluon import tma_reduce_add
-    from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_store,
-                               warpgroup_mma_layout)
+    from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_reduce_add,
+                               tma_store, warpgroup_mma_layout)
 
 KEYS_PER_WARPGROUP = 64
 # the kernels' fp32 pointer arguments, for compiling them without a GPU
@@ -236,7 +232,7 @@ if available():
                                                 gl.NVMMASharedLayout.get_default_for([64, BLOCK_M], q_desc.dtype))
             dq_smem = ring(dq_desc, HEAD_DIM // dq_desc.block_type.shape[3])
             fused = (ds_smem, dq_smem, barriers(2, CONSUMERS), dq_desc)
-        else:
+        else:  # the consumers do not touch it
             fused = (dq_desc, )
 
         bufs = (k_smem, v_smem, q_smem, do_smem)
@@ -385,13 +381,11 @@ def fuses_dq(D: int, Sk: int, **overrides) -> bool:
         >>> fuses_dq(128, 4096) == bool(CONFIGS[128]["FUSE_DQ"])
         True
     """
-    return D in CONFIGS and bool(config(D, **overrides)["FUSE_DQ"]) and Sk >= FUSE_MIN_KEYS.get(D, 0)
+    return D in CONFIGS and _fused(config(D, **overrides), D, Sk)
 
 
-def _dq_buffer_descriptor(acc: torch.Tensor, rows: int):
-    """TMA descriptor of the fp32 dQ buffer [B, H, Sq, D] in [1, 1, rows, DQ_CHUNK] blocks."""
-    block = (1, 1, rows, DQ_CHUNK)
-    return TensorDescriptor(acc, list(acc.shape), list(acc.stride()), list(block), shared_layout(block, acc.dtype))
+def _fused(cfg: dict, D: int, Sk: int) -> bool:
+    return bool(cfg["FUSE_DQ"]) and Sk >= FUSE_MIN_KEYS.get(D, 0)
 
 
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
@@ -399,20 +393,22 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
     """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta;
     where it fuses dQ (``FUSE_DQ``), also ``dq`` ([B, H, Sq, D]), through an fp32 buffer that its
     TMA reduce-adds accumulate into."""
-    cfg = config(q.shape[-1], **overrides)
-    cfg["FUSE_DQ"] = fuses_dq(q.shape[-1], Sk, **overrides)
+    D = q.shape[-1]
+    cfg = config(D, **overrides)
+    cfg["FUSE_DQ"] = _fused(cfg, D, Sk)
     BM = cfg["BLOCK_M"]
+    dk_desc = descriptor(dk, KEYS_PER_WARPGROUP)
     if cfg["FUSE_DQ"]:
         if dq is None:
             raise ValueError("run_dkdv_ws: the dK/dV kernel with FUSE_DQ needs the dq output")
-        acc = torch.zeros(q.shape[0], H, Sq, q.shape[-1], dtype=torch.float32, device=q.device)
-        dq_desc = _dq_buffer_descriptor(acc, BM)
+        acc = torch.zeros(q.shape[0], H, Sq, D, dtype=torch.float32, device=q.device)
+        dq_desc = descriptor(acc, BM, DQ_CHUNK)
     else:
-        dq_desc = descriptor(dk, KEYS_PER_WARPGROUP)  # not read
+        dq_desc = dk_desc  # not read
     grid = (math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * Hkv)
     _dkdv_ws_kernel[grid](
         descriptor(q, BM), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
-        descriptor(do, BM), descriptor(dk, KEYS_PER_WARPGROUP), descriptor(dv, KEYS_PER_WARPGROUP), dq_desc,
+        descriptor(do, BM), dk_desc, descriptor(dv, KEYS_PER_WARPGROUP), dq_desc,
         lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     if cfg["FUSE_DQ"]:
@@ -458,6 +454,6 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
     acc = torch.empty(1, 1, 128, D, dtype=torch.float32)
-    descs["dq_desc"] = _dq_buffer_descriptor(acc, consts["BLOCK_M"]) if consts["FUSE_DQ"] else descs["dk_desc"]
+    descs["dq_desc"] = descriptor(acc, consts["BLOCK_M"], DQ_CHUNK) if consts["FUSE_DQ"] else descs["dk_desc"]
     return compile_gluon(_dkdv_ws_kernel, consts, descs, POINTER_ARGS, ("qk_scale", "sm_scale"),
                          MAXNREG[consts["CONSUMERS"]])

@@ -225,7 +225,7 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
             prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
             BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
     if dq_done:
-        pass
+        pass  # the dK/dV kernel has computed dQ
     elif plain and hopper_ws_bwd.supported_dq(q, k, v, do, dq):
         hopper_ws_bwd.run_dq_ws(q, k, v, do, dq, *ws_args)
     else:

@@ -60,6 +60,10 @@ class Problem:
     gluon_ok: bool = False  # the Gluon kernel may serve it (Hopper, not turned off, its layout conditions)
     epilogue: bool = False  # bias, activation, residual or pre-activation fused after the product
 
+    def tiles(self, BM: int, BN: int) -> int:
+        """How many BM x BN output tiles the problem has (per batch entry)."""
+        return -(-self.M // BM) * -(-self.N // BN)
+
     def bucket(self) -> tuple:
         """Shape bucket: each dim rounded to the nearest power of two (in log space)."""
         return (_bucket(self.M), _bucket(self.N), _bucket(self.K))
@@ -81,7 +85,7 @@ def split_k_for(tiles: int, K: int, BK: int, max_programs: int, min_blocks: int)
 
 def _pick_split(p: Problem, BM: int, BN: int, BK: int) -> int:
     """Pointer kernel: up to about two programs per SM, four K blocks per split."""
-    return split_k_for(-(-p.M // BM) * -(-p.N // BN), p.K, BK, 2 * p.num_sms, 4)
+    return split_k_for(p.tiles(BM, BN), p.K, BK, 2 * p.num_sms, 4)
 
 
 def small_m_config(p: Problem) -> Config:
@@ -98,7 +102,7 @@ def skinny_config(p: Problem, BN: int = 64, BK: int = 0, stages: int = 0, split:
     BM = max(16, min(128, 1 << (p.M - 1).bit_length()))
     BK = BK or (256 if BM <= 64 else 128) * 2 // p.itemsize  # the same bytes per stage for fp32
     stages = stages or max(2, min(6, (192 * 1024) // ((BN + BM) * BK * p.itemsize)))
-    split = split or split_k_for(-(-p.M // BM) * -(-p.N // BN), p.K, BK, p.num_sms, 2)
+    split = split or split_k_for(p.tiles(BM, BN), p.K, BK, p.num_sms, 2)
     return Config("skinny", BM, BN, BK, 1, stages, 4, split, swap=swap)
 
 
@@ -132,7 +136,7 @@ def default_config(p: Problem) -> Config:
         # (warp-specialised variants 3-5% slower); bf16 best with warp specialisation (8192^3:
         # 777 vs 730 TFLOP/s). H200 sweeps: four stages and a sub-tiled epilogue faster at the
         # large shapes by 2-9%, except the 16384-wide output, where three stages stayed 2-7% ahead.
-        tiles = -(-p.M // 128) * -(-p.N // 256)
+        tiles = p.tiles(128, 256)
         if tiles >= p.num_sms and p.gluon_ok and not p.fp8 and not p.epilogue and p.N < 16384:
             # H200: 1.00-1.15x cuBLAS at the suite's large shapes; at the 16384-wide output
             # (0.91-1.00x in three runs), with a fused epilogue (0.72x at bias + GELU) and in fp8
@@ -173,7 +177,7 @@ def candidates(p: Problem) -> List[Config]:
         if not p.fp8:  # warp-specialised (no flattening with it on Hopper)
             out.append(Config("tma", 128, 256, 64, 8, 3, 8, warp_spec=True))
             out.append(Config("tma", 128, 256, 64, 8, 4, 8, subtile=True, warp_spec=True))
-        if p.gluon_ok and -(-p.M // 128) * -(-p.N // 256) >= p.num_sms:
+        if p.gluon_ok and p.tiles(128, 256) >= p.num_sms:
             gluon = replace(GLUON_DEFAULT, BK=128) if p.fp8 else GLUON_DEFAULT  # 128 bytes a row
             out += [replace(gluon, GROUP_M=g) for g in (4, 8, 16)]
             out.append(replace(gluon, stages=4, subtile=True))  # output stored in halves: room for a 4th stage

@@ -12,8 +12,9 @@ not waited for: it drains while the consumers start the next tile's products, an
 only before its buffer is written again.
 
 On Hopper the matmul entry points choose it for plain bf16/fp16 products with at least one tile
-per SM and outputs narrower than 16384 (H200: 1.00-1.15x cuBLAS); there, with a fused epilogue or
-with fp8 operands the Triton kernels stay the default and the tuner times this one beside them. ``TESSERA_GLUON_GEMM=0`` turns it off.
+per SM and outputs narrower than 16384 (H200: 1.00-1.15x cuBLAS); with a fused epilogue or fp8
+operands the Triton kernels stay the default and the tuner times this one beside them.
+``TESSERA_GLUON_GEMM=0`` turns it off.
 
 Example:
     >>> from tessera.kernels.matmul import gluon_ws
@@ -94,13 +95,21 @@ if available():
     @gluon.jit
     def _epilogue(part, offs_m, col0, M, N, epi, SCALE_A: gl.constexpr, SCALE_B: gl.constexpr,
                   HAS_BIAS: gl.constexpr, ACT: gl.constexpr, HAS_RES: gl.constexpr, STORE_PRE: gl.constexpr):
-        """The Triton kernels' epilogue on a column slice of the tile, in the slice's layout."""
-        if SCALE_A != 0 or SCALE_B != 0 or HAS_BIAS or ACT != 0 or HAS_RES or STORE_PRE:
-            sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
-            offs_n = col0 + gl.arange(0, part.shape[1], layout=gl.SliceLayout(0, part.type.layout))
-            part = apply_epilogue(part, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
-                                  stride_rm, stride_rn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
-        return part
+        """The Triton kernels' epilogue on a column slice of the tile, in the slice's layout (the
+        identity when every flag is off)."""
+        sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr, stride_rm, stride_rn = epi
+        offs_n = col0 + gl.arange(0, part.shape[1], layout=gl.SliceLayout(0, part.type.layout))
+        return apply_epilogue(part, offs_m, offs_n, M, N, sa_ptr, sb_ptr, bias_ptr, res_ptr, pre_ptr,
+                              stride_rm, stride_rn, N, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
+
+    @gluon.jit
+    def _store(c_desc, buf, value, row, col):
+        """Stage ``value`` in ``buf`` and store it by TMA, not waited for (only the buffer's
+        previous store is)."""
+        tma.store_wait(0)
+        buf.store(value.to(c_desc.dtype))
+        fence_async_shared()
+        tma_store(c_desc, [row, col], buf)
 
     @gluon.jit
     def _consumer(descs, bufs, bars, shape, epi, W: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -148,16 +157,10 @@ if available():
                 offs_m = row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, lo.type.layout))
                 lo = _epilogue(lo, offs_m, col0, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
                 if SPLIT_N == 2:
-                    tma.store_wait(0)
-                    out.store(lo.to(c_desc.dtype))
-                    fence_async_shared()
-                    tma_store(c_desc, [row0, col0], out)
+                    _store(c_desc, out, lo, row0, col0)
                     hi = _epilogue(hi, offs_m, col0 + HALF, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES,
                                    STORE_PRE)
-                    tma.store_wait(0)
-                    out.store(hi.to(c_desc.dtype))
-                    fence_async_shared()
-                    tma_store(c_desc, [row0, col0 + HALF], out)
+                    _store(c_desc, out, hi, row0, col0 + HALF)
                 else:
                     tma.store_wait(0)  # the previous tile's store has left this buffer
                     out.slice(0, HALF, dim=1).store(lo.to(c_desc.dtype))
@@ -167,10 +170,7 @@ if available():
                     fence_async_shared()
                     tma_store(c_desc, [row0, col0], out)
             else:
-                tma.store_wait(0)  # the previous tile's store has left this buffer
-                out.store(acc.to(c_desc.dtype))
-                fence_async_shared()
-                tma_store(c_desc, [row0, col0], out)
+                _store(c_desc, out, acc, row0, col0)
         tma.store_wait(0)
 
     @gluon.jit
@@ -206,7 +206,8 @@ def _descriptor(t: torch.Tensor, block):
 def _descriptors(a, b, c, b_transposed: bool, cfg: dict):
     BN, BK = cfg["BLOCK_N"], cfg["BLOCK_K"]
     b_block = (BN, BK) if b_transposed else (BK, BN)
-    return _descriptor(a, (128, BK)), _descriptor(b, b_block), _descriptor(c, (ROWS_PER_CONSUMER, BN // cfg["SPLIT_N"]))
+    c_block = (ROWS_PER_CONSUMER, BN // cfg["SPLIT_N"])
+    return _descriptor(a, (128, BK)), _descriptor(b, b_block), _descriptor(c, c_block)
 
 
 def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -254,7 +255,8 @@ def overrides_of(cfg) -> dict:
         >>> overrides_of(GLUON_DEFAULT)["SPLIT_N"]
         1
     """
-    return dict(BLOCK_N=cfg.BN, BLOCK_K=cfg.BK, STAGES=cfg.stages, GROUP_M=cfg.GROUP_M, SPLIT_N=2 if cfg.subtile else 1)
+    return dict(BLOCK_N=cfg.BN, BLOCK_K=cfg.BK, STAGES=cfg.stages, GROUP_M=cfg.GROUP_M,
+                SPLIT_N=2 if cfg.subtile else 1)
 
 
 def enabled() -> bool:
