@@ -45,10 +45,17 @@ def test_kernel_compiles_warp_specialised(ptx, D, causal):
     assert "wgmma.wait_group.sync.aligned 1;" in code
     assert code.count("cp.async.bulk.tensor.4d") >= 4  # TMA loads of Q, K, V and the output store
     # The probabilities go from the score accumulator to the A operand in registers: a round trip
-    # through shared memory would add >= 16 vector stores and loads per softmax copy (3 copies per
-    # consumer); a few scalar accesses per partition are bookkeeping.
-    shared_ops = code.count("ld.shared") + code.count("st.shared")
-    assert shared_ops <= 3 * (hopper_ws.CONFIGS[D]["CONSUMERS"] + 1), "unexpected shared-memory traffic"
+    # through shared memory would add >= 16 vector or matrix loads into registers per softmax copy
+    # (3 copies per consumer). The output's staging for its TMA store is written with stmatrix and
+    # never read back; the scalar accesses and constant stores are the partitions' bookkeeping,
+    # whose count varies with the Triton release.
+    assert _register_tiles_through_shared(code) == 0, "unexpected shared-memory traffic"
+
+
+def _register_tiles_through_shared(ptx: str) -> int:
+    """Vector or matrix shared-memory loads into registers, and vector stores of registers."""
+    vector = re.findall(r"(?:ld|st)\.shared\.v\d[^;]*%", ptx)
+    return len(vector) + ptx.count("ldmatrix")
 
 
 def test_unsupported_inputs_fall_back():
