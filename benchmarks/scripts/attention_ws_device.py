@@ -120,7 +120,6 @@ def check_bwd_cases():
         fused = {}
         if dkdv:
             wsb.run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, FUSE_DQ=False)
-            wsb.FUSE_MIN_KEYS.clear()
             fk, fv, fq = torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(q)
             wsb.run_dkdv_ws(q, k, v, do, fk, fv, lse, delta, H, Hkv, Sq, Sk, prob.scale, causal, dq=fq, FUSE_DQ=True)
             fused = {"fused_dk": fk, "fused_dv": fv, "fused_dq": fq}
@@ -149,8 +148,6 @@ def timing_bwd():
     """Backward-only TFLOP/s: delta + warp-specialised dK/dV + dQ, and the dK/dV kernel computing
     dQ too, against the portable kernels (d64 included below the forward's 2048-key threshold)."""
     ws.MIN_KEYS.clear()
-    wsb.MIN_KEYS.clear()
-    wsb.FUSE_MIN_KEYS.clear()
     rows = []
     for D in DIMS_BWD:
         for S in (1024, 4096, 16384):

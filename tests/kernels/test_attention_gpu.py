@@ -149,7 +149,7 @@ def test_warp_specialised_forward_matches_portable(D, causal):
     assert (lse.double() - rl).abs().max() <= 1e-3 and (plse - lse).abs().max() <= 1e-3
 
 
-@pytest.mark.parametrize("D,Sk", [(128, 1301), (64, 2100)])
+@pytest.mark.parametrize("D,Sk", [(128, 1301), (64, 1000)])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("fuse_dq", [False, True])
 def test_warp_specialised_backward_matches_reference(causal, D, Sk, fuse_dq, monkeypatch):
@@ -159,8 +159,7 @@ def test_warp_specialised_backward_matches_reference(causal, D, Sk, fuse_dq, mon
     from tessera.kernels.attention import hopper_ws_bwd
 
     monkeypatch.setitem(hopper_ws_bwd.CONFIGS, D, dict(hopper_ws_bwd.CONFIGS[D], FUSE_DQ=fuse_dq))
-    monkeypatch.setattr(hopper_ws_bwd, "FUSE_MIN_KEYS", {})
-    assert hopper_ws_bwd.fuses_dq(D, Sk) == fuse_dq
+    assert hopper_ws_bwd.fuses_dq(D) == fuse_dq
     if fuse_dq:  # no dQ kernel may run
         monkeypatch.setattr(hopper_ws_bwd, "run_dq_ws", lambda *a, **k: pytest.fail("the dQ kernel ran"))
     from tessera.kernels.attention.configs import bwd_configs
@@ -174,8 +173,8 @@ def test_warp_specialised_backward_matches_reference(causal, D, Sk, fuse_dq, mon
         pytest.skip("the warp-specialised kernel is built for Hopper (sm_90) with Gluon")
     assert hopper_ws_bwd.supported(q, k, v, do, torch.empty_like(k), torch.empty_like(v))
     assert hopper_ws_bwd.supported_dq(q, k, v, do, torch.empty_like(q))
-    short = k[:, :, :1000]  # below MIN_KEYS the portable kernels serve d64
-    assert hopper_ws_bwd.supported(q, short, short, do, short, short) == (D not in hopper_ws_bwd.MIN_KEYS)
+    one_key = k[:, :, :1]  # every length down to one key
+    assert hopper_ws_bwd.supported(q, one_key, one_key, do, one_key, one_key)
     prob = Problem(2, 4, 2, 777, Sk, D, causal, default_scale(D, None))
     o, lse = run_forward(q, k, v, None, prob)
     dq, dk, dv = run_backward(do, q, k, v, o, lse, None, prob)

@@ -44,17 +44,14 @@ KEYS_PER_WARPGROUP = 64
 # the kernels' fp32 pointer arguments, for compiling them without a GPU
 POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
-# The backward with both kernels against the portable kernels: d128 1.04-1.19x (H100), d64
-# 1.02-1.06x from 2048 keys but 0.93x at 1024 causal (H200), hence MIN_KEYS.
 # FUSE_DQ: the dK/dV kernel also accumulates dQ (each block's dS·K, reduced into an fp32 buffer
-# by TMA reduce-adds) from FUSE_MIN_KEYS keys, and no dQ kernel recomputes S and dP. H200, whole
-# backward against the two kernels: d128 1.04-1.12x from 4096 keys, 0.97-1.01x at 1024; d64
-# 0.86-1.02x (benchmarks/results/attention.md item 27).
-CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=False),
+# by TMA reduce-adds), and no dQ kernel recomputes S and dP. H200, whole backward, with the rows'
+# statistics staged in shared memory (benchmarks/results/attention.md item 28): fused against the
+# dK/dV and dQ kernels d64 1.01-1.05x, d128 1.02-1.10x at 1024 keys; the fused kernel against the
+# portable backward at d64 S1024 1.03-1.12x, so these kernels serve every length.
+CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=True),
            128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True)}
-FUSE_MIN_KEYS = {128: 2048}
 DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
-MIN_KEYS = {64: 2048}
 MAXNREG = {2: 168}
 
 
@@ -380,45 +377,34 @@ if available():
         ], [4, 1], [240, 24])
 
 
-def _enough_keys(q, k) -> bool:
-    return k.shape[2] >= MIN_KEYS.get(q.shape[-1], 1)
-
-
 def supported(q, k, v, do, dk, dv) -> bool:
-    """Whether the dK/dV kernel serves these dense tensors (the forward's conditions, a head dim
-    in ``CONFIGS`` and at least ``MIN_KEYS`` keys)."""
-    return q.shape[-1] in CONFIGS and _enough_keys(q, k) and tma_ready(q, k, v, do, dk, dv)
+    """Whether the dK/dV kernel serves these dense tensors (the forward's conditions and a head
+    dim in ``CONFIGS``)."""
+    return q.shape[-1] in CONFIGS and tma_ready(q, k, v, do, dk, dv)
 
 
 def supported_dq(q, k, v, do, dq) -> bool:
-    """Whether the dQ kernel serves these dense tensors (a head dim in ``DQ_CONFIGS`` and at least
-    ``MIN_KEYS`` keys)."""
-    return q.shape[-1] in DQ_CONFIGS and _enough_keys(q, k) and tma_ready(q, k, v, do, dq)
+    """Whether the dQ kernel serves these dense tensors (a head dim in ``DQ_CONFIGS``)."""
+    return q.shape[-1] in DQ_CONFIGS and tma_ready(q, k, v, do, dq)
 
 
-def fuses_dq(D: int, Sk: int, **overrides) -> bool:
-    """Whether the dK/dV kernel also computes dQ at head dim ``D`` with ``Sk`` keys (then no dQ
-    kernel runs).
+def fuses_dq(D: int, **overrides) -> bool:
+    """Whether the dK/dV kernel also computes dQ at head dim ``D`` (then no dQ kernel runs).
 
     Example:
-        >>> fuses_dq(128, 4096) == bool(CONFIGS[128]["FUSE_DQ"])
+        >>> fuses_dq(128) == bool(CONFIGS[128]["FUSE_DQ"])
         True
     """
-    return D in CONFIGS and _fused(config(D, **overrides), D, Sk)
-
-
-def _fused(cfg: dict, D: int, Sk: int) -> bool:
-    return bool(cfg["FUSE_DQ"]) and Sk >= FUSE_MIN_KEYS.get(D, 0)
+    return D in CONFIGS and bool(config(D, **overrides)["FUSE_DQ"])
 
 
 def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool,
                 dq=None, **overrides):
     """Launch the kernel: dK, dV ([B, Hkv, Sk, D]) from q, k, v, do and the rows' lse and delta;
     where it fuses dQ (``FUSE_DQ``), also ``dq`` ([B, H, Sq, D]), through an fp32 buffer that its
-    TMA reduce-adds accumulate into."""
+    TMA reduce-adds accumulate into. Returns (dk, dv, dq), dq None when a dQ kernel must run."""
     D = q.shape[-1]
     cfg = config(D, **overrides)
-    cfg["FUSE_DQ"] = _fused(cfg, D, Sk)
     BM = cfg["BLOCK_M"]
     dk_desc = descriptor(dk, KEYS_PER_WARPGROUP)
     if cfg["FUSE_DQ"]:
@@ -434,9 +420,9 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
         descriptor(do, BM), dk_desc, descriptor(dv, KEYS_PER_WARPGROUP), dq_desc,
         lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
-    if cfg["FUSE_DQ"]:
-        dq.copy_(acc)
-    return dk, dv
+    if not cfg["FUSE_DQ"]:
+        return dk, dv, None
+    return dk, dv, dq.copy_(acc)
 
 
 # dQ kernel: 128 query rows per program (two consumers), BLOCK_N keys per streamed block.

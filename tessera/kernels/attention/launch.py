@@ -216,8 +216,7 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
     ws_args = (lse, delta, prob.H, prob.Hkv, prob.Sq, prob.Sk, prob.scale, prob.causal)
     dq_done = False
     if plain and hopper_ws_bwd.supported(q, k, v, do, dk, dv):
-        hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, *ws_args, dq=dq)
-        dq_done = hopper_ws_bwd.fuses_dq(prob.D, prob.Sk)
+        dq_done = hopper_ws_bwd.run_dkdv_ws(q, k, v, do, dk, dv, *ws_args, dq=dq)[2] is not None
     else:
         _bwd._dkdv_kernel[(triton.cdiv(prob.Sk, cfg_kv["BLOCK_N"]), prob.B * prob.Hkv)](
             host_desc(q, cfg_kv["BLOCK_M"], mode, D_PAD), k, v, host_desc(do, cfg_kv["BLOCK_M"], mode, D_PAD), lse,
