@@ -4,7 +4,7 @@ and consumer warpgroups; at d128 with enough keys the dK/dV kernel computes dQ t
 FlashAttention-3's fp32 accumulation by TMA reduce-adds) and the dQ kernel does not run.
 
 In the dK/dV kernel one program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
-consumer's K and V rows once, then streams [64, D] blocks of Q and dO of every query head of
+consumer's K and V rows once, then streams [BLOCK_M, D] blocks of Q and dO of every query head of
 the group through a ring of shared-memory stages, with each block's base-2 lse and delta beside
 them (so the consumers hold those rows' statistics in registers only while they use them: at d128
 that halved the spills and made the backward 4-11% faster). Each consumer warpgroup keeps dK and dV for
@@ -48,8 +48,9 @@ POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # by TMA reduce-adds), and no dQ kernel recomputes S and dP. H200, whole backward, with the rows'
 # statistics staged in shared memory (benchmarks/results/attention.md item 28): fused against the
 # dK/dV and dQ kernels d64 1.01-1.05x, d128 1.02-1.10x at 1024 keys; the fused kernel against the
-# portable backward at d64 S1024 1.03-1.12x, so these kernels serve every length.
-CONFIGS = {64: dict(BLOCK_M=64, STAGES=3, CONSUMERS=2, FUSE_DQ=True),
+# portable backward at d64 S1024 1.03-1.12x, so these kernels serve every length. d64 streams
+# 128-query blocks (half the meetings per product; two stages fit): 1.03-1.10x 64-query blocks.
+CONFIGS = {64: dict(BLOCK_M=128, STAGES=2, CONSUMERS=2, FUSE_DQ=True),
            128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True)}
 DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
 MAXNREG = {2: 168}
