@@ -1,7 +1,7 @@
 """Warp-specialised backward kernels for Hopper (sm_90), written in Gluon: dK/dV and dQ as two
 launches (FlashAttention-2's split, without atomics), each with FlashAttention-3's producer warp
-and consumer warpgroups; at d128 with enough keys the dK/dV kernel computes dQ too (``FUSE_DQ``:
-FlashAttention-3's fp32 accumulation by TMA reduce-adds) and the dQ kernel does not run.
+and consumer warpgroups; at d64 and d128 the dK/dV kernel computes dQ too (``FUSE_DQ``:
+FlashAttention-3's fp32 accumulation by TMA reduce-adds) and the dQ kernel does not run (it serves d256).
 
 In the dK/dV kernel one program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
 consumer's K and V rows once, then streams [BLOCK_M, D] blocks of Q and dO of every query head of
