@@ -66,7 +66,7 @@ if available():
     @gluon.jit
     def _bwd_producer(loads, bufs, bars, stats, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                       CONSUMERS: gl.constexpr):
-        q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks = loads
+        q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks, rows_stats = loads
         k_smem, v_smem, q_smem, do_smem = bufs
         kv_bars, ready, empty = bars
         for w in gl.static_range(CONSUMERS):
@@ -81,14 +81,15 @@ if available():
             mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
             tma_load(q_desc, [b, h, m0, 0], ready.index(s), q_smem.index(s))
             tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
-            _stage_stats(stats, s, b, h, m0, BLOCK_M)
+            _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M)
 
     @gluon.jit
-    def _stage_stats(stats, s, b, h, m0, BLOCK_M: gl.constexpr):
+    def _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M: gl.constexpr):
         """Producer: the block's base-2 lse (+inf for rows with no visible key, so their
         probabilities are 0) and delta into stage ``s`` of the stats ring, then its barrier. Kept
         in shared memory, the consumers hold them in registers only while they use them."""
-        stats_smem, stats_ready, LSE, DELTA, seqlen_q, s_lb, s_lh = stats
+        LSE, DELTA, seqlen_q, s_lb, s_lh = rows_stats
+        stats_smem, stats_ready = stats
         layout: gl.constexpr = gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0])
         rows = m0 + gl.arange(0, BLOCK_M, layout=layout)
         base = b.to(gl.int64) * s_lb + h.to(gl.int64) * s_lh
@@ -140,7 +141,7 @@ if available():
         k_smem, v_smem, q_smem, do_smem = bufs
         kv_bars, ready, empty = bars
         dk_desc, dv_desc, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, qk_scale, sm_scale = args
-        stats_smem, stats_ready = stats[0], stats[1]
+        stats_smem, stats_ready = stats
         KEYS: gl.constexpr = 64
         s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_M)
         acc_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
@@ -255,12 +256,13 @@ if available():
         # each stage's base-2 lse and delta, written by the producer warp
         stats_smem = gl.allocate_shared_memory(gl.float32, [2 * STAGES, BLOCK_M],
                                                gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        stats = (stats_smem, barriers(STAGES, 1), LSE, DELTA, SEQ_Q, s_lb, s_lh)
+        stats = (stats_smem, barriers(STAGES, 1))
 
         bufs = (k_smem, v_smem, q_smem, do_smem)
         bars = (kv_bars, ready, empty)
         args = (dk_desc, dv_desc, b, hk, H, start_n, GROUP, m_lo, n_mblocks, SEQ_Q, SEQ_K, qk_scale, sm_scale)
-        loads = (q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks)
+        rows_stats = (LSE, DELTA, SEQ_Q, s_lb, s_lh)  # where the producer reads them
+        loads = (q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks, rows_stats)
         gl.warp_specialize([
             (_bwd_consumer, (bufs, bars, args, fused, stats, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
             (_bwd_consumer, (bufs, bars, args, fused, stats, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),

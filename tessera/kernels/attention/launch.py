@@ -223,9 +223,9 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
             delta, m, dk, dv, cu_q, cu_k, *sq, *sk, *sv, *sdo, *sdk, *sdv, *sl, *sm,
             prob.H, prob.Hkv, group, prob.Sq, prob.Sk, qk_scale, prob.scale, float(prob.dropout_p), int(prob.seed),
             BLOCK_M=cfg_kv["BLOCK_M"], BLOCK_N=cfg_kv["BLOCK_N"], **launch_options(cfg_kv), **common)
-    if dq_done:
-        pass  # the dK/dV kernel has computed dQ
-    elif plain and hopper_ws_bwd.supported_dq(q, k, v, do, dq):
+    if dq_done:  # the dK/dV kernel has computed dQ
+        return dq, dk, dv
+    if plain and hopper_ws_bwd.supported_dq(q, k, v, do, dq):
         hopper_ws_bwd.run_dq_ws(q, k, v, do, dq, *ws_args)
     else:
         _bwd._dq_kernel[(triton.cdiv(prob.Sq, cfg_q["BLOCK_M"]), prob.B * prob.H)](

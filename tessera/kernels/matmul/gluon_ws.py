@@ -158,14 +158,13 @@ if available():
                 lo = _epilogue(lo, offs_m, col0, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
                 if SPLIT_N == 2:
                     _store(c_desc, out, lo, row0, col0)
-                    hi = _epilogue(hi, offs_m, col0 + HALF, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES,
-                                   STORE_PRE)
-                    _store(c_desc, out, hi, row0, col0 + HALF)
                 else:
                     tma.store_wait(0)  # the previous tile's store has left this buffer
                     out.slice(0, HALF, dim=1).store(lo.to(c_desc.dtype))
-                    hi = _epilogue(hi, offs_m, col0 + HALF, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES,
-                                   STORE_PRE)
+                hi = _epilogue(hi, offs_m, col0 + HALF, M, N, epi, SCALE_A, SCALE_B, HAS_BIAS, ACT, HAS_RES, STORE_PRE)
+                if SPLIT_N == 2:
+                    _store(c_desc, out, hi, row0, col0 + HALF)
+                else:
                     out.slice(HALF, HALF, dim=1).store(hi.to(c_desc.dtype))
                     fence_async_shared()
                     tma_store(c_desc, [row0, col0], out)
