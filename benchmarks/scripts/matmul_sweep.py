@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out. In ``gluon`` rows, "default us" is the Triton kernel's entry
@@ -262,6 +262,20 @@ def sweep_gluon(results):
                         "default_us": t_tr * 1e3, "best_us": t_gl * 1e3, "best": "default"})
 
 
+def interleaved(label, variants, gflop, rounds):
+    """Time ``variants`` (name -> callable) in ``rounds`` alternating rounds; print each one's
+    TFLOP/s (median of the rounds, range in brackets) and return the median ms per variant."""
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, fn in variants.items():
+            times[k].append(bench(fn))
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    print(f"   {label}: " + ", ".join(f"{k} {gflop / v:.0f} ({min(gflop / t for t in times[k]):.0f}-"
+                                      f"{max(gflop / t for t in times[k]):.0f})" for k, v in med.items())
+          + " TFLOP/s", flush=True)
+    return med
+
+
 def ab_rounds(results, rounds=5):
     """cuBLAS, the Triton kernel's default and the Gluon kernel's default at the suite's large
     shapes (its layouts), timed in interleaved rounds: the median of the rounds' medians, so that
@@ -283,15 +297,7 @@ def ab_rounds(results, rounds=5):
         for label in ("triton", "gluon"):
             cfg = triton_cfg if label == "triton" else GLUON_DEFAULT
             assert rel(matmul(a, b, _config=cfg)[:256], ref) < 1e-2, (label, M, N, K)
-        times = {k: [] for k in variants}
-        for _ in range(rounds):
-            for k, fn in variants.items():
-                times[k].append(bench(fn))
-        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-        fl = 2 * M * N * K / 1e9
-        print(f"   ab {name} {M}x{N}x{K}: " + ", ".join(f"{k} {fl / v:.0f} ({min(fl / t for t in times[k]):.0f}-"
-                                                       f"{max(fl / t for t in times[k]):.0f})"
-                                                       for k, v in med.items()) + " TFLOP/s", flush=True)
+        med = interleaved(f"ab {name} {M}x{N}x{K}", variants, 2 * M * N * K / 1e9, rounds)
         best = min(("triton", "gluon"), key=lambda k: med[k])
         results.append({"kind": f"ab {name}", "M": M, "N": N, "K": K, "cublas_us": med["cuBLAS"] * 1e3,
                         "default_us": med["triton"] * 1e3, "best_us": med[best] * 1e3,
@@ -325,6 +331,30 @@ def sweep_fp8(results):
                                float("inf"))
         print(f"   fp8 {label} torch._scaled_mm {t_cb * 1e3:8.1f}us {2 * n ** 3 / t_cb / 1e9:6.0f} TFLOP/s", flush=True)
         record_large(results, f"fp8 {label}", n, n, n, t_cb, timings, configs[0])
+
+
+def ab_fp8(results, rounds=5):
+    """fp8 e4m3 8192^3, per-tensor and row/column scales: torch._scaled_mm, the Triton kernel's
+    default and the Gluon kernel in interleaved rounds, each checked against float64 first."""
+    from tessera.kernels.matmul import gluon_ws, quantize_fp8, scaled_matmul
+
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    w = torch.randn(n, n, device="cuda")
+    for label, axis in (("per-tensor", None), ("row/col", 1)):
+        (qa, sa), (qw, sw) = (quantize_fp8(a, axis=axis), quantize_fp8(w, axis=axis))
+        b, sb = qw.t(), (sw if axis is None else sw.t())
+        ref = (qa[:256].double() * sa.double().reshape(-1, 1)[:256]) @ (b.double() * sb.double())
+        variants = {"_scaled_mm": lambda: torch._scaled_mm(qa, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16),
+                    "triton": lambda: scaled_matmul(qa, b, sa, sb),
+                    "gluon": lambda: gluon_ws.scaled_matmul_ws(qa, b, sa, sb)}
+        for k in ("triton", "gluon"):
+            assert rel(variants[k]()[:256], ref) < 1e-2, (k, label)
+        med = interleaved(f"ab fp8 {label}", variants, 2 * n ** 3 / 1e9, rounds)
+        best = min(("triton", "gluon"), key=lambda k: med[k])
+        results.append({"kind": f"ab fp8 {label}", "M": n, "N": n, "K": n, "cublas_us": med["_scaled_mm"] * 1e3,
+                        "default_us": med["triton"] * 1e3, "best_us": med[best] * 1e3,
+                        "best": f"{best} (gluon {med['gluon'] * 1e3:.1f}us)"})
 
 
 def per_call_us(fn, n=500):
@@ -454,30 +484,33 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--fmts", default="fp4_e2m1,fp6_e2m3", help="weight-only formats to sweep")
     a = ap.parse_args()
+    only = set(a.only.split(","))
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     t0 = time.time()
     results = []
     try:
-        if "bf16" in a.only:
-            sweep_bf16(a.budget * (0.55 if "wo" in a.only else 1.0), t0, results)
-        if "wo" in a.only:
-            sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in a.only)
-        if "host" in a.only:
+        if "bf16" in only:
+            sweep_bf16(a.budget * (0.55 if "wo" in only else 1.0), t0, results)
+        if "wo" in only:
+            sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in only)
+        if "host" in only:
             host_overhead()
-        if "clean" in a.only:
+        if "clean" in only:
             clean_l2(results)
-        if "entry" in a.only:
+        if "entry" in only:
             entry_points(results)
-        if "big" in a.only:
+        if "big" in only:
             sweep_big(results)
-        if "square" in a.only:
+        if "square" in only:
             sweep_big(results, square=True)
-        if "fp8" in a.only:
+        if "fp8" in only:
             sweep_fp8(results)
-        if "gluon" in a.only:
+        if "gluon" in only:
             sweep_gluon(results)
-        if "ab" in a.only:
+        if "ab" in only:
             ab_rounds(results)
+        if "ab8" in only:
+            ab_fp8(results)
     finally:
         with open(os.path.join(a.out, "decode_sweep.json"), "w") as f:
             json.dump(results, f, indent=1)

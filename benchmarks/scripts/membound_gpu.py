@@ -6,18 +6,20 @@ in the same run, then run the ``membound`` suite.
 gelu blocks). ``--tune``: the narrower backward sweep; it installs the fastest backward launch
 shape per width in ``launch.BWD_CONFIG`` before the suite runs, and prints it.
 
-    PYTHONPATH=. python benchmarks/scripts/membound_gpu.py [--sweep] [--tune] [--suite quick|full] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/membound_gpu.py [--sweep] [--tune] [--ceiling] [--suite quick|full] [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import traceback
 
 import torch
 import triton
+import triton.language as tl
 import triton.testing
 
 from tessera.kernels import _membound, activations, norms
@@ -175,10 +177,72 @@ def tune(log):
     log.write(f"CHOSEN BWD_CONFIG = {chosen}\n")
 
 
+@triton.jit
+def _copy_flat(X, Y, numel, BLOCK: tl.constexpr, EVEN: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    if EVEN:
+        tl.store(Y + offs, tl.load(X + offs))
+    else:
+        tl.store(Y + offs, tl.load(X + offs, mask=offs < numel), mask=offs < numel)
+
+
+@triton.jit
+def _copy_tma(xd, yd, tiles, tiles_c, BR: tl.constexpr, BC: tl.constexpr, STAGES: tl.constexpr):
+    for t in tl.range(tl.program_id(0), tiles, tl.num_programs(0), num_stages=STAGES):
+        r = (t // tiles_c) * BR
+        c = (t % tiles_c) * BC
+        yd.store([r, c], xd.load([r, c]))
+
+
+def ceiling(log, rounds=3):
+    """How fast this card moves a 32768 x 4096 bf16 tensor (one read, one write) in the ways a
+    kernel can: torch's copies, flat Triton copies, TMA tile copies (one program per tile and
+    persistent), beside Tessera's and Liger's rms_norm forward, in interleaved rounds."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    n = 4096
+    x = torch.randn(M, n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    w = torch.randn(n, device="cuda", dtype=DT)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    variants = {"torch clone": lambda: x.clone(), "torch copy_": lambda: y.copy_(x)}
+    for block, warps in ((2048, 4), (4096, 4), (4096, 8), (8192, 8), (8192, 16), (16384, 16)):
+        variants[f"flat B{block} w{warps}"] = (lambda b=block, nw=warps: _copy_flat[(x.numel() // b,)](
+            x, y, x.numel(), BLOCK=b, EVEN=True, num_warps=nw))
+    for br, bc, per_sm, stages in ((8, 256, 0, 1), (16, 256, 0, 1), (32, 256, 0, 1), (64, 128, 0, 1),
+                                   (32, 256, 2, 3), (32, 256, 4, 2), (16, 256, 4, 4), (64, 256, 1, 3)):
+        xd, yd = TensorDescriptor.from_tensor(x, [br, bc]), TensorDescriptor.from_tensor(y, [br, bc])
+        tiles = (M // br) * (n // bc)
+        grid = tiles if per_sm == 0 else per_sm * sms
+        variants[f"tma {br}x{bc} " + ("per tile" if per_sm == 0 else f"{per_sm}/SM s{stages}")] = (
+            lambda xd=xd, yd=yd, g=grid, br=br, bc=bc, st=stages, t=tiles: _copy_tma[(g,)](
+                xd, yd, t, n // bc, BR=br, BC=bc, STAGES=st, num_warps=4))
+    variants["tessera rms_norm"] = lambda: norms.rms_norm_fwd(x, w, 1e-6)
+    lg = liger()
+    if lg is not None:
+        variants["liger rms_norm"] = lambda: lg[0](x, w, 1e-6)
+    for name, fn in variants.items():  # every copy must copy
+        if not name.endswith("rms_norm"):
+            y.zero_()
+            out = fn()
+            got = out if name == "torch clone" else y
+            assert torch.equal(got, x), name
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, fn in variants.items():
+            times[k].append(ms(fn))
+    for k, v in times.items():
+        med = statistics.median(v)
+        line = f"{k:28s} {tb(2, n, med):6.3f} TB/s  ({tb(2, n, max(v)):.3f}-{tb(2, n, min(v)):.3f})"
+        print(line, flush=True)
+        log.write(line + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--ceiling", action="store_true", help="copy rates beside the rms_norm forwards")
     ap.add_argument("--suite", choices=["none", "quick", "full"], default="quick")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args()
@@ -191,6 +255,9 @@ def main():
             except Exception:  # the suite below still runs
                 traceback.print_exc()
         print(f"sweep took {time.time() - t0:.0f}s", flush=True)
+    if a.ceiling:
+        with open(os.path.join(a.out, "membound_ceiling.txt"), "w") as log:
+            ceiling(log)
     if a.tune:
         with open(os.path.join(a.out, "membound_tune.txt"), "w") as log:
             try:

@@ -3,9 +3,10 @@
 ``bind(prim, *args, **attrs)`` runs the primitive eagerly on torch storage (its fast
 lowering where registered, else its reference), or — when an argument is a tracer —
 adds it to the trace in progress; then, when a tape is recording, links the outputs to
-their producer so that ``ts.grad`` can walk back. The eager path is kept short: the
-shape rule runs only when the computation fails, to turn the failure into a typed
-error that names the op and the operands.
+their producer so that ``ts.grad`` can walk back. Eager calls are checked by the same
+shape rule as traced ones, before they run, so that bad input raises the typed error
+the rule gives instead of computing something; each primitive remembers the signatures
+(shapes, dtypes, attrs) it has accepted, so a training loop pays for the rule once.
 
 Example:
     >>> import tessera as ts
@@ -83,7 +84,42 @@ def bind(prim: Primitive, *args, **attrs):
     return outs
 
 
+_MEMO_LIMIT = 4096  # accepted signatures kept per primitive
+
+
+def _signature(args, attrs):
+    """A hashable key of what the shape rule reads, or None where an attribute is unhashable."""
+    key = [tuple(a._data.shape) + (a._dtype,) if isinstance(a, Tensor) else
+           (type(a), a if isinstance(a, (bool, int, float, str)) or a is None else None) for a in args]
+    key.append(tuple(attrs.items()))
+    try:
+        hash(key[-1])
+    except TypeError:
+        return None
+    return tuple(key)
+
+
+def check_eager(prim: Primitive, args, attrs) -> None:
+    """Run ``prim``'s shape rule on concrete ``args`` unless this signature passed it before;
+    a rejection raises the rule's typed error at the user's line."""
+    key = _signature(args, attrs)
+    if key is not None and key in prim.accepted:
+        return
+    try:
+        prim.shape(*[aval_of(a) for a in args], **attrs)
+    except TesseraError as typed:
+        typed.args = (f"{typed.args[0]}{user_location()}",)
+        raise typed from None
+    except Exception:  # a rule that cannot read these concrete inputs: the run below decides
+        return
+    if key is not None:
+        if len(prim.accepted) >= _MEMO_LIMIT:
+            prim.accepted.clear()
+        prim.accepted.add(key)
+
+
 def _eager(prim: Primitive, args, attrs):
+    check_eager(prim, args, attrs)
     targs = []
     for a in args:
         if isinstance(a, Tensor):

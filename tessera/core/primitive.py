@@ -70,6 +70,7 @@ class Primitive:
             "".join(p.capitalize() for p in self.name.split("_")) + "Attrs", fields, frozen=True)
         self.lowerings: Dict[str, Lowering] = {}
         self._warned: set = set()
+        self.accepted: set = set()  # signatures whose eager calls passed the shape rule (core/dispatch.py)
         self.attr_names = tuple(n for n, _ in self.attrs)
         registry[self.name] = self
 

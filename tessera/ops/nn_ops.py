@@ -27,7 +27,7 @@ from ..core.primitive import Aval, Primitive
 from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
 from ..runtime.philox import dropout_keep_mask
 from ..types.dims import Dim
-from .rules import broadcast_shapes, normalize_axis, require_float, shape_str
+from .rules import broadcast_shapes, normalize_axis, require_float, require_same_dtype, shape_str
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -333,6 +333,8 @@ class CrossEntropy(Primitive):
             raise TesseraValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         if not 0.0 <= label_smoothing <= 1.0:
             raise TesseraValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        if not 0.0 <= z_loss < float("inf"):
+            raise TesseraValueError(f"cross_entropy: z_loss must be a finite weight >= 0, got {z_loss}")
         loss_dtype = dt.f64 if logits.dtype == dt.f64 else dt.f32
         loss = Aval(() if reduction != "none" else tuple(targets.shape), loss_dtype)
         return loss, Aval(logits.shape, logits.dtype)
@@ -624,6 +626,7 @@ class Swiglu(Primitive):
 
     def shape(self, gate, up):
         require_float("swiglu", gate, "gate")
+        require_same_dtype("swiglu", gate, "gate", up, "up")
         if tuple(gate.shape) != tuple(up.shape) and not all(a == b for a, b in zip(gate.shape, up.shape)):
             raise TesseraShapeError(f"swiglu: gate has shape {shape_str(gate.shape)} but up has {shape_str(up.shape)}; "
                                     "they must match")
@@ -701,9 +704,7 @@ class AddNorm(Primitive):
         if not all(a == b for a, b in zip(x.shape, residual.shape)) or x.ndim != residual.ndim:
             raise TesseraShapeError(f"{self.name}: x has shape {shape_str(x.shape)} but residual has "
                                     f"{shape_str(residual.shape)}; they must match")
-        if x.dtype.storage != residual.dtype.storage:
-            raise TesseraDTypeError(f"{self.name}: x is {x.dtype.name} but residual is {residual.dtype.name}; "
-                                    f"convert with residual.to(ts.{x.dtype.name})")
+        require_same_dtype(self.name, x, "x", residual, "residual")
         norm = (RMS_NORM.shape(x, weight, eps=eps) if self.rms else LAYER_NORM.shape(x, weight, bias, eps=eps))
         return (norm[0], Aval(x.shape, x.dtype)) + tuple(norm[1:])
 

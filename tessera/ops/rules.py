@@ -72,6 +72,13 @@ def require_float(op: str, x, name: str = "x") -> None:
         raise TesseraDTypeError(f"{op}: {name} must be a float tensor, got {x.dtype.name}; use {name}.to(ts.f32)")
 
 
+def require_same_dtype(op: str, x, name_x: str, y, name_y: str) -> None:
+    """Raise when ``y`` is stored in another dtype than ``x`` (operands that a kernel reads together)."""
+    if x.dtype.storage != y.dtype.storage:
+        raise TesseraDTypeError(f"{op}: {name_x} is {x.dtype.name} but {name_y} is {y.dtype.name}; "
+                                f"convert with {name_y}.to(ts.{x.dtype.name})")
+
+
 def dims_product(dims) -> Dim:
     p = Dim.const(1)
     for d in dims:

@@ -123,3 +123,50 @@ def test_grad_of_non_scalar(cpu):
     with pytest.raises(ts.TesseraAutodiffError) as e:
         ts.grad(lambda x: x * 2)(ts.ones(3))
     assert "the loss must be a scalar, but it has shape (3,)" in str(e.value)
+
+
+def _int_ones(*shape):
+    import torch
+
+    return ts.interop.from_torch(torch.ones(*shape, dtype=torch.int64))
+
+
+EAGER_BAD_CALLS = {
+    "cross_entropy reduction": (lambda x: ts.nn.cross_entropy(x, _int_ones(4), reduction="avg"),
+                                ts.TesseraValueError, "reduction must be 'mean', 'sum' or 'none', got 'avg'"),
+    "cross_entropy float targets": (lambda x: ts.nn.cross_entropy(x, ts.ones(4)),
+                                    ts.TesseraDTypeError, "targets must be integer class ids, got f32"),
+    "cross_entropy z_loss": (lambda x: ts.nn.cross_entropy(x, _int_ones(4), z_loss=float("nan")),
+                             ts.TesseraValueError, "z_loss must be a finite weight >= 0, got nan"),
+    "layer_norm of integers": (lambda x: ts.nn.layer_norm(_int_ones(4, 10)),
+                               ts.TesseraDTypeError, "layer_norm: x must be a float tensor, got int64"),
+    "softmax of integers": (lambda x: ts.nn.softmax(_int_ones(4, 10)),
+                            ts.TesseraDTypeError, "softmax: x must be a float tensor, got int64"),
+    "swiglu mixed dtypes": (lambda x: ts.nn.swiglu(x, x.to(ts.bf16)),
+                            ts.TesseraDTypeError, "swiglu: gate is f32 but up is bf16; convert with up.to(ts.f32)"),
+    "add_rms_norm mixed dtypes": (lambda x: ts.nn.add_rms_norm(x, x.to(ts.f16)), ts.TesseraDTypeError,
+                                  "add_rms_norm: x is f32 but residual is f16; convert with residual.to(ts.f32)"),
+}
+
+
+@pytest.mark.parametrize("case", list(EAGER_BAD_CALLS))
+def test_eager_calls_are_checked_before_they_run(cpu, case):
+    # outside ts.jit the reference would compute something for these; the shape rule runs first
+    call, error, message = EAGER_BAD_CALLS[case]
+    for _ in range(2):  # the second call too: only accepted signatures are remembered
+        with pytest.raises(error) as e:
+            call(ts.randn(4, 10))
+        assert message in str(e.value) and "test_bad_input.py" in str(e.value)
+
+
+def test_eager_check_remembers_accepted_signatures(cpu):
+    from tessera.core.primitive import registry
+
+    prim = registry["softmax"]
+    prim.accepted.clear()
+    x = ts.randn(3, 5)
+    ts.nn.softmax(x)
+    ts.nn.softmax(ts.randn(3, 5))
+    assert len(prim.accepted) == 1
+    ts.nn.softmax(ts.randn(3, 6))
+    assert len(prim.accepted) == 2

@@ -110,14 +110,15 @@ def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
     assert gluon_ws.overrides_of(GLUON_DEFAULT)["SPLIT_N"] == 1
     assert {c for c in tuned if c.kernel == "tma"} == {c for c in candidates(big) if c.kernel == "tma"}
     assert Config.from_json(GLUON_DEFAULT.to_json()) == GLUON_DEFAULT
-    # fp8 and fused epilogues: the Triton kernel by default, the Gluon kernel among the candidates
+    # fp8: the Gluon kernel with 128-deep K blocks (128 bytes a row), unless a bias is fused
     fp8 = Problem(8192, 8192, 8192, 1, 1, True, False, 132, fp8=True, gluon_ok=True)
-    fused = replace(allowed, epilogue=True)
-    wide = replace(allowed, N=16384)
-    for p in (fp8, fused, wide):
+    assert default_config(fp8) == replace(GLUON_DEFAULT, BK=128)
+    assert {c.BK for c in candidates(fp8) if c.kernel == "gluon"} == {128}
+    # fused epilogues and 16384-wide outputs: the Triton kernel by default, the Gluon kernel among
+    # the candidates
+    for p in (replace(fp8, epilogue=True), replace(allowed, epilogue=True), replace(allowed, N=16384)):
         assert default_config(p).kernel == "tma"
         assert {c.GROUP_M for c in candidates(p) if c.kernel == "gluon"} == {4, 8, 16}
-    assert {c.BK for c in candidates(fp8) if c.kernel == "gluon"} == {128}  # 128 bytes a row
     monkeypatch.delenv("TESSERA_GLUON_GEMM", raising=False)
     assert gluon_ws.enabled()
     monkeypatch.setenv("TESSERA_GLUON_GEMM", "0")

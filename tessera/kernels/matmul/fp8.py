@@ -110,7 +110,8 @@ def scaled_matmul(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None
     la, lb = major(a), major(b)
     sms = num_sms(-1 if interp else (a.device.index if a.device.index is not None else torch.cuda.current_device()))
     gluon_ok = not interp and out_dtype != torch.float32 and gluon_ws.enabled() and gluon_ws.supported(a, b)
-    p = Problem(M, N, K, 1, 1, la is not None and lb is not None, interp, sms, fp8=True, gluon_ok=gluon_ok)
+    p = Problem(M, N, K, 1, 1, la is not None and lb is not None, interp, sms, fp8=True, gluon_ok=gluon_ok,
+                epilogue=bias is not None)
     bias_c = bias.contiguous() if bias is not None else None
     kw = dict(sa=sa, sb=sb, scale_a=mode_a, scale_b=mode_b, bias=bias_c)
 
