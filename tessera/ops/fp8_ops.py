@@ -89,7 +89,50 @@ class ScaledLinear(Primitive):
         return y.to(out_dtype.torch_dtype)
 
 
-QUANTIZE_FP8, SCALED_LINEAR = QuantizeFp8(), ScaledLinear()
+class Fp8TrainingLinear(Primitive):
+    """``x @ w + bias`` on fp8 tensor cores from wider ``x`` and ``w`` (the training recipe): both
+    are quantised to e4m3 with one scale per tensor (current scaling); the backward quantises the
+    output's gradient to e5m2 and computes dx and dw as fp8 products too. Quantisation passes
+    gradients straight through, so dx and dw are the gradients of the product of the quantised
+    operands."""
+
+    name = "fp8_training_linear"
+    attrs = (("out_dtype", dt.bf16),)
+
+    def shape(self, x, w, bias, *, out_dtype):
+        for name, t in (("x", x), ("w", w)):
+            if not t.dtype.is_floating or t.dtype.name in _FP8:
+                raise TesseraDTypeError(f"fp8_linear: {name} is {t.dtype.name}; training on fp8 takes wider float x "
+                                        "and w (bf16/f16/f32) and quantises them itself, or pass fp8 tensors with "
+                                        "their scales")
+        if w.ndim != 2 or not (x.shape[-1] == w.shape[0]):
+            raise TesseraShapeError(f"fp8_linear: x has shape {shape_str(x.shape)} and w {shape_str(w.shape)}; w is "
+                                    "[in, out] and x's last dim must equal w's first")
+        if bias is not None and (bias.ndim != 1 or not (bias.shape[0] == w.shape[1])):
+            raise TesseraShapeError(f"fp8_linear: bias has shape {shape_str(bias.shape)}; it must be ({w.shape[1]},)")
+        return Aval(tuple(x.shape[:-1]) + (w.shape[1],), out_dtype)
+
+    def reference(self, x, w, bias, *, out_dtype):
+        (qx, sx), (qw, sw) = (QUANTIZE_FP8.reference(t, None, dtype=dt.fp8_e4m3, axis=None) for t in (x, w))
+        return SCALED_LINEAR.reference(qx, qw, sx, sw, bias, out_dtype=out_dtype)
+
+    def vjp(self, cts, ins, outs, *, out_dtype):
+        from .reduction import sum as _sum
+        from .shape import transpose
+
+        x, w, bias = ins
+        k, n = w.shape
+        ct = cts[0].reshape(-1, n)
+        qdy, sdy = quantize_fp8(ct, dt.fp8_e5m2)
+        qx, sx = quantize_fp8(x.reshape(-1, k))
+        qw, sw = quantize_fp8(w)
+        dx = bind(SCALED_LINEAR, qdy, transpose(qw), sdy, sw, None, out_dtype=x.dtype).reshape(*x.shape)
+        dw = bind(SCALED_LINEAR, transpose(qx), qdy, sx, sdy, None, out_dtype=w.dtype)
+        db = None if bias is None else _sum(ct.to(dt.f32), 0).to(bias.dtype)
+        return dx, dw, db
+
+
+QUANTIZE_FP8, SCALED_LINEAR, FP8_TRAINING_LINEAR = QuantizeFp8(), ScaledLinear(), Fp8TrainingLinear()
 
 
 def quantize_fp8(x, dtype=dt.fp8_e4m3, axis=None, amax=None):
@@ -109,19 +152,34 @@ def quantize_fp8(x, dtype=dt.fp8_e4m3, axis=None, amax=None):
     return bind(QUANTIZE_FP8, x, amax, dtype=dtype, axis=axis)
 
 
-def fp8_linear(x, w, bias=None, *, w_scale, x_scale=None, out_dtype=dt.bf16):
-    """A linear layer on fp8 tensor cores: ``w`` is fp8 ``[in, out]`` with its ``w_scale`` (scalar or
-    per output column ``(1, out)``); ``x`` is fp8 with ``x_scale`` (delayed scaling), or a wider float
-    that is quantised here, one scale per row (current scaling).
+def fp8_linear(x, w, bias=None, *, w_scale=None, x_scale=None, out_dtype=dt.bf16):
+    """A linear layer on fp8 tensor cores, for inference or training.
+
+    Inference: ``w`` is fp8 ``[in, out]`` with its ``w_scale`` (scalar or per output column
+    ``(1, out)``); ``x`` is fp8 with ``x_scale`` (delayed scaling), or a wider float that is
+    quantised here, one scale per row (current scaling). Training: ``w`` (and ``x``) are wider
+    floats (e.g. bf16 master weights) and no scales are passed; both are quantised to e4m3 per
+    tensor, and ``ts.grad`` computes dx and dw on fp8 tensor cores from the gradient quantised to
+    e5m2.
 
     Example:
         >>> import tessera as ts
         >>> with ts.device("cpu"):
         ...     w, sw = ts.quantize_fp8(ts.randn(16, 8), axis=0)
         ...     y = ts.nn.fp8_linear(ts.randn(4, 16), w, w_scale=sw)
-        >>> y.shape, y.dtype
-        ((4, 8), bf16)
+        ...     x, w32 = ts.randn(4, 16), ts.randn(16, 8)
+        ...     dw = ts.grad(lambda w32: ts.nn.fp8_linear(x, w32).to(ts.f32).sum())(w32)
+        >>> y.shape, y.dtype, dw.shape
+        ((4, 8), bf16, (16, 8))
     """
+    if w.dtype.name not in _FP8:
+        if w_scale is not None or x_scale is not None:
+            raise TesseraDTypeError(f"fp8_linear: w is {w.dtype.name} but scales were passed; quantize w (and x) "
+                                    "with ts.quantize_fp8, or drop the scales to train from the wider w")
+        out_dtype = dt.as_dtype(out_dtype)
+        return bind(FP8_TRAINING_LINEAR, x, w, bias, out_dtype=out_dtype)
+    if w_scale is None:
+        raise TesseraValueError("fp8_linear: w is fp8, so pass its w_scale (the dequantisation multiplier)")
     if x.dtype.name not in _FP8:
         if x_scale is not None:
             raise TesseraValueError("fp8_linear: x_scale is for an fp8 x; a wider x is quantised here")
