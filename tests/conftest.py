@@ -7,6 +7,9 @@ if not torch.cuda.is_available():
     # kernels run on the CPU through Triton's interpreter; it must be chosen before triton is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# a kernel that fails must fail its test, not fall back to the reference
+os.environ.setdefault("TESSERA_STRICT_KERNELS", "1")
+
 import tessera as ts  # noqa: E402
 
 

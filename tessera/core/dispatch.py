@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 import weakref
 
 from ..errors import TesseraDeviceError, TesseraDTypeError, TesseraError
@@ -135,7 +136,15 @@ def _eager(prim: Primitive, args, attrs):
         device_type = next((t.device.type for t in targs if hasattr(t, "device")), "cpu")
         impl = prim.implementation(device_type, targs, attrs)
     try:
-        out = impl(*targs, **attrs)
+        try:
+            out = impl(*targs, **attrs)
+        except TesseraError:
+            raise
+        except Exception as exc:
+            if impl is prim.reference or os.environ.get("TESSERA_STRICT_KERNELS", "0") == "1":
+                raise
+            prim.warn_kernel_failure(device_type, exc)
+            out = prim.reference(*targs, **attrs)
     except TesseraError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:

@@ -112,6 +112,19 @@ class Primitive:
                           stacklevel=4)
         return self.reference
 
+    def warn_kernel_failure(self, device_type: str, exc: Exception) -> None:
+        """Warn once per device type and failure kind that the lowering raised and the reference ran
+        instead (dispatch does the fallback; ``TESSERA_STRICT_KERNELS=1`` raises instead)."""
+        key = (device_type, type(exc).__name__)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"tessera: {self.name}'s {device_type} kernel ({self.lowerings[device_type].name}) failed on "
+                      f"these inputs ({type(exc).__name__}: {first}); the reference implementation ran instead. "
+                      "Please report it; TESSERA_STRICT_KERNELS=1 raises the error instead. This warning is "
+                      "shown once.", stacklevel=5)
+
     def result_dtype(self, attrs) -> DType:
         """The output dtype when ``overrides_dtype`` (e.g. a cast to a storage-only format)."""
         return attrs["dtype"]
