@@ -3,8 +3,10 @@ launches (FlashAttention-2's split, without atomics), each with FlashAttention-3
 and consumer warpgroups; at d64 and d128 the dK/dV kernel computes dQ too (``FUSE_DQ``:
 FlashAttention-3's fp32 accumulation by TMA reduce-adds) and the dQ kernel does not run (it serves d256).
 
-In the dK/dV kernel one program owns 64·CONSUMERS keys of one (batch, kv head). A producer warp loads each
-consumer's K and V rows once, then streams [BLOCK_M, D] blocks of Q and dO of every query head of
+In the dK/dV kernel a work tile is 64·CONSUMERS keys of one (batch, kv head); non-causal launches
+are persistent (one program per SM walks its tiles, so a tile's first Q/dO loads overlap the
+previous tile's dK/dV stores). A producer warp loads each consumer's K and V rows once per tile,
+then streams [BLOCK_M, D] blocks of Q and dO of every query head of
 the group through a ring of shared-memory stages, with each block's base-2 lse and delta beside
 them (so the consumers hold those rows' statistics in registers only while they use them: at d128
 that halved the spills and made the backward 4-11% faster). Each consumer warpgroup keeps dK and dV for
@@ -29,7 +31,7 @@ import math
 
 import torch
 
-from .gluon_hopper import LOG2E, available, compile_gluon, descriptor, tma_ready, with_overrides
+from .gluon_hopper import LOG2E, available, compile_gluon, descriptor, sm_count, tma_ready, with_overrides
 
 if available():
     from triton.experimental import gluon
@@ -50,8 +52,9 @@ POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # dK/dV and dQ kernels d64 1.01-1.05x, d128 1.02-1.10x at 1024 keys; the fused kernel against the
 # portable backward at d64 S1024 1.03-1.12x, so these kernels serve every length. d64 streams
 # 128-query blocks (half the meetings per product; two stages fit): 1.03-1.10x 64-query blocks.
-CONFIGS = {64: dict(BLOCK_M=128, STAGES=2, CONSUMERS=2, FUSE_DQ=True),
-           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True)}
+# PERSISTENT: non-causal launches run one program per SM over the key tiles.
+CONFIGS = {64: dict(BLOCK_M=128, STAGES=2, CONSUMERS=2, FUSE_DQ=True, PERSISTENT=True),
+           128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True, PERSISTENT=True)}
 DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
 MAXNREG = {2: 168}
 
@@ -64,24 +67,59 @@ def config(D: int, **overrides) -> dict:
 if available():
 
     @gluon.jit
-    def _bwd_producer(loads, bufs, bars, stats, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                      CONSUMERS: gl.constexpr):
-        q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks, rows_stats = loads
-        k_smem, v_smem, q_smem, do_smem = bufs
-        kv_bars, ready, empty = bars
+    def _key_tile(t, n_ntiles, HKV, SEQ_Q, SEQ_K, BLOCK_N: gl.constexpr, BLOCK_M: gl.constexpr,
+                  CAUSAL: gl.constexpr):
+        """(b, kv head, first key, first query row, query blocks per head) of work tile t. The key
+        tiles of one head are adjacent, so programs running together share its Q and dO in L2."""
+        bh = t // n_ntiles
+        start_n = (t % n_ntiles) * BLOCK_N
+        m_lo = 0
+        if CAUSAL:  # query blocks before m_lo see none of these keys
+            m_lo = gl.maximum(start_n - (SEQ_K - SEQ_Q), 0) // BLOCK_M * BLOCK_M
+        return bh // HKV, bh % HKV, start_n, m_lo, gl.maximum(gl.cdiv(SEQ_Q - m_lo, BLOCK_M), 0)
+
+    @gluon.jit
+    def _load_kv(k_desc, v_desc, k_smem, v_smem, kv_bars, kv_free, b, hk, start_n, tc,
+                 CONSUMERS: gl.constexpr):
+        """Producer: each consumer's K and V rows of the tc-th tile, once the previous tile's dK and
+        dV (staged in the same buffers) have been stored."""
+        mbarrier.wait(kv_free, (tc & 1) ^ 1)  # fresh barriers count as completed in phase 1
         for w in gl.static_range(CONSUMERS):
             mbarrier.expect(kv_bars.index(w), 2 * k_desc.block_type.nbytes)
             tma_load(k_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), k_smem.index(w))
             tma_load(v_desc, [b, hk, start_n + w * 64, 0], kv_bars.index(w), v_smem.index(w))
-        for it in range(GROUP * n_mblocks):
-            s = it % STAGES
-            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-            h = hk * GROUP + it // n_mblocks
-            m0 = m_lo + (it % n_mblocks) * BLOCK_M
-            mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-            tma_load(q_desc, [b, h, m0, 0], ready.index(s), q_smem.index(s))
-            tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
-            _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M)
+
+    @gluon.jit
+    def _bwd_producer(loads, bufs, bars, stats, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
+                      CONSUMERS: gl.constexpr, CAUSAL: gl.constexpr):
+        q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats = loads
+        k_smem, v_smem, q_smem, do_smem = bufs
+        kv_bars, kv_free, ready, empty = bars
+        it = 0  # position in the Q/dO ring, continued across tiles
+        tc = 0  # tiles done by this program
+        t = gl.program_id(0)
+        while t < tiles:
+            b, hk, start_n, m_lo, n_mblocks = _key_tile(t, n_ntiles, HKV, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_M,
+                                                        CAUSAL)
+            total = GROUP * n_mblocks
+            # the first blocks' Q and dO load while the previous tile's dK and dV drain; K and V after
+            kv_at = gl.minimum(total, STAGES)
+            for i in range(total):
+                if i == kv_at:
+                    _load_kv(k_desc, v_desc, k_smem, v_smem, kv_bars, kv_free, b, hk, start_n, tc, CONSUMERS)
+                s = (it + i) % STAGES
+                mbarrier.wait(empty.index(s), (((it + i) // STAGES) & 1) ^ 1)
+                h = hk * GROUP + i // n_mblocks
+                m0 = m_lo + (i % n_mblocks) * BLOCK_M
+                mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+                tma_load(q_desc, [b, h, m0, 0], ready.index(s), q_smem.index(s))
+                tma_load(do_desc, [b, h, m0, 0], ready.index(s), do_smem.index(s))
+                _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M)
+            if kv_at == total:
+                _load_kv(k_desc, v_desc, k_smem, v_smem, kv_bars, kv_free, b, hk, start_n, tc, CONSUMERS)
+            it += total
+            tc += 1
+            t += gl.num_programs(0)
 
     @gluon.jit
     def _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M: gl.constexpr):
@@ -139,8 +177,49 @@ if available():
                       BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
                       FUSE_DQ: gl.constexpr):
         k_smem, v_smem, q_smem, do_smem = bufs
-        kv_bars, ready, empty = bars
-        dk_desc, dv_desc, b, hk, H, start_n, GROUP, m_lo, n_mblocks, seqlen_q, seqlen_k, qk_scale, sm_scale = args
+        kv_bars, kv_free, ready, empty = bars
+        dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, seqlen_q, seqlen_k, qk_scale, sm_scale = args
+        KEYS: gl.constexpr = 64
+        k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
+        v_tile = v_smem.index(W).reshape([KEYS, HEAD_DIM])
+        it = 0  # position in the Q/dO ring, continued across tiles
+        tc = 0  # tiles done by this program
+        t = gl.program_id(0)
+        while t < tiles:
+            b, hk, start_n, m_lo, n_mblocks = _key_tile(t, n_ntiles, HKV, seqlen_q, seqlen_k, KEYS * CONSUMERS,
+                                                        BLOCK_M, CAUSAL)
+            n0 = start_n + W * KEYS
+            mbarrier.wait(kv_bars.index(W), tc & 1)
+            dk, dv = _key_tile_grads(bufs, (ready, empty), fused, stats, k_tile, v_tile, b, hk, n0, m_lo, n_mblocks,
+                                     it, (GROUP, seqlen_q, seqlen_k, qk_scale, sm_scale), W, HEAD_DIM, BLOCK_M,
+                                     STAGES, CAUSAL, CONSUMERS, FUSE_DQ)
+            it += GROUP * n_mblocks
+            if FUSE_DQ:  # every warpgroup's dQ products have read all K tiles before any is overwritten
+                done = fused[4]
+                mbarrier.arrive(done, count=1)
+                mbarrier.wait(done, tc & 1)
+            # K and V rows are no longer read: they stage the outputs.
+            k_out = k_smem.index(W)
+            v_out = v_smem.index(W)
+            k_out.reshape([KEYS, HEAD_DIM]).store((dk * sm_scale).to(k_out.dtype))
+            v_out.reshape([KEYS, HEAD_DIM]).store(dv.to(v_out.dtype))
+            fence_async_shared()
+            tma_store(dk_desc, [b, hk, n0, 0], k_out)
+            tma_store(dv_desc, [b, hk, n0, 0], v_out)
+            tma.store_wait(0)
+            mbarrier.arrive(kv_free, count=1)
+            tc += 1
+            t += gl.num_programs(0)
+
+    @gluon.jit
+    def _key_tile_grads(bufs, bars, fused, stats, k_tile, v_tile, b, hk, n0, m_lo, n_mblocks, it, rows,
+                        W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
+                        CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, FUSE_DQ: gl.constexpr):
+        """One consumer's dK and dV (fp32, unscaled dK) for its 64 keys from n0, over the tile's
+        query blocks, which start at position ``it`` of the Q/dO ring."""
+        k_smem, v_smem, q_smem, do_smem = bufs
+        ready, empty = bars
+        GROUP, seqlen_q, seqlen_k, qk_scale, sm_scale = rows
         stats_smem, stats_ready = stats
         KEYS: gl.constexpr = 64
         s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_M)
@@ -149,7 +228,6 @@ if available():
         col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
         dtype: gl.constexpr = q_smem.dtype
 
-        n0 = start_n + W * KEYS
         keys = n0 + gl.arange(0, KEYS, layout=gl.SliceLayout(1, s_layout))
         col_base = gl.arange(0, BLOCK_M, layout=col_layout)
         diag = seqlen_k - seqlen_q
@@ -160,26 +238,23 @@ if available():
             m_full = gl.maximum(n0 + KEYS - 1 - diag, 0)
         m_tail = seqlen_q // BLOCK_M * BLOCK_M
 
-        k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
-        v_tile = v_smem.index(W).reshape([KEYS, HEAD_DIM])
         dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout)
         dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout)
         s = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
         dp = gl.zeros([KEYS, BLOCK_M], gl.float32, layout=s_layout)
-        mbarrier.wait(kv_bars.index(W), 0)
-
-        for it in range(GROUP * n_mblocks):
-            st = it % STAGES
-            mbarrier.wait(ready.index(st), (it // STAGES) & 1)
-            h = hk * GROUP + it // n_mblocks
-            m0 = m_lo + (it % n_mblocks) * BLOCK_M
+        for i in range(GROUP * n_mblocks):
+            st = (it + i) % STAGES
+            phase = ((it + i) // STAGES) & 1
+            mbarrier.wait(ready.index(st), phase)
+            h = hk * GROUP + i // n_mblocks
+            m0 = m_lo + (i % n_mblocks) * BLOCK_M
             q_tile = q_smem.index(st).reshape([BLOCK_M, HEAD_DIM])
             do_tile = do_smem.index(st).reshape([BLOCK_M, HEAD_DIM])
             s_tok = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s, use_acc=False, is_async=True)
             dp_tok = warpgroup_mma(v_tile, do_tile.permute((1, 0)), dp, use_acc=False, is_async=True)
             cols = m0 + col_base
             in_q = cols < seqlen_q
-            mbarrier.wait(stats_ready.index(st), (it // STAGES) & 1)
+            mbarrier.wait(stats_ready.index(st), phase)
             lse2 = stats_smem.index(2 * st).load(col_layout)
             s = warpgroup_mma_wait(1, deps=(s_tok, ))
             p = gl.exp2(s * qk_scale - lse2[None, :])
@@ -199,57 +274,45 @@ if available():
                 # dQ of this block over all CONSUMERS·64 keys: every warpgroup publishes its dSᵀ
                 # (two slots deep: a slot is rewritten only after both have passed the next block's
                 # meeting), then multiplies all of them by its share of K's columns.
-                ds_smem, dq_smem, ds_bars, dq_desc = fused
-                slot = it % 2
+                ds_smem, dq_smem, ds_bars, dq_desc, done = fused
+                slot = (it + i) % 2
                 ds_smem.index(slot * CONSUMERS + W).store(ds)
                 fence_async_shared()
                 mbarrier.arrive(ds_bars.index(slot), count=1)
-                mbarrier.wait(ds_bars.index(slot), (it // 2) & 1)
+                mbarrier.wait(ds_bars.index(slot), ((it + i) // 2) & 1)
                 dq = _dq_product(ds_smem, k_smem, slot, W, CONSUMERS, HEAD_DIM, BLOCK_M)
                 dv, dk, dq, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, dq, p_op, ds_op))
                 _reduce_dq(dq_desc, dq_smem, dq * sm_scale, b, h, m0, W)
             else:
                 dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok, p_op, ds_op))
             mbarrier.arrive(empty.index(st), count=1)
-
-        # K and V rows are no longer read: they stage the outputs.
-        k_out = k_smem.index(W)
-        v_out = v_smem.index(W)
-        k_out.reshape([KEYS, HEAD_DIM]).store((dk * sm_scale).to(dtype))
-        v_out.reshape([KEYS, HEAD_DIM]).store(dv.to(dtype))
-        fence_async_shared()
-        tma_store(dk_desc, [b, hk, n0, 0], k_out)
-        tma_store(dv_desc, [b, hk, n0, 0], v_out)
-        tma.store_wait(0)
+        return dk, dv
 
     @gluon.jit
     def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, DELTA, H, HKV, GROUP, SEQ_Q,
-                        SEQ_K, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                        SEQ_K, BHKV, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                         STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
                         FUSE_DQ: gl.constexpr):
+        """Tiles of 64·CONSUMERS keys of one of the BHKV (batch, kv head) pairs, key tiles of a head
+        adjacent; program p takes tiles p, p + num_programs, ... (on a persistent grid, one tile's
+        first Q/dO loads run while the previous tile's dK and dV are stored)."""
         BLOCK_N: gl.constexpr = 64 * CONSUMERS
-        pid_n = gl.program_id(0)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // HKV
-        hk = pid_bh % HKV
-        start_n = pid_n * BLOCK_N
-        m_lo = 0
-        if CAUSAL:  # query blocks before m_lo see none of these keys
-            m_lo = gl.maximum(start_n - (SEQ_K - SEQ_Q), 0) // BLOCK_M * BLOCK_M
-        n_mblocks = gl.maximum(gl.cdiv(SEQ_Q - m_lo, BLOCK_M), 0)
+        n_ntiles = gl.cdiv(SEQ_K, BLOCK_N)
+        tiles = n_ntiles * BHKV
 
         k_smem = ring(k_desc, CONSUMERS)
         v_smem = ring(v_desc, CONSUMERS)
         q_smem = ring(q_desc, STAGES)
         do_smem = ring(do_desc, STAGES)
         kv_bars = barriers(CONSUMERS, 1)
+        kv_free = barriers(1, CONSUMERS).index(0)  # released by every consumer after its dK/dV store
         ready = barriers(STAGES, 1)
         empty = barriers(STAGES, CONSUMERS)  # released by every consumer warpgroup
         if FUSE_DQ:  # every warpgroup's dSᵀ, two blocks deep, and its dQ share's staging buffers
             ds_smem = gl.allocate_shared_memory(q_desc.dtype, [2 * CONSUMERS, 64, BLOCK_M],
                                                 gl.NVMMASharedLayout.get_default_for([64, BLOCK_M], q_desc.dtype))
             dq_smem = ring(dq_desc, HEAD_DIM // dq_desc.block_type.shape[3])
-            fused = (ds_smem, dq_smem, barriers(2, CONSUMERS), dq_desc)
+            fused = (ds_smem, dq_smem, barriers(2, CONSUMERS), dq_desc, barriers(1, CONSUMERS).index(0))
         else:  # the consumers do not touch it
             fused = (dq_desc, )
 
@@ -259,14 +322,14 @@ if available():
         stats = (stats_smem, barriers(STAGES, 1))
 
         bufs = (k_smem, v_smem, q_smem, do_smem)
-        bars = (kv_bars, ready, empty)
-        args = (dk_desc, dv_desc, b, hk, H, start_n, GROUP, m_lo, n_mblocks, SEQ_Q, SEQ_K, qk_scale, sm_scale)
+        bars = (kv_bars, kv_free, ready, empty)
+        args = (dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, qk_scale, sm_scale)
         rows_stats = (LSE, DELTA, SEQ_Q, s_lb, s_lh)  # where the producer reads them
-        loads = (q_desc, do_desc, k_desc, v_desc, b, hk, start_n, GROUP, m_lo, n_mblocks, rows_stats)
+        loads = (q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats)
         gl.warp_specialize([
             (_bwd_consumer, (bufs, bars, args, fused, stats, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
             (_bwd_consumer, (bufs, bars, args, fused, stats, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
-            (_bwd_producer, (loads, bufs, bars, stats, BLOCK_M, STAGES, CONSUMERS)),
+            (_bwd_producer, (loads, bufs, bars, stats, BLOCK_M, STAGES, CONSUMERS, CAUSAL)),
         ], [4, 1], [240, 24])
 
 
@@ -417,11 +480,13 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
         dq_desc = descriptor(acc, BM, DQ_CHUNK)
     else:
         dq_desc = dk_desc  # not read
-    grid = (math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])), q.shape[0] * Hkv)
+    persistent = cfg.pop("PERSISTENT") and not causal  # causal tiles differ in length: one program each
+    tiles = math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])) * q.shape[0] * Hkv
+    grid = (min(tiles, sm_count(q.device)) if persistent else tiles, )
     _dkdv_ws_kernel[grid](
         descriptor(q, BM), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
         descriptor(do, BM), dk_desc, descriptor(dv, KEYS_PER_WARPGROUP), dq_desc,
-        lse, delta, H, Hkv, H // Hkv, Sq, Sk, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
+        lse, delta, H, Hkv, H // Hkv, Sq, Sk, q.shape[0] * Hkv, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     if not cfg["FUSE_DQ"]:
         return dk, dv, None
@@ -462,6 +527,7 @@ def compile_dq_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     """Compile the kernel for sm_90 without a GPU (the result's ``asm`` holds PTX and cubin)."""
     consts = dict(config(D, **overrides), CAUSAL=causal)
+    consts.pop("PERSISTENT")  # the launch's grid, not the kernel's
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
