@@ -24,6 +24,16 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 _MIN_KERNEL_DIM = 512
 
 
+def _like(t, x):
+    """``t`` in ``x``'s dtype (a no-op when it already is)."""
+    return t if t.dtype == x.dtype else t.to(x.dtype)
+
+
+def _table(t):
+    """A rotary table as the kernel reads it: fp32/fp16/bf16 as given, float64 as fp32 (tables are [S, R])."""
+    return t if t.dtype in _FLOATS else t.float()
+
+
 def _cuda(*ts) -> bool:
     return all(t is None or (t.is_cuda and t.dtype in _FLOATS) for t in ts if isinstance(t, torch.Tensor))
 
@@ -76,9 +86,17 @@ def _register_matmul(km):
     registry["weight_only_linear"].register_lowering(
         "cuda", weight_only_linear, name="weight-only gemm",
         supports=lambda x, *rest, **a: x.is_cuda and x.dtype in (torch.bfloat16, torch.float16))
-    registry["scaled_linear"].register_lowering(
-        "cuda", scaled_linear, name="fp8 gemm",
-        supports=lambda x, w, *rest, **a: x.is_cuda and min(x.numel() // x.shape[-1], *w.shape) >= 16)
+    def fp8_training_linear(x, w, bias, *, out_dtype):
+        (qx, sx), (qw, sw) = km.quantize_fp8(x), km.quantize_fp8(w)
+        return scaled_linear(qx, qw, sx, sw, bias, out_dtype=out_dtype)
+
+    def fp8_ok(x, w, *rest, **a) -> bool:
+        return x.is_cuda and min(x.numel() // x.shape[-1], *w.shape) >= 16
+
+    registry["scaled_linear"].register_lowering("cuda", scaled_linear, name="fp8 gemm", supports=fp8_ok)
+    registry["fp8_training_linear"].register_lowering(
+        "cuda", fp8_training_linear, name="fp8 quantise + gemm",
+        supports=lambda x, w, bias, **a: fp8_ok(x, w) and _cuda(x, w, bias))
     registry["linear"].register_lowering(
         "cuda", linear, name="gemm+epilogue", warn_on_fallback=False,
         supports=lambda x, w, bias, **a: large(x.reshape(-1, x.shape[-1]), w)
@@ -93,15 +111,19 @@ def _register_membound(norms, softmax, act, dropout, emb, rotary):
         y, mean, rstd = norms.layer_norm_fwd(x, weight, bias, eps)
         return y, stats(mean, x), stats(rstd, x)
 
-    def layer_norm_bwd(dy, x, weight, bias, mean, rstd):
-        return norms.layer_norm_bwd(dy, x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
+    def layer_norm_bwd(dy, x, weight, bias, mean, rstd, ds=None):
+        if ds is None:
+            return norms.layer_norm_bwd(dy, x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
+        return norms.add_layer_norm_bwd(dy, _like(ds, x), x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
 
     def rms_norm(x, weight, *, eps):
         y, rstd = norms.rms_norm_fwd(x, weight, eps)
         return y, stats(rstd, x)
 
-    def rms_norm_bwd(dy, x, weight, rstd):
-        return norms.rms_norm_bwd(dy, x, weight, rstd.reshape(-1))
+    def rms_norm_bwd(dy, x, weight, rstd, ds=None):
+        if ds is None:
+            return norms.rms_norm_bwd(dy, x, weight, rstd.reshape(-1))
+        return norms.add_rms_norm_bwd(dy, _like(ds, x), x, weight, rstd.reshape(-1))
 
     def sm(x, *, axis, log):
         return (softmax.log_softmax_fwd if log else softmax.softmax_fwd)(x)
@@ -138,8 +160,14 @@ def _register_membound(norms, softmax, act, dropout, emb, rotary):
         "cuda", lambda x, *, p, seed: dropout.dropout_fwd(x.contiguous(), p, seed), supports=plain, name="dropout_fwd")
     registry["swiglu"].register_lowering("cuda", act.swiglu_fwd, supports=plain, name="swiglu_fwd")
     registry["swiglu_bwd"].register_lowering("cuda", act.swiglu_bwd, supports=plain, name="swiglu_bwd")
-    registry["rotary"].register_lowering("cuda", lambda x, cos, sin: rotary.rotary_fwd(x, cos, sin),
-                                         supports=plain, name="rotary_fwd")
+
+    def rotate(x, cos, sin, *, inverse=False):
+        cos, sin = _table(cos), _table(sin)
+        return rotary.rotary_bwd(x, cos, sin) if inverse else rotary.rotary_fwd(x, cos, sin)
+
+    registry["rotary"].register_lowering(
+        "cuda", rotate, name="rotary_fwd/rotary_bwd",
+        supports=lambda x, cos, sin, **_: _cuda(x) and all(t.is_cuda and t.dtype.is_floating_point for t in (cos, sin)))
     registry["add_layer_norm"].register_lowering("cuda", add_layer_norm, supports=plain, name="add_layer_norm_fwd")
     registry["add_rms_norm"].register_lowering("cuda", add_rms_norm, supports=plain, name="add_rms_norm_fwd")
     registry["take_grad"].register_lowering(
@@ -147,7 +175,22 @@ def _register_membound(norms, softmax, act, dropout, emb, rotary):
         supports=lambda ct, idx, *, axis, size: axis == 0 and _cuda(ct), name="embedding_bwd")
 
 
+def _linear_ce_supports(h, w, bias, targets, **_) -> bool:
+    """The chunked kernel: fp32/fp16/bf16 ``h``/``w`` of one dtype on one GPU, a bias in that dtype, integer targets."""
+    return (_cuda(h, w, bias) and w.dtype == h.dtype and w.shape[1] > 0
+            and (bias is None or bias.dtype == h.dtype)
+            and targets.device == h.device and targets.dtype in (torch.int64, torch.int32, torch.int16, torch.int8,
+                                                                 torch.uint8))
+
+
 def _register_cross_entropy(kc):
+    def linear_ce(h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk, z_loss=0.0):
+        return kc.linear_cross_entropy(h, w, targets, bias=bias, ignore_index=ignore_index,
+                                       label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction,
+                                       chunk_size=chunk)
+
+    registry["linear_cross_entropy"].register_lowering("cuda", linear_ce, supports=_linear_ce_supports,
+                                                       name="linear_cross_entropy (chunked)")
     registry["cross_entropy"].register_lowering(
         "cuda", lambda logits, targets, **a: kc.cross_entropy_fwd(logits, targets, **a),
         supports=lambda logits, targets, **a: kc.supports(logits, targets), name="cross_entropy_fwd")

@@ -9,6 +9,8 @@ Example:
 """
 from __future__ import annotations
 
+import os
+
 from ..core.dispatch import bind
 from ..core.tensor import Tensor
 from ..errors import TesseraTypeError, TesseraValueError
@@ -129,12 +131,38 @@ def dropout(x, p: float, seed: int):
     return bind(DROPOUT, x, p=float(p), seed=seed)
 
 
+def _ids_in_range(ids, table) -> None:
+    """Raise TesseraValueError for an id outside ``[0, V)``: always on the CPU, on a GPU with ``TESSERA_CHECKS=1``
+    (one device-to-host sync); traced ids are not checked."""
+    if type(ids) is not Tensor or ids.dtype.kind not in ("int", "uint") or ids.numel() == 0:
+        return
+    t = ids.torch()
+    if t.device.type != "cpu" and os.environ.get("TESSERA_CHECKS", "0") in ("", "0"):
+        return
+    V = table.shape[0]
+    bad = (t < 0) | (t >= V)
+    if bool(bad.any()):
+        pos = tuple(int(i) for i in bad.nonzero()[0])
+        where = f"ids[{', '.join(map(str, pos))}]" if pos else "ids"
+        raise TesseraValueError(f"ts.nn.embedding: {where} = {int(t[pos])} is outside [0, {V}), the rows of table "
+                                f"(shape {tuple(table.shape)}); fix the ids or use a table with more rows")
+
+
 def embedding(ids, table):
-    """Rows of ``table`` (``[V, D]``) at integer ``ids`` (any shape): output ``ids.shape + (D,)``."""
+    """Rows of ``table`` (``[V, D]``) at integer ``ids`` (any shape): output ``ids.shape + (D,)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     table = ts.arange(6, dtype=ts.f32).reshape(3, 2)
+        ...     ts.nn.embedding(ts.tensor([[2, 0]]), table).tolist()
+        [[[4.0, 5.0], [0.0, 1.0]]]
+    """
     _tensor("embedding", "ids", ids)
     _tensor("embedding", "table", table)
     if table.ndim != 2:
         raise TesseraValueError(f"ts.nn.embedding: table must be 2-D [num_embeddings, dim], got rank {table.ndim}")
+    _ids_in_range(ids, table)
     return api.take(table, ids, 0)
 
 
@@ -178,9 +206,12 @@ def flash_attention(q, k, v, causal: bool = False, mask=None, scale=None, dropou
 
 
 def linear_cross_entropy(h, w, targets, bias=None, ignore_index: int = -100, reduction: str = "mean",
-                         label_smoothing: float = 0.0, chunk_size: int = 4096):
+                         label_smoothing: float = 0.0, chunk_size: int = 4096, z_loss: float = 0.0):
     """``cross_entropy(linear(h, w, bias), targets)`` without ever holding the full logits: tokens are
     processed ``chunk_size`` at a time and the gradients are computed on the way.
+
+    ``h`` is ``[N, D]``, ``w`` ``[D, V]`` (laid out ``[in, out]``), ``targets`` ``[N]``; ``z_loss`` adds
+    ``z_loss * logsumexp(logits) ** 2`` per token, as in :func:`cross_entropy`.
 
     Example:
         >>> import tessera as ts
@@ -200,7 +231,8 @@ def linear_cross_entropy(h, w, targets, bias=None, ignore_index: int = -100, red
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise TesseraValueError(f"ts.nn.linear_cross_entropy: chunk_size must be a positive int, got {chunk_size!r}")
     return bind(LINEAR_CROSS_ENTROPY, h, w, bias, targets, ignore_index=int(ignore_index),
-                label_smoothing=float(label_smoothing), reduction=reduction, chunk=chunk_size)[0]
+                label_smoothing=float(label_smoothing), reduction=reduction, chunk=chunk_size,
+                z_loss=float(z_loss))[0]
 
 
 def swiglu(gate, up):
@@ -253,7 +285,18 @@ def rope_frequencies(seq_len: int, dim: int, base: float = 10000.0, *, device=No
 
 def rotary_embedding(x, cos, sin):
     """Rotate the last dim of ``x`` (``[..., S, D]``) by the angles of ``cos``/``sin`` (``[S, D//2]``),
-    rotate-half (GPT-NeoX) layout; with fewer than ``D//2`` columns only that many pairs rotate."""
+    rotate-half (GPT-NeoX) layout; with fewer than ``D//2`` columns only that many pairs rotate.
+
+    The tables are read in their own float dtype (f32 tables stay f32 for a bf16 ``x``).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     cos, sin = ts.nn.rope_frequencies(4, 8)
+        ...     y = ts.nn.rotary_embedding(ts.ones(2, 4, 8), cos, sin)
+        >>> y.shape, [round(v, 4) for v in y[0, 0].tolist()] == [1.0] * 8
+        ((2, 4, 8), True)
+    """
     for name, t in (("x", x), ("cos", cos), ("sin", sin)):
         _tensor("rotary_embedding", name, t)
-    return bind(ROTARY, x, cos.to(x.dtype), sin.to(x.dtype))
+    return bind(ROTARY, x, cos, sin, inverse=False)

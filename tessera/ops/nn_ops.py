@@ -88,14 +88,30 @@ class LayerNorm(Primitive):
         return bind(LAYER_NORM_BWD, cts[0], x, weight, bias, outs[1], outs[2])
 
 
+def _check_residual_ct(op, x, ds) -> None:
+    if ds is not None and (ds.ndim != x.ndim or not all(a == b for a, b in zip(ds.shape, x.shape))):
+        raise TesseraShapeError(f"{op}: ds (the residual stream's cotangent) has shape {shape_str(ds.shape)} but x "
+                                f"has {shape_str(x.shape)}; pass the cotangent of the add-norm's sum output")
+
+
+def _plus_residual_ct(dx, x, ds):
+    """``dx`` rounded to x's dtype, plus the residual stream's cotangent ``ds`` when there is one."""
+    dx = dx.to(x.dtype)
+    return dx if ds is None else (dx + ds).to(x.dtype)
+
+
 class LayerNormBwd(Decomposed):
+    """Gradients (dx, dweight, dbias) of layer_norm; with ``ds`` (the cotangent of the sum output of
+    ``add_layer_norm``) it is the add-norm backward: ``dx + ds`` in the same pass."""
+
     name = "layer_norm_bwd"
     multiple_results = True
 
-    def shape(self, dy, x, weight, bias, mean, rstd):
+    def shape(self, dy, x, weight, bias, mean, rstd, ds=None):
+        _check_residual_ct("layer_norm_bwd", x, ds)
         return Aval(x.shape, x.dtype), (weight and Aval(weight.shape, weight.dtype)), (bias and Aval(bias.shape, bias.dtype))
 
-    def reference(self, dy, x, weight, bias, mean, rstd):
+    def reference(self, dy, x, weight, bias, mean, rstd, ds=None):
         xhat = (_acc(x) - mean[..., None]) * rstd[..., None]
         g = _acc(dy) * (_acc(weight) if weight is not None else 1.0)
         n = x.shape[-1]
@@ -103,15 +119,16 @@ class LayerNormBwd(Decomposed):
         rows = tuple(range(x.dim() - 1))
         dw = (_acc(dy) * xhat).sum(rows).to(weight.dtype) if weight is not None else None
         db = _acc(dy).sum(rows).to(bias.dtype) if bias is not None else None
-        return dx.to(x.dtype), dw, db
+        return _plus_residual_ct(dx, x, ds), dw, db
 
-    def decompose(self, dy, x, weight, bias, mean, rstd):
+    def decompose(self, dy, x, weight, bias, mean, rstd, ds=None):
         from . import api as ts
 
         xhat = (x - mean.reshape(*mean.shape, 1)) * rstd.reshape(*rstd.shape, 1)
         g = dy * weight if weight is not None else dy
         dx = rstd.reshape(*rstd.shape, 1) * (g - ts.mean(g, -1, True) - xhat * ts.mean(g * xhat, -1, True))
         rows = tuple(range(x.ndim - 1))
+        dx = dx if ds is None else dx + ds
         return dx, (ts.sum(dy * xhat, rows) if weight is not None else None), (ts.sum(dy, rows) if bias is not None else None)
 
 
@@ -140,26 +157,30 @@ class RmsNorm(Primitive):
 
 
 class RmsNormBwd(Decomposed):
+    """Gradients (dx, dweight) of rms_norm; with ``ds`` it is the ``add_rms_norm`` backward (``dx + ds``)."""
+
     name = "rms_norm_bwd"
     multiple_results = True
 
-    def shape(self, dy, x, weight, rstd):
+    def shape(self, dy, x, weight, rstd, ds=None):
+        _check_residual_ct("rms_norm_bwd", x, ds)
         return Aval(x.shape, x.dtype), (weight and Aval(weight.shape, weight.dtype))
 
-    def reference(self, dy, x, weight, rstd):
+    def reference(self, dy, x, weight, rstd, ds=None):
         xhat = _acc(x) * rstd[..., None]
         g = _acc(dy) * (_acc(weight) if weight is not None else 1.0)
         dx = rstd[..., None] * (g - xhat * (g * xhat).mean(-1, keepdim=True))
         dw = (_acc(dy) * xhat).sum(tuple(range(x.dim() - 1))).to(weight.dtype) if weight is not None else None
-        return dx.to(x.dtype), dw
+        return _plus_residual_ct(dx, x, ds), dw
 
-    def decompose(self, dy, x, weight, rstd):
+    def decompose(self, dy, x, weight, rstd, ds=None):
         from . import api as ts
 
         r = rstd.reshape(*rstd.shape, 1)
         xhat = x * r
         g = dy * weight if weight is not None else dy
         dx = r * (g - xhat * ts.mean(g * xhat, -1, True))
+        dx = dx if ds is None else dx + ds
         return dx, (ts.sum(dy * xhat, tuple(range(x.ndim - 1))) if weight is not None else None)
 
 
@@ -310,6 +331,21 @@ def _targets_in_range(t: torch.Tensor, valid: torch.Tensor, V: int) -> None:
                                 "and is not ignore_index; fix the labels or set ignore_index")
 
 
+def _check_ce_options(op, reduction, label_smoothing, z_loss) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise TesseraValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise TesseraValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not 0.0 <= z_loss < float("inf"):
+        raise TesseraValueError(f"{op}: z_loss must be a finite weight >= 0, got {z_loss}")
+
+
+def _check_targets_dtype(op, targets) -> None:
+    if targets.dtype.kind not in ("int", "uint"):
+        raise TesseraDTypeError(f"{op}: targets must be integer class ids, got {targets.dtype.name}; "
+                                "use targets.to(ts.int64)")
+
+
 class CrossEntropy(Primitive):
     """Loss and d(loss)/d(logits) in one pass; the gradient is a by-product used by the backward."""
 
@@ -321,20 +357,13 @@ class CrossEntropy(Primitive):
 
     def shape(self, logits, targets, *, ignore_index, label_smoothing, z_loss, reduction, compute_grad):
         require_float("cross_entropy", logits, "logits")
-        if targets.dtype.kind not in ("int", "uint"):
-            raise TesseraDTypeError(f"cross_entropy: targets must be integer class ids, got {targets.dtype.name}; "
-                                    "use targets.to(ts.int64)")
+        _check_targets_dtype("cross_entropy", targets)
         if logits.ndim < 1 or len(targets.shape) != logits.ndim - 1 or not all(
                 a == b for a, b in zip(targets.shape, logits.shape[:-1])):
             raise TesseraShapeError(f"cross_entropy: logits have shape {shape_str(logits.shape)} (classes in the last dim), "
                                     f"so targets must have shape {shape_str(logits.shape[:-1])}, but they have "
                                     f"{shape_str(targets.shape)}")
-        if reduction not in ("mean", "sum", "none"):
-            raise TesseraValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise TesseraValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-        if not 0.0 <= z_loss < float("inf"):
-            raise TesseraValueError(f"cross_entropy: z_loss must be a finite weight >= 0, got {z_loss}")
+        _check_ce_options("cross_entropy", reduction, label_smoothing, z_loss)
         loss_dtype = dt.f64 if logits.dtype == dt.f64 else dt.f32
         loss = Aval(() if reduction != "none" else tuple(targets.shape), loss_dtype)
         return loss, Aval(logits.shape, logits.dtype)
@@ -456,6 +485,13 @@ def attention_bwd_reference(do, q, k, v, o, lse, mask=None, *, causal=False, sca
     return dq, dk, dv
 
 
+def _check_mask_dtype(mask) -> None:
+    if mask.dtype.kind != "bool" and not mask.dtype.is_floating:
+        raise TesseraDTypeError(
+            f"flash_attention: mask is {mask.dtype.name}; it must be bool (True = may attend) or float (added to "
+            "the scores). For a 0/1 keep/drop mask such as an integer attention_mask, pass mask.to(ts.bool_)")
+
+
 def _check_attention(q, k, v, mask):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.ndim != 4:
@@ -474,6 +510,7 @@ def _check_attention(q, k, v, mask):
         raise TesseraDTypeError(f"flash_attention: q, k, v are {q.dtype.name}, {k.dtype.name}, {v.dtype.name}; "
                                 f"convert them to one dtype, e.g. k.to(ts.{q.dtype.name})")
     if mask is not None:
+        _check_mask_dtype(mask)
         if mask.ndim > 4:
             raise TesseraShapeError(f"flash_attention: mask has rank {mask.ndim}; it must broadcast to [B, H, Sq, Sk]")
         broadcast_shapes("flash_attention (mask)", mask.shape, (q.shape[0], H, q.shape[2], k.shape[2]),
@@ -562,24 +599,31 @@ class LinearCrossEntropy(Primitive):
     ``[N, V]`` logits never exist. Outputs (loss, dh, dw, dbias) — the gradients are by-products."""
 
     name = "linear_cross_entropy"
-    attrs = (("ignore_index", -100), ("label_smoothing", 0.0), ("reduction", "mean"), ("chunk", 4096))
+    attrs = (("ignore_index", -100), ("label_smoothing", 0.0), ("reduction", "mean"), ("chunk", 4096),
+             ("z_loss", 0.0))
     multiple_results = True
     nondiff_outputs = (1, 2, 3)
 
-    def shape(self, h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk):
+    def shape(self, h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk, z_loss=0.0):
+        op = "linear_cross_entropy"
         if h.ndim != 2 or w.ndim != 2 or not (h.shape[1] == w.shape[0]):
-            raise TesseraShapeError(f"linear_cross_entropy: h must be [N, D] and w [D, V] (laid out [in, out]); got "
+            raise TesseraShapeError(f"{op}: h must be [N, D] and w [D, V] (laid out [in, out]); got "
                                     f"h {shape_str(h.shape)} and w {shape_str(w.shape)}")
         if len(targets.shape) != 1 or not (targets.shape[0] == h.shape[0]):
-            raise TesseraShapeError(f"linear_cross_entropy: targets must have shape ({h.shape[0]},), got "
-                                    f"{shape_str(targets.shape)}")
+            raise TesseraShapeError(f"{op}: targets must have shape ({h.shape[0]},), got {shape_str(targets.shape)}")
+        if bias is not None and (bias.ndim != 1 or not (bias.shape[0] == w.shape[1])):
+            raise TesseraShapeError(f"{op}: bias has shape {shape_str(bias.shape)} but w is {shape_str(w.shape)}; "
+                                    f"bias must be ({w.shape[1]},), one value per class")
+        require_float(op, h, "h")
         if h.dtype.storage != w.dtype.storage:
-            raise TesseraDTypeError(f"linear_cross_entropy: h is {h.dtype.name} but w is {w.dtype.name}; "
+            raise TesseraDTypeError(f"{op}: h is {h.dtype.name} but w is {w.dtype.name}; "
                                     f"convert w with w.to(ts.{h.dtype.name})")
+        _check_targets_dtype(op, targets)
+        _check_ce_options(op, reduction, label_smoothing, z_loss)
         loss = Aval(() if reduction != "none" else (h.shape[0],), dt.f64 if h.dtype == dt.f64 else dt.f32)
         return loss, Aval(h.shape, h.dtype), Aval(w.shape, w.dtype), (bias and Aval(bias.shape, bias.dtype))
 
-    def reference(self, h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk):
+    def reference(self, h, w, bias, targets, *, ignore_index, label_smoothing, reduction, chunk, z_loss=0.0):
         acc = torch.float64 if h.dtype == torch.float64 else torch.float32
         N, V = h.shape[0], w.shape[1]
         t = targets.long()
@@ -596,7 +640,7 @@ class LinearCrossEntropy(Primitive):
             hc = h[s:s + chunk].to(acc)
             logits = hc @ wf + (bias.to(acc) if bias is not None else 0.0)
             loss_c, g = ce(logits, t[s:s + chunk], ignore_index=ignore_index, label_smoothing=label_smoothing,
-                           z_loss=0.0, reduction="none", compute_grad=True)
+                           z_loss=z_loss, reduction="none", compute_grad=True)
             if count is not None:
                 g = g / count
             losses[s:s + chunk] = loss_c
@@ -660,38 +704,51 @@ class SwigluBwd(Decomposed):
 
 class Rotary(Primitive):
     """Rotate-half rotary embedding of the last dim of ``x [..., S, D]`` by ``cos``/``sin`` ``[S, R]``
-    (R <= D/2 pairs rotate; the rest passes through)."""
+    (R <= D/2 pairs rotate; the rest passes through). ``inverse=True`` rotates by the opposite angle
+    (the backward of the rotation). The tables keep their own float dtype."""
 
     name = "rotary"
+    attrs = (("inverse", False),)
 
-    def shape(self, x, cos, sin):
-        require_float("rotary_embedding", x)
+    def shape(self, x, cos, sin, *, inverse=False):
+        op = "rotary_embedding"
+        require_float(op, x)
+        require_float(op, cos, "cos")
+        require_float(op, sin, "sin")
         if cos.ndim != 2 or tuple(cos.shape) != tuple(sin.shape) and not all(a == b for a, b in zip(cos.shape, sin.shape)):
-            raise TesseraShapeError(f"rotary_embedding: cos and sin must both be [S, R]; got {shape_str(cos.shape)} "
+            raise TesseraShapeError(f"{op}: cos and sin must both be [S, R]; got {shape_str(cos.shape)} "
                                     f"and {shape_str(sin.shape)}")
         if x.ndim < 2 or not (x.shape[-2] == cos.shape[0]) or not (2 * Dim.of(cos.shape[1]) <= Dim.of(x.shape[-1])):
-            raise TesseraShapeError(f"rotary_embedding: x has shape {shape_str(x.shape)} (…, S, D) but cos has "
+            raise TesseraShapeError(f"{op}: x has shape {shape_str(x.shape)} (…, S, D) but cos has "
                                     f"{shape_str(cos.shape)}; cos must be [S, R] with R <= D/2")
         return Aval(x.shape, x.dtype)
 
-    def reference(self, x, cos, sin):
+    def reference(self, x, cos, sin, *, inverse=False):
         R = cos.shape[-1]
         xf, c, s = _acc(x), _acc(cos), _acc(sin)
+        if inverse:
+            s = -s
         x1, x2 = xf[..., :R], xf[..., R:2 * R]
         return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s, xf[..., 2 * R:]], -1).to(x.dtype)
 
-    def vjp(self, cts, ins, outs):
-        from .elementwise import unbroadcast
-
+    def vjp(self, cts, ins, outs, *, inverse=False):
         x, cos, sin = ins
         ct = cts[0]
-        dx = bind(ROTARY, ct, cos, -sin)  # the inverse rotation
-        R = cos.shape[-1]
-        c1, c2 = ct[..., :R], ct[..., R:2 * R]
-        x1, x2 = x[..., :R], x[..., R:2 * R]
-        dcos = unbroadcast(c1 * x1 + c2 * x2, cos.shape).to(cos.dtype)
-        dsin = unbroadcast(c2 * x1 - c1 * x2, sin.shape).to(sin.dtype)
-        return dx, dcos, dsin
+        dx = bind(ROTARY, ct, cos, sin, inverse=not inverse)
+        dcos, dsin = _rotary_table_grads(ct, x, cos, sin)
+        return dx, dcos, (-dsin if inverse else dsin)
+
+
+def _rotary_table_grads(ct, x, cos, sin):
+    """d(cos), d(sin) of the forward rotation, summed over x's leading dims (the tables are ``[S, R]``)."""
+    from .elementwise import unbroadcast
+
+    R = cos.shape[-1]
+    c1, c2 = ct[..., :R], ct[..., R:2 * R]
+    x1, x2 = x[..., :R], x[..., R:2 * R]
+    dcos = unbroadcast(c1 * x1 + c2 * x2, cos.shape).to(cos.dtype)
+    dsin = unbroadcast(c2 * x1 - c1 * x2, sin.shape).to(sin.dtype)
+    return dcos, dsin
 
 
 class AddNorm(Primitive):
@@ -716,13 +773,14 @@ class AddNorm(Primitive):
     def vjp(self, cts, ins, outs, *, eps):
         x, residual, weight, bias = ins
         ct_y, ct_s = cts[0], cts[1]
+        if ct_y is None:
+            return ct_s, ct_s, None, None
+        s = outs[1] if outs[1] is not None else x + residual  # the tape holds s weakly: recomputed if freed
         if self.rms:
-            dsum, dw = bind(RMS_NORM_BWD, ct_y, outs[1], weight, outs[2])
+            dsum, dw = bind(RMS_NORM_BWD, ct_y, s, weight, outs[2], ct_s)
             db = None
         else:
-            dsum, dw, db = bind(LAYER_NORM_BWD, ct_y, outs[1], weight, bias, outs[2], outs[3])
-        if ct_s is not None:
-            dsum = dsum + ct_s
+            dsum, dw, db = bind(LAYER_NORM_BWD, ct_y, s, weight, bias, outs[2], outs[3], ct_s)
         return dsum, dsum, dw, db
 
 

@@ -99,7 +99,8 @@ def linear_cross_entropy(h, w, targets, *, bias=None, ignore_index: int = -100, 
     dev = h.device
     t1d = targets.contiguous()
     rows = torch.empty(N, dtype=torch.float32, device=dev)
-    valid = (t1d != ignore_index).sum(dtype=torch.float32)
+    # the mean's divisor; a batch whose targets are all ignored has loss 0 and zero gradients, not NaN
+    valid = (t1d != ignore_index).sum(dtype=torch.float32).clamp_(min=1)
     mean = reduction == "mean"
     dh = torch.empty_like(h)
     C = min(chunk_size, max(N, 1))
