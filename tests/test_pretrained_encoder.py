@@ -81,6 +81,39 @@ def test_last_hidden_state_matches_transformers_on_gpu(minilm):
     assert _rel(out, ref, batch["attention_mask"].bool()) <= 5e-3  # GPU GEMMs may use TF32
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_encoder_runs_the_attention_kernel_on_gpu(minilm, monkeypatch):
+    """Loaded in bf16, every layer's attention (head dim 32, key-padding mask) runs the Triton kernel;
+    the result stays within bf16 rounding of the float32 original."""
+    from tessera.core.primitive import registry
+
+    path, batch, ref = minilm
+    attention = registry["flash_attention"]
+    kernel, calls = attention.lowerings["cuda"], []
+
+    def counted(q, k, v, mask, **attrs):
+        calls.append((q.dtype, q.shape[-1], None if mask is None else tuple(mask.shape)))
+        return kernel.fn(q, k, v, mask, **attrs)
+
+    monkeypatch.setitem(attention.lowerings, "cuda", kernel._replace(fn=counted))
+    with ts.device("cuda"):
+        w = load_bert(path, dtype=ts.bf16)
+        ids = ts.from_dlpack(batch["input_ids"].cuda())
+        mask = ts.from_dlpack(batch["attention_mask"].cuda())
+        hidden = bert_encode(w, ids, mask)
+        pooled = ts.interop.to_torch(mean_pool(hidden, mask)).float().cpu()
+        out = ts.interop.to_torch(hidden)
+    B, S = batch["input_ids"].shape
+    assert out.dtype == torch.bfloat16
+    assert calls == [(torch.bfloat16, 32, (B, 1, 1, S))] * w.config.num_hidden_layers
+    keep = batch["attention_mask"].bool()
+    assert _rel(out.float().cpu(), ref, keep) <= 3e-2  # bf16 weights and activations
+    mf = batch["attention_mask"].unsqueeze(-1).float()
+    ref_pooled = (ref * mf).sum(1) / mf.sum(1)
+    assert torch.nn.functional.cosine_similarity(pooled, ref_pooled, dim=-1).min().item() >= 0.999
+
+
 # --- a tiny checkpoint written here, then damaged in several ways -------------------------------------------------
 
 TINY = dict(model_type="bert", vocab_size=13, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,

@@ -1,4 +1,7 @@
-"""Entry point: ``python -m tessera.bench <suite> [--quick] [--json PATH]``."""
+"""Entry point: ``python -m tessera.bench <suite> [--quick] [--json PATH]``.
+
+Prints the table and writes the rows as JSON to PATH, by default ``bench-<suite>.json`` in the
+current directory; the path written is printed last."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +22,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tessera.bench", description="Tessera benchmark suites")
     ap.add_argument("suite", choices=names + ["all"], help="which suite to run")
     ap.add_argument("--quick", action="store_true", help="fewer, smaller shapes")
-    ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    ap.add_argument("--json", default=None, help="write the rows to this JSON file (default: bench-<suite>.json)")
     args = ap.parse_args(argv)
     rows = []
     for name in names if args.suite == "all" else [args.suite]:
@@ -27,8 +30,9 @@ def main(argv=None) -> int:
         print(f"== {name} on {device_name()}", flush=True)
         rows.extend(mod.run(args))
     print(format_table(rows))
-    if args.json:
-        write_json(rows, args.json)
+    path = args.json or f"bench-{args.suite}.json"
+    write_json(rows, path)
+    print(f"wrote {path}")
     return 0
 
 

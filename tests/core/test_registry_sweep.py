@@ -94,6 +94,7 @@ SAMPLES = {
     "cross_entropy_bwd": (lambda: (T(4), T(4, 6)), {"reduction": "none"}),
     "quantize_fp8": (lambda: (T(3, 7), None), {"dtype": ts.fp8_e4m3, "axis": -1}),
     "scaled_linear": (lambda: _fp8_args(), {"out_dtype": ts.bf16}),
+    "fp8_training_linear": (lambda: (T(2, 5, 16), T(16, 9), T(9)), {"out_dtype": ts.f32}),
     "weight_only_linear": (lambda: _wo_args(), {"fmt": "fp6_e2m3", "group_size": 32, "k": 40, "n": 6}),
     "swiglu": (lambda: (T(3, 7), T(3, 7)), {}),
     "swiglu_bwd": (lambda: (T(3, 7), T(3, 7), T(3, 7)), {}),
@@ -160,7 +161,11 @@ def _differentiable_outputs(prim, out):
     return [i for i, o in enumerate(outs) if o is not None and i not in prim.nondiff_outputs and o.dtype.is_floating]
 
 
-@pytest.mark.parametrize("name", sorted(n for n in SAMPLES if registry[n].differentiable))
+# piecewise constant (quantised operands): its straight-through gradient is checked in test_fp8_training.py
+NOT_SMOOTH = {"fp8_training_linear"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SAMPLES if registry[n].differentiable and n not in NOT_SMOOTH))
 def test_vjp_matches_finite_differences(name):
     prim = registry[name]
     make, attrs = SAMPLES[name]
@@ -218,10 +223,12 @@ GPU_SAMPLES = {  # larger, awkward sizes where a kernel has a lowering; (factory
     "scaled_linear": (lambda: (G(3, 177, 256).to(ts.fp8_e4m3), G(256, 320).to(ts.fp8_e4m3),
                                ts.from_dlpack(torch.rand(3, 177, 1, device="cuda") + 0.5),
                                ts.from_dlpack(torch.rand(1, 320, device="cuda") + 0.5), None), {"out_dtype": ts.bf16}),
+    "fp8_training_linear": (lambda: (G(3, 177, 256), G(256, 320), G(320)), {"out_dtype": ts.bf16}),
     "add_layer_norm": (lambda: (G(37, 1000), G(37, 1000), G(1000), G(1000)), {"eps": 1e-5}),
     "add_rms_norm": (lambda: (G(37, 1000), G(37, 1000), G(1000), None), {"eps": 1e-6}),
     "flash_attention": (lambda: (G(2, 4, 97, 64), G(2, 2, 130, 64), G(2, 2, 130, 64), None),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
+    "flash_attention_bwd": (lambda: _attn_bwd_gpu_args(), {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "cross_entropy": (lambda: (G(33, 5000), ts.from_dlpack(torch.randint(0, 5000, (33,), device="cuda"))),
                       {"ignore_index": -100, "label_smoothing": 0.0, "z_loss": 0.0, "reduction": "mean",
                        "compute_grad": True}),
@@ -233,6 +240,15 @@ def _wo_gpu_args():
 
     qw = quantize(torch.randn(1000, 520, device="cuda"), "fp4_e2m1", group_size=32)
     return G(7, 1000), ts.from_dlpack(qw.data), ts.from_dlpack(qw.scales), None
+
+
+def _attn_bwd_gpu_args():
+    q, k, v = G(3, 6, 97, 64), G(3, 2, 130, 64), G(3, 2, 130, 64)
+    pad = (torch.arange(130, device="cuda")[None, :] < torch.tensor([130, 77, 1], device="cuda")[:, None])
+    pad = ts.from_dlpack(pad.view(3, 1, 1, 130))
+    o, lse = registry["flash_attention"].reference(q.torch(), k.torch(), v.torch(), pad.torch(), causal=True,
+                                                   scale=None, dropout_p=0.0, seed=0)
+    return G(3, 6, 97, 64), q, k, v, ts.from_dlpack(o), ts.from_dlpack(lse), pad
 
 
 def G(*shape, dtype=torch.bfloat16):
@@ -257,3 +273,25 @@ def test_cuda_lowering_matches_reference(name):
         assert torch.equal(finite, torch.isfinite(g)), name
         err = (g[finite] - r[finite]).norm() / r[finite].norm().clamp(min=1e-12)
         assert err < 1e-2, (name, float(err))
+
+
+def test_unsupported_inputs_fall_back_to_the_reference_with_one_warning(monkeypatch):
+    import warnings
+
+    import tessera.kernels.lowerings  # noqa: F401  (registers the CUDA lowerings, on any machine)
+
+    prim = registry["flash_attention"]
+    low = prim.lowerings["cuda"]
+    asked = []
+    monkeypatch.setitem(prim.lowerings, "cuda", low._replace(supports=lambda *a, **k: asked.append(a) or False))
+    monkeypatch.setattr(prim, "_warned", set())
+    make, attrs = SAMPLES["flash_attention"]
+    args = [a.torch() if isinstance(a, ts.Tensor) else a for a in make()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        impls = [prim.implementation("cuda", args, attrs) for _ in range(2)]
+    assert len(asked) == 2
+    assert impls == [prim.reference, prim.reference]
+    assert len(caught) == 1
+    assert "flash_attention on cuda falls back" in str(caught[0].message)
+    assert "flash_attention_fwd" in str(caught[0].message)

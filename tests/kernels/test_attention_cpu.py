@@ -220,7 +220,8 @@ def test_fp8_forward_reads_a_sequence_contiguous_v_in_place():
 
 
 def test_fp8_forward_rejects_bad_inputs():
-    (q8, sq), (k8, sk), (v8, sv) = _fp8_inputs(1, 2, 2, 8, 8, 64, 6)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # the scales are checked after the device
+    (q8, sq), (k8, sk), (v8, sv) = ((x.to(dev), s) for x, s in _fp8_inputs(1, 2, 2, 8, 8, 64, 6))
     with pytest.raises(TesseraDTypeError, match="float8_e4m3fn.*quantize_fp8"):
         flash_attention_fp8_fwd(q8.float(), k8.float(), v8.float(), sq, sk, sv)
     with pytest.raises(TesseraShapeError, match="D=32"):

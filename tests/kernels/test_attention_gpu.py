@@ -20,7 +20,8 @@ def rel(got, want):
     return ((got.double() - want).norm() / want.norm()).item()
 
 
-def run_case(B, H, Hkv, Sq, Sk, D, dtype=torch.bfloat16, causal=False, mask=None, dropout_p=0.0, layout="bhsd"):
+def run_case(B, H, Hkv, Sq, Sk, D, dtype=torch.bfloat16, causal=False, mask=None, dropout_p=0.0, layout="bhsd",
+             scale=None):
     g = torch.Generator(device="cuda").manual_seed(Sq * 7 + Sk * 3 + D + H)
 
     def make(h, s):
@@ -30,12 +31,13 @@ def run_case(B, H, Hkv, Sq, Sk, D, dtype=torch.bfloat16, causal=False, mask=None
 
     q, k, v = make(H, Sq), make(Hkv, Sk), make(Hkv, Sk)
     assert supports(q, k, v, mask, dropout_p)
-    o, lse = flash_attention_fwd(q, k, v, mask, causal=causal, dropout_p=dropout_p, seed=77)
+    o, lse = flash_attention_fwd(q, k, v, mask, causal=causal, scale=scale, dropout_p=dropout_p, seed=77)
     do = torch.randn(o.shape, device="cuda", generator=g, dtype=dtype)
-    dq, dk, dv = flash_attention_bwd(do, q, k, v, o, lse, mask, causal=causal, dropout_p=dropout_p, seed=77)
+    dq, dk, dv = flash_attention_bwd(do, q, k, v, o, lse, mask, causal=causal, scale=scale, dropout_p=dropout_p,
+                                     seed=77)
     qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
     ref_mask = None if mask is None else (mask if mask.dtype == torch.bool else mask.double())
-    ro, rl = attention_reference(qd, kd, vd, ref_mask, causal=causal, dropout_p=dropout_p, seed=77)
+    ro, rl = attention_reference(qd, kd, vd, ref_mask, causal=causal, scale=scale, dropout_p=dropout_p, seed=77)
     ro.backward(do.double())
     tol = TOL[dtype]
     assert rel(o, ro.detach()) <= tol
@@ -44,6 +46,16 @@ def run_case(B, H, Hkv, Sq, Sk, D, dtype=torch.bfloat16, causal=False, mask=None
     if (~empty).any():
         assert (lse[~empty].double() - rl[~empty]).abs().max() <= 2e-2
     assert rel(dq, qd.grad) <= tol and rel(dk, kd.grad) <= tol and rel(dv, vd.grad) <= tol
+    return o, lse, dq
+
+
+def counting(fn, name, calls):
+    """``fn``, appending ``name`` to ``calls`` on each call."""
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @pytest.mark.parametrize("D", [32, 64, 96, 128, 256])
@@ -75,6 +87,115 @@ def test_key_padding_and_fully_masked_rows():
     rows = torch.ones(B, 1, 100, 100, dtype=torch.bool, device="cuda")
     rows[:, :, 7] = False
     run_case(B, 2, 1, 100, 100, 64, mask=rows, causal=True)
+
+
+@pytest.mark.parametrize("B,H,Hkv,S,D,causal", [(1, 7, 1, 1000, 64, True), (3, 5, 5, 777, 128, False)])
+def test_prime_and_odd_batch_times_heads(B, H, Hkv, S, D, causal):
+    run_case(B, H, Hkv, S, S, D, causal=causal)
+
+
+def test_long_non_causal_key_padding():
+    B, S = 2, 4097
+    lengths = torch.tensor([4097, 1001], device="cuda")
+    pad = (torch.arange(S, device="cuda")[None, :] < lengths[:, None]).view(B, 1, 1, S)
+    run_case(B, 2, 1, S, S, 128, mask=pad)
+
+
+@pytest.mark.parametrize("D,Sk", [(64, 1000), (128, 4097)])
+def test_single_query_causal_sees_every_key(D, Sk):
+    """Causal masks are bottom-right aligned: one query against Sk keys sees all of them."""
+    run_case(2, 4, 2, 1, Sk, D, causal=True)
+
+
+@pytest.mark.parametrize("D", [32, 96, 256])
+def test_fp16_head_dims(D):
+    run_case(2, 3, 1, 777, 1000, D, dtype=torch.float16, causal=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_explicit_scale_on_the_warp_specialised_kernels(causal, monkeypatch):
+    from tessera.kernels.attention import hopper_ws, hopper_ws_bwd
+
+    if torch.cuda.get_device_capability() != (9, 0) or not (hopper_ws.available() and hopper_ws_bwd.available()):
+        pytest.skip("the warp-specialised kernels are built for Hopper (sm_90) with Gluon")
+    launched = []
+    monkeypatch.setattr(hopper_ws, "run_forward_ws", counting(hopper_ws.run_forward_ws, "fwd", launched))
+    monkeypatch.setattr(hopper_ws_bwd, "run_dkdv_ws", counting(hopper_ws_bwd.run_dkdv_ws, "dkdv", launched))
+    run_case(1, 4, 2, 2500, 2500, 128, causal=causal, scale=0.3)
+    assert launched == ["fwd", "dkdv"]
+
+
+@pytest.mark.parametrize("case", ["bool mask", "causal Sq > Sk"])
+def test_fully_masked_rows_are_exactly_zero(case):
+    """Rows that see no key: o and dq exactly 0, lse -inf (the rest checked against float64 by run_case).
+    On sm_90 the causal case runs the warp-specialised kernels, the masked one the portable kernels."""
+    if case == "bool mask":
+        B, H, Sq = 2, 3, 333
+        mask = torch.ones(B, 1, Sq, 1000, dtype=torch.bool, device="cuda")
+        mask[0, :, 5] = False
+        mask[1, :, 100:133] = False
+        o, lse, dq = run_case(B, H, 1, Sq, 1000, 64, mask=mask)
+        empty = ~mask.any(-1).expand(B, H, Sq)
+    else:
+        o, lse, dq = run_case(1, 4, 2, 1300, 1000, 128, causal=True)
+        empty = torch.zeros(1, 4, 1300, dtype=torch.bool, device="cuda")
+        empty[..., :300] = True
+    assert int(empty.sum()) == (3 * (1 + 33) if case == "bool mask" else 4 * 300)
+    assert torch.isneginf(lse[empty]).all()
+    assert torch.count_nonzero(o[empty]) == 0 and torch.count_nonzero(dq[empty]) == 0
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_ts_grad_through_nn_flash_attention(D, monkeypatch):
+    """ts.grad of a loss over ts.nn.flash_attention runs the forward and backward lowerings once
+    each and matches float64 autograd of the reference (causal, GQA, S = 1000, bf16)."""
+    import tessera as ts
+    from tessera.core.primitive import registry
+
+    calls = []
+    for name in ("flash_attention", "flash_attention_bwd"):
+        low = registry[name].lowerings["cuda"]
+        monkeypatch.setitem(registry[name].lowerings, "cuda", low._replace(fn=counting(low.fn, name, calls)))
+    g = torch.Generator(device="cuda").manual_seed(D)
+    q = torch.randn(2, 6, 1000, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 2, 1000, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    w = torch.randn(q.shape, device="cuda", generator=g, dtype=torch.bfloat16)
+
+    def loss(q, k, v):
+        return (ts.nn.flash_attention(q, k, v, causal=True) * ts.from_dlpack(w)).sum()
+
+    grads = ts.grad(loss, argnums=(0, 1, 2))(*map(ts.from_dlpack, (q, k, v)))
+    assert calls == ["flash_attention", "flash_attention_bwd"]
+    qd, kd, vd = (x.double().requires_grad_() for x in (q, k, v))
+    ro, _ = attention_reference(qd, kd, vd, causal=True)
+    ro.backward(w.double())
+    for got, want in zip(grads, (qd.grad, kd.grad, vd.grad)):
+        assert got.dtype == ts.bf16 and tuple(got.shape) == tuple(want.shape)
+        assert rel(got.torch(), want) <= 1e-2
+
+
+def test_float32_falls_back_to_the_reference_with_one_warning(monkeypatch):
+    import warnings
+
+    import tessera as ts
+    from tessera.core.primitive import registry
+
+    prim = registry["flash_attention"]
+    monkeypatch.setattr(prim, "_warned", set())
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q = torch.randn(1, 3, 37, 64, device="cuda", generator=g)
+    k, v = (torch.randn(1, 1, 50, 64, device="cuda", generator=g) for _ in range(2))
+    attrs = dict(causal=True, scale=None, dropout_p=0.0, seed=0)
+    assert not prim.lowerings["cuda"].supports(q, k, v, None, **attrs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outs = [ts.nn.flash_attention(*map(ts.from_dlpack, (q, k, v)), causal=True).torch() for _ in range(2)]
+    fallbacks = [str(w.message) for w in caught if "falls back" in str(w.message)]
+    assert len(fallbacks) == 1 and "flash_attention on cuda" in fallbacks[0]
+    want, _ = prim.reference(q, k, v, None, **attrs)
+    assert all(o.dtype == torch.float32 and torch.equal(o, want) for o in outs)
+    ro, _ = attention_reference(q.double(), k.double(), v.double(), causal=True)
+    assert rel(outs[0], ro) <= 1e-5
 
 
 def test_additive_mask_causal():

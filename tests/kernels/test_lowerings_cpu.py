@@ -37,6 +37,7 @@ SAMPLES = {
     "cross_entropy_bwd": (lambda: (torch.tensor(2.0), R(6, 101)), {"reduction": "mean"}),
     "flash_attention": (lambda: (R(1, 2, 17, 32), R(1, 1, 20, 32), R(1, 1, 20, 32), None),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
+    "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": True, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
     "matmul": (lambda: (R(2, 17, 33), R(33, 19)), {"accum": None}),
     "scaled_linear": (lambda: _fp8_args(), {"out_dtype": __import__("tessera").f32}),
     "weight_only_linear": (lambda: _wo_args(), {"fmt": "fp4_e2m1", "group_size": 32, "k": 100, "n": 24}),
@@ -54,6 +55,13 @@ def _wo_args():
 def _fp8_args():
     x, w = R(3, 17, 32).to(torch.float8_e4m3fn), R(32, 24).to(torch.float8_e4m3fn)
     return x, w, torch.rand(3, 17, 1) + 0.5, torch.rand(1, 24) + 0.5, R(24)
+
+
+def _attn_bwd_args():
+    q, k, v = R(2, 3, 19, 32), R(2, 1, 23, 32), R(2, 1, 23, 32)
+    pad = (torch.arange(23)[None, :] < torch.tensor([23, 9])[:, None]).view(2, 1, 1, 23)
+    o, lse = registry["flash_attention"].reference(q, k, v, pad, causal=True, scale=0.3, dropout_p=0.0, seed=0)
+    return R(2, 3, 19, 32), q, k, v, o, lse, pad
 
 
 def _ln_bwd_args():
