@@ -1,11 +1,16 @@
-"""The GEMM autotuner: searched once, stored on disk, reused, re-tuned when corrupt; failures are slow."""
+"""The GEMM autotuner: searched once, stored on disk under the software versions, reused, re-tuned
+when corrupt or written by other versions, written atomically; failures are slow; cuBLAS may win."""
 import glob
+import json
+import os
 from dataclasses import replace
 
 import pytest
+import torch
 
-from tessera.kernels.matmul import autotune
+from tessera.kernels.matmul import api, autotune
 from tessera.kernels.matmul.configs import Config, Problem, candidates, default_config, skinny_config
+from tessera.runtime import disk_cache
 
 
 @pytest.fixture
@@ -123,3 +128,144 @@ def test_gluon_kernel_is_chosen_only_where_allowed(monkeypatch):
     assert gluon_ws.enabled()
     monkeypatch.setenv("TESSERA_GLUON_GEMM", "0")
     assert not gluon_ws.enabled()
+
+
+def _files(root, suffix=".json"):
+    """Every file under ``root`` whose name ends with ``suffix`` ("" for all of them)."""
+    return sorted(os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(suffix))
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _new_process(monkeypatch):
+    """What a new process starts with: no memo, no cache object, no stored plans."""
+    monkeypatch.setattr(autotune, "_MEMO", {})
+    monkeypatch.setattr(autotune, "_CACHE", None)
+    api._PLANS.clear()
+
+
+def _matmul_vs_float64(a, b):
+    out = api.matmul(a, b)
+    ref = a.double() @ b.double()
+    assert out.dtype == a.dtype and ((out.double() - ref).norm() / ref.norm()).item() < 5e-3
+
+
+def test_cublas_chosen_when_fastest_is_recorded_and_read_back(fresh, monkeypatch, rng):
+    """matmul itself: the tuner times Tessera's config and cuBLAS, cuBLAS measures faster, so it is
+    chosen, stored on disk, and a new process dispatches to it from the disk without timing."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    ptr = Config("ptr", 16, 32, 16, 4, 1, 4)
+    monkeypatch.setattr(api, "candidates", lambda p: [ptr])
+    cublas_runs = []
+    real_cublas = api._cublas
+    monkeypatch.setattr(api, "_cublas", lambda *a, **k: (cublas_runs.append(1), real_cublas(*a, **k))[1])
+    timed = []
+
+    def fake_timed(fn):
+        before = len(cublas_runs)
+        fn()
+        timed.append(len(cublas_runs) > before)
+        return 0.5 if timed[-1] else 1.0  # cuBLAS measures twice as fast
+
+    monkeypatch.setattr(autotune, "_timed", fake_timed)
+    _new_process(monkeypatch)
+    M, N, K = 45, 37, 72
+    a = torch.randn(M, K, generator=rng).to(dev, torch.float16)
+    b = torch.randn(K, N, generator=rng).to(dev, torch.float16)
+    _matmul_vs_float64(a, b)
+    assert sorted(timed) == [False, True]  # both were timed
+    assert autotune.LAST[0] == Config("cublas") and len(cublas_runs) == 2  # timed once, then dispatched
+    rec = autotune.cached_choice(autotune.LAST[1])
+    assert rec["config"]["kernel"] == "cublas" and rec["ms"] == 0.5
+    assert sorted(ms for ms, _ in rec["timings"]) == [0.5, 1.0]
+    assert len(_files(fresh)) == 1
+
+    _new_process(monkeypatch)
+    monkeypatch.setattr(autotune, "_timed", lambda fn: pytest.fail("re-timed although the disk cache holds the choice"))
+    cublas_runs.clear()
+    a = torch.randn(M, K, generator=rng).to(dev, torch.float16)
+    b = torch.randn(K, N, generator=rng).to(dev, torch.float16)
+    _matmul_vs_float64(a, b)
+    assert autotune.LAST[0] == Config("cublas") and len(cublas_runs) == 1
+
+
+def test_entry_written_under_other_versions_is_not_used(fresh, monkeypatch):
+    """The software versions are part of the entry's address: after an upgrade the old choice is
+    not read (a fresh tuning runs and is stored beside it); the old versions still find theirs."""
+    cands = [Config("tma", 128, 128), Config("tma", 128, 256)]
+    key = {"op": "versioned", "shape": [4096, 4096, 4096]}
+    now = disk_cache.software_versions()
+    old = {**now, "triton": "0.0.1-old"}
+    calls = []
+
+    def tuned_under(versions, faster_bn):
+        monkeypatch.setattr(disk_cache, "software_versions", lambda: dict(versions))
+        monkeypatch.setattr(autotune, "_timed", lambda fn: 1.0 if calls[-1].BN == faster_bn else 2.0)
+        _new_process(monkeypatch)
+        calls.clear()
+        return autotune.choose(key, ("ver",), cands[0], lambda: cands, _fake_runner(calls), "test")
+
+    assert tuned_under(old, 256) == cands[1] and len(calls) == 2
+    assert tuned_under(now, 128) == cands[0] and len(calls) == 2  # re-tuned, not read from the old entry
+    assert len(_files(fresh)) == 2
+    assert tuned_under(old, 128) == cands[1] and calls == []  # the old versions' entry is intact
+    assert tuned_under(now, 256) == cands[0] and calls == []
+    for field in ("tessera", "torch", "triton", "format"):  # each version moves the entry
+        other = disk_cache.DiskCache("matmul-autotune", root=str(fresh))
+        other.versions = {**now, field: "changed"}
+        assert other.get(key) is None
+
+
+def test_failed_write_leaves_the_old_entry_and_no_temporary_file(tmp_path, monkeypatch):
+    cache = disk_cache.DiskCache("atomic", root=str(tmp_path))
+    key = {"op": "matmul", "m": 4096}
+    cache.put(key, {"BLOCK_M": 128})
+    (path,) = _files(tmp_path)
+    before = _read(path)
+
+    def replace_fails(src, dst):
+        raise OSError(28, "No space left on device")
+
+    def dump_half_then_fail(doc, f):
+        text = json.dumps(doc)
+        f.write(text[: len(text) // 2])
+        f.flush()
+        raise OSError(5, "Input/output error")
+
+    for target, name, fail, msg in ((disk_cache.os, "replace", replace_fails, "No space"),
+                                    (disk_cache.json, "dump", dump_half_then_fail, "Input/output")):
+        with monkeypatch.context() as m:
+            m.setattr(target, name, fail)
+            with pytest.raises(OSError, match=msg):
+                cache.put(key, {"BLOCK_M": 256})
+        assert _read(path) == before and cache.get(key) == {"BLOCK_M": 128}
+        assert _files(tmp_path, "") == [path]
+    cache.put(key, {"BLOCK_M": 64})  # a write that completes replaces the entry whole
+    assert cache.get(key) == {"BLOCK_M": 64} and _files(tmp_path, "") == [path]
+
+
+def test_tuning_survives_a_failed_cache_write(fresh, monkeypatch):
+    """A cache folder that cannot be written loses the record, not the call: the tuned config is
+    returned and memoised, with a warning; the entry on disk and the folder are left as they were."""
+    cands = [Config("tma", 128, 128), Config("tma", 128, 256)]
+    key = {"op": "unwritable"}
+    autotune._cache().put(key, {"config": {"kernel": "no-such-kernel"}})  # valid JSON, unusable: re-tuned
+    (path,) = _files(fresh)
+    before = _read(path)
+    calls = []
+    monkeypatch.setattr(autotune, "_timed", lambda fn: 1.0 if calls[-1].BN == 256 else 2.0)
+
+    def replace_fails(src, dst):
+        raise PermissionError(13, "Permission denied", dst)
+
+    monkeypatch.setattr(disk_cache.os, "replace", replace_fails)
+    with pytest.warns(UserWarning, match="could not store the tuned config.*TESSERA_CACHE_DIR"):
+        best = autotune.choose(key, ("ro",), cands[0], lambda: cands, _fake_runner(calls), "test")
+    assert best == cands[1] and len(calls) == 2
+    assert _read(path) == before and _files(fresh, "") == [path]
+    calls.clear()
+    assert autotune.choose(key, ("ro",), cands[0], lambda: cands, _fake_runner(calls), "test") == best
+    assert calls == []

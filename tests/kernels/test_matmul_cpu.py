@@ -1,5 +1,6 @@
-"""GEMM kernels through Triton's CPU interpreter (fp32/fp16): indexing of awkward shapes, strides,
-batch broadcasting, every epilogue, split-K, fp8 and weight-only paths, and bad-input errors."""
+"""GEMM kernels through Triton's CPU interpreter (fp32/fp16): indexing of awkward shapes, every
+layout read in place, batch broadcasting, every epilogue, output casts, fp16 accumulation, split-K,
+fp8 and weight-only paths, and bad-input errors."""
 import os
 
 import pytest
@@ -10,6 +11,7 @@ if not torch.cuda.is_available():
 
 import tessera.quant as q  # noqa: E402
 from tessera.errors import TesseraDTypeError, TesseraShapeError, TesseraValueError  # noqa: E402
+from tessera.kernels.matmul import api, checks  # noqa: E402
 from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, supports, wo_matmul  # noqa: E402
 from tessera.kernels.matmul.configs import Config  # noqa: E402
 from tessera.kernels.matmul.launch import interpreting  # noqa: E402
@@ -34,6 +36,25 @@ def rnd(*shape, seed, dtype=torch.float32):
     return torch.randn(*shape, generator=g).to(dtype)
 
 
+def operand(rows, cols, transposed, rng, dtype=torch.float32):
+    """A [rows, cols] operand: row-major, or the transpose of a row-major [cols, rows] tensor."""
+    if transposed:
+        return torch.randn(cols, rows, generator=rng).to(dtype).t()
+    return torch.randn(rows, cols, generator=rng).to(dtype)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Each kernel launch of matmul as (kernel, a, b, keyword arguments), the operands as received."""
+    calls = []
+    for name in ("launch_tma", "launch_ptr", "launch_skinny"):
+        def spy(a, b, *args, _real=getattr(api, name), _name=name[len("launch_"):], **kw):
+            calls.append((_name, a, b, kw))
+            return _real(a, b, *args, **kw)
+        monkeypatch.setattr(api, name, spy)
+    return calls
+
+
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (17, 100, 129), (129, 17, 100), (100, 129, 17)])
 def test_awkward_shapes_default_dispatch(M, N, K):
     a, b = rnd(M, K, seed=M), rnd(K, N, seed=N)
@@ -44,7 +65,8 @@ def test_awkward_shapes_default_dispatch(M, N, K):
 
 @pytest.mark.parametrize("cfg", [TMA, TMA_SUB, PTR, SPLIT, SKINNY, SKINNY_NOSWAP],
                          ids=["tma", "tma_subtile", "ptr", "splitk", "skinny", "skinny_noswap"])
-@pytest.mark.parametrize("ta,tb", [(False, False), (True, True)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["a_b", "at_b", "a_bt", "at_bt"])
 def test_every_kernel_and_layout(cfg, ta, tb):
     M, N, K = 72, 40, 52  # TMA needs 16-byte strides: 72*4, 40*4 and 52*4 bytes
     a = rnd(K, M, seed=1).t() if ta else rnd(M, K, seed=1)
@@ -86,7 +108,101 @@ def test_fp16_and_fp16_accumulate():
     assert matmul(a, b).dtype == torch.float16
     assert rel(matmul(a, b), ref) < 5e-3
     assert rel(matmul(a, b, acc_dtype=torch.float16), ref) < 5e-3
-    assert matmul(a, b, out_dtype=torch.float32).dtype == torch.float32
+    wide = matmul(a, b, out_dtype=torch.float32)
+    assert wide.dtype == torch.float32 and rel(wide, ref) < 1e-5  # fp32 accumulator stored unrounded
+
+
+@pytest.mark.parametrize("cfg", [None, TMA, PTR, SPLIT, SKINNY], ids=["default", "tma", "ptr", "splitk", "skinny"])
+@pytest.mark.parametrize("dtype,out_dtype,tol", [
+    (torch.float16, torch.float32, 1e-5),  # an fp16 store would be ~3e-4 off
+    (torch.float32, torch.float16, 2e-3),
+    (torch.float32, torch.bfloat16, 1e-2),
+    (torch.float16, torch.bfloat16, 1e-2)])
+def test_output_cast_matches_float64(cfg, dtype, out_dtype, tol, rng):
+    M, N, K = 37, 40, 72
+    a, b, bias = operand(M, K, False, rng, dtype), operand(K, N, True, rng, dtype), torch.randn(N, generator=rng)
+    ref = a.double() @ b.double()
+    out = matmul(a, b, out_dtype=out_dtype, _config=cfg)
+    assert out.dtype == out_dtype and out.shape == (M, N) and rel(out, ref) < tol
+    out = matmul(a, b, bias=bias, activation="silu", out_dtype=out_dtype, _config=cfg)
+    assert out.dtype == out_dtype and rel(out, torch.nn.functional.silu(ref + bias.double())) < tol
+
+
+@pytest.mark.parametrize("M,N,K,ta,tb", [(72, 40, 200, False, False), (72, 40, 200, True, False),
+                                         (72, 40, 200, False, True), (72, 40, 200, True, True),
+                                         (77, 45, 136, False, True)])
+@pytest.mark.parametrize("acc", [torch.float32, torch.float16])
+def test_fp16_tma_kernel(M, N, K, ta, tb, acc, launches, rng):
+    """fp16 operands in every layout on the TMA kernel: ragged tiles in M, N and K (K=200 ends in a
+    partial 16-deep block), a 45-wide output stored without TMA, fp32 or fp16 accumulation."""
+    a, b = operand(M, K, ta, rng, torch.float16), operand(K, N, tb, rng, torch.float16)
+    out = matmul(a, b, acc_dtype=acc, _config=TMA)
+    assert [(k, kw["acc_f16"]) for k, _, _, kw in launches] == [("tma", acc == torch.float16)]
+    assert out.dtype == torch.float16 and rel(out, a.double() @ b.double()) < (2e-3 if acc == torch.float32 else 5e-3)
+
+
+def test_fp16_accumulation_on_tma_kernel_loses_precision_over_long_k(launches, rng):
+    """fp16 accumulation rounds every partial sum: over K=4104 it must be clearly worse than fp32
+    accumulation against float64, and still bounded."""
+    M, N, K = 72, 40, 4104
+    a, b = operand(M, K, False, rng, torch.float16), operand(K, N, True, rng, torch.float16)
+    ref = a.double() @ b.double()
+    cfg = Config("tma", 32, 32, 64, 4, 1, 4)
+    e32 = rel(matmul(a, b, _config=cfg), ref)
+    e16 = rel(matmul(a, b, acc_dtype=torch.float16, _config=cfg), ref)
+    assert [(k, kw["acc_f16"]) for k, _, _, kw in launches] == [("tma", False), ("tma", True)]
+    assert e32 < 5e-4 and 3 * e32 < e16 < 1e-2, (e32, e16)
+
+
+@pytest.mark.parametrize("M,N,K,ta,tb", [(5, 45, 200, False, True), (13, 72, 136, False, False),
+                                         (24, 40, 200, True, True), (24, 72, 136, True, False)])
+@pytest.mark.parametrize("cfg", [SKINNY, SKINNY_NOSWAP], ids=["swap_splitk", "noswap"])
+def test_fp16_skinny_kernel(M, N, K, ta, tb, cfg, launches, rng):
+    """fp16 decode shapes on the skinny kernel (split-K or not, either MMA orientation), plain and
+    with an epilogue; fp16 accumulation, which it does not do, goes to the pointer kernel."""
+    a, b = operand(M, K, ta, rng, torch.float16), operand(K, N, tb, rng, torch.float16)
+    bias = torch.randn(N, generator=rng)
+    ref = a.double() @ b.double()
+    out = matmul(a, b, _config=cfg)
+    assert out.dtype == torch.float16 and rel(out, ref) < 2e-3
+    out = matmul(a, b, bias=bias, activation="gelu", _config=cfg)
+    assert rel(out, torch.nn.functional.gelu(ref + bias.double())) < 2e-3
+    assert [k for k, *_ in launches] == ["skinny", "skinny"]
+    launches.clear()
+    out = matmul(a, b, acc_dtype=torch.float16, _config=cfg)  # fp32-only kernel: the pointer kernel serves it
+    assert [(k, kw["acc_f16"]) for k, _, _, kw in launches] == [("ptr", True)] and rel(out, ref) < 5e-3
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["a_b", "at_b", "a_bt", "at_bt"])
+@pytest.mark.parametrize("cfg", [None, TMA, PTR, SKINNY], ids=["default", "tma", "ptr", "skinny"])
+def test_operands_are_read_in_place(ta, tb, cfg, launches, rng):
+    """Transposed operands reach the kernel as the caller's memory (same address and strides):
+    nothing is copied to make them contiguous."""
+    M, N, K = 72, 40, 52
+    a, b = operand(M, K, ta, rng), operand(K, N, tb, rng)
+    out = matmul(a, b, _config=cfg)
+    assert rel(out, a.double() @ b.double()) < 1e-5
+    ((kernel, a_k, b_k, _),) = launches
+    assert kernel == (cfg.kernel if cfg is not None else "tma")
+    assert (a_k.data_ptr(), a_k.stride(), b_k.data_ptr(), b_k.stride()) == \
+        (a.data_ptr(), a.stride(), b.data_ptr(), b.stride())
+
+
+def test_strided_and_batched_operands_are_read_in_place(launches, rng):
+    """Operands TMA cannot describe (a column step of 2, a batched b) go to the pointer kernel,
+    which reads them through their strides, uncopied."""
+    base = torch.randn(30, 2 * 24, generator=rng)
+    a, b = base[:, ::2], torch.randn(24, 18, generator=rng)
+    assert rel(matmul(a, b), a.double() @ b.double()) < 1e-5
+    ((kernel, a_k, b_k, _),) = launches
+    assert kernel == "ptr" and a_k.data_ptr() == a.data_ptr() and a_k.stride() == a.stride()
+    launches.clear()
+    a, b = torch.randn(3, 20, 24, generator=rng), torch.randn(3, 18, 24, generator=rng).transpose(1, 2)
+    assert rel(matmul(a, b), a.double() @ b.double()) < 1e-5
+    ((kernel, a_k, b_k, _),) = launches
+    assert kernel == "ptr" and (a_k.data_ptr(), b_k.data_ptr()) == (a.data_ptr(), b.data_ptr())
+    assert a_k.stride() == a.stride() and b_k.stride() == b.stride()
 
 
 def test_bad_inputs_raise_typed_errors():
@@ -99,6 +215,8 @@ def test_bad_inputs_raise_typed_errors():
         matmul(a, torch.randn(5, 3, dtype=torch.float16))
     with pytest.raises(TesseraDTypeError, match="acc_dtype"):
         matmul(a, torch.randn(5, 3), acc_dtype=torch.float16)
+    with pytest.raises(TesseraDTypeError, match="acc_dtype=torch.float16 needs float16 operands.*bfloat16"):
+        matmul(torch.randn(4, 5).to(torch.bfloat16), torch.randn(5, 3).to(torch.bfloat16), acc_dtype=torch.float16)
     with pytest.raises(TesseraShapeError, match="bias"):
         matmul(a, torch.randn(5, 3), bias=torch.randn(4))
     with pytest.raises(TesseraShapeError, match="residual"):
@@ -146,6 +264,57 @@ def test_scaled_matmul_bad_scales():
         scaled_matmul(qa, qb, torch.tensor(float("nan")), one)
     with pytest.raises(TesseraDTypeError, match="fp8"):
         scaled_matmul(qa.float(), qb, one, one)
+
+
+def _bad(shape, index, value):
+    s = torch.rand(shape) + 0.5
+    s.view(-1)[index] = value
+    return s
+
+
+@pytest.mark.parametrize("value,msg", [(0.0, "not positive"), (-0.0, "not positive"), (-0.25, "not positive"),
+                                       (float("inf"), "NaN or inf"), (float("nan"), "NaN or inf")])
+def test_scaled_matmul_rejects_non_positive_and_non_finite_scales(value, msg):
+    """Like the ScaledLinear reference: scales are positive dequantisation multipliers. The error
+    names the operand, the entry and the fix; nothing is launched."""
+    M, N, K = 8, 24, 16
+    qa, sa = quantize_fp8(torch.randn(M, K), axis=1)
+    qw, sw = quantize_fp8(torch.randn(N, K), axis=1)
+    b, sb = qw.t(), sw.t()
+    for scale_a, scale_b, name, idx in ((_bad((M, 1), 5, value), sb, "scale_a", 5),
+                                        (sa, _bad((1, N), 17, value), "scale_b", 17),
+                                        (_bad((), 0, value), sb, "scale_a", 0),
+                                        (sa, _bad((1, 1), 0, value), "scale_b", 0)):
+        with pytest.raises(TesseraValueError, match=f"scaled_matmul: {name}.*{msg}.*quantize_fp8") as err:
+            scaled_matmul(qa, b, scale_a, scale_b)
+        assert f"{name}[{idx}]" in str(err.value)
+    good = scaled_matmul(qa, b, sa, sb, out_dtype=torch.float32)
+    assert rel(good, (qa.double() * sa.double()) @ (b.double() * sb.double())) < 1e-5
+
+
+def test_scale_values_are_read_on_the_gpu_only_in_checked_mode(monkeypatch):
+    """Reading a device scale's values synchronises the device: without TESSERA_CHECKS=1 only CPU
+    scales are read; with it every scale is, and a tensor already found valid is not read again."""
+    reads = []
+    real = checks._known_valid
+    monkeypatch.setattr(checks, "_known_valid", lambda s: (reads.append(s.device.type), real(s))[1])
+    on_device = torch.empty(4, 1, device="meta")
+    on_cpu = torch.rand(4, 1) + 0.5
+    monkeypatch.delenv("TESSERA_CHECKS", raising=False)
+    assert checks.check_scale("scale_a", on_device, 4, 6, "row") == 2 and reads == []
+    monkeypatch.setenv("TESSERA_CHECKS", "0")
+    assert checks.check_scale("scale_a", on_device, 4, 6, "row") == 2 and reads == []
+    assert checks.check_scale("scale_a", on_cpu, 4, 6, "row") == 2 and reads == ["cpu"]
+    monkeypatch.setattr(checks, "_known_valid", lambda s: reads.append(s.device.type) or True)
+    monkeypatch.setenv("TESSERA_CHECKS", "1")
+    assert checks.check_scale("scale_b", on_device[:1].t(), 4, 1, "col") == 1 and reads == ["cpu", "meta"]
+    monkeypatch.setattr(checks, "_known_valid", real)
+    checks.check_scale("scale_a", on_cpu, 4, 6, "row")
+    on_cpu.data[2, 0] = -1.0  # written behind the version counter: the earlier verdict stands, no re-read
+    checks.check_scale("scale_a", on_cpu, 4, 6, "row")
+    on_cpu[2, 0] = -1.0  # a new version is read again
+    with pytest.raises(TesseraValueError, match="scale_a\\[2\\] = -1.0 is not positive"):
+        checks.check_scale("scale_a", on_cpu, 4, 6, "row")
 
 
 @pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import tessera.quant as q
-from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, wo_matmul
+from tessera.errors import TesseraValueError
+from tessera.kernels.matmul import api, matmul, quantize_fp8, scaled_matmul, wo_matmul
 from tessera.kernels.matmul.configs import GLUON_DEFAULT, Config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -22,9 +23,10 @@ def rnd(*shape, dtype=torch.bfloat16):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,N,K", [(1, 4096, 4096), (17, 1000, 129), (1000, 777, 4096), (2048, 2056, 1024)])
+@pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-def test_matmul_vs_float64(dtype, M, N, K, tb):
-    a = rnd(M, K, dtype=dtype)
+def test_matmul_vs_float64(dtype, M, N, K, ta, tb):
+    a = rnd(K, M, dtype=dtype).t() if ta else rnd(M, K, dtype=dtype)
     b = rnd(N, K, dtype=dtype).t() if tb else rnd(K, N, dtype=dtype)
     out = matmul(a, b)
     assert out.dtype == dtype and torch.isfinite(out).all()
@@ -46,6 +48,39 @@ def test_batched_and_fp16_accumulate():
     assert rel(matmul(a, b, acc_dtype=torch.float16), a.double() @ b.double()) < 5e-3
 
 
+@pytest.fixture
+def launches(monkeypatch):
+    """Each kernel launch of matmul as (kernel, a, b, keyword arguments), the operands as received."""
+    from tessera.kernels.matmul import gluon_ws
+
+    calls = []
+    for name in ("launch_tma", "launch_ptr", "launch_skinny"):
+        def spy(a, b, *args, _real=getattr(api, name), _name=name[len("launch_"):], **kw):
+            calls.append((_name, a, b, kw))
+            return _real(a, b, *args, **kw)
+        monkeypatch.setattr(api, name, spy)
+    real_gluon = gluon_ws.launch
+    monkeypatch.setattr(gluon_ws, "launch", lambda a, b, *r, **kw: (calls.append(("gluon", a, b, kw)),
+                                                                    real_gluon(a, b, *r, **kw))[1])
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,N,K", [(1000, 776, 4096), (2048, 2056, 1032), (776, 4104, 1000)])
+@pytest.mark.parametrize("tb", [False, True])
+def test_transposed_a_is_read_in_place_by_the_tma_kernel(dtype, M, N, K, tb, launches):
+    """A transposed A (and either B) reaches the TMA kernel as the caller's memory, read M-major
+    through its descriptor: same address, same strides, no copy."""
+    a = rnd(K, M, dtype=dtype).t()
+    b = rnd(N, K, dtype=dtype).t() if tb else rnd(K, N, dtype=dtype)
+    out = matmul(a, b)
+    assert out.dtype == dtype and rel(out, a.double() @ b.double()) < TOL[dtype]
+    ((kernel, a_k, b_k, _),) = launches
+    assert kernel == "tma"
+    assert (a_k.data_ptr(), a_k.stride(), b_k.data_ptr(), b_k.stride()) == \
+        (a.data_ptr(), a.stride(), b.data_ptr(), b.stride())
+
+
 @pytest.mark.parametrize("M,N,K", [(1, 64, 128), (1000, 1032, 2048)])
 @pytest.mark.parametrize("rowwise", [False, True])
 def test_scaled_matmul_fp8(M, N, K, rowwise):
@@ -56,6 +91,55 @@ def test_scaled_matmul_fp8(M, N, K, rowwise):
     out = scaled_matmul(qa, qw.t(), sa, sb)
     ref = (qa.double() * sa.double()) @ (qw.double() * sw.double()).t()
     assert out.dtype == torch.bfloat16 and rel(out, ref) < 1e-2
+
+
+def _fp8_operands(M, N, K):
+    (qa, sa), (qw, sw) = quantize_fp8(rnd(M, K, dtype=torch.float32), axis=1), \
+        quantize_fp8(rnd(N, K, dtype=torch.float32), axis=1)
+    return qa, qw.t(), sa, sw.t()
+
+
+@pytest.mark.parametrize("value,msg", [(0.0, "not positive"), (-0.5, "not positive"),
+                                       (float("nan"), "NaN or inf"), (float("inf"), "NaN or inf")])
+def test_scaled_matmul_checked_mode_rejects_bad_gpu_scales(monkeypatch, value, msg):
+    monkeypatch.setenv("TESSERA_CHECKS", "1")
+    M, N, K = 1000, 1032, 512
+    qa, b, sa, sb = _fp8_operands(M, N, K)
+    bad_a, bad_b = sa.clone(), sb.clone()
+    bad_a[123, 0] = value
+    bad_b[0, 1000] = value
+    with pytest.raises(TesseraValueError, match=f"scale_a.*{msg}") as err:
+        scaled_matmul(qa, b, bad_a, sb)
+    assert "scale_a[123]" in str(err.value)
+    with pytest.raises(TesseraValueError, match=f"scale_b.*{msg}") as err:
+        scaled_matmul(qa, b, sa, bad_b)
+    assert "scale_b[1000]" in str(err.value)
+    with pytest.raises(TesseraValueError, match=f"scale_a.*{msg}"):
+        scaled_matmul(qa, b, torch.tensor(value, device="cuda"), sb)
+    ref = (qa.double() * sa.double()) @ (b.double() * sb.double())
+    assert rel(scaled_matmul(qa, b, sa, sb), ref) < 1e-2
+
+
+def test_scaled_matmul_unchecked_mode_never_synchronises(monkeypatch):
+    """By default GPU scales are not read (that would synchronise the device on every call with
+    fresh scales): a call with new scales runs under CUDA's sync-debug mode "error", and a NaN
+    scale shows in the output rather than as a silently wrong number."""
+    monkeypatch.delenv("TESSERA_CHECKS", raising=False)
+    M, N, K = 1000, 1032, 512
+    qa, b, sa, sb = _fp8_operands(M, N, K)
+    ref = (qa.double() * sa.double()) @ (b.double() * sb.double())
+    scaled_matmul(qa, b, sa.clone(), sb.clone())  # compiled and memoised before the sync check
+    fresh_a, fresh_b, nan_a = sa.clone(), sb.clone(), sa.clone()
+    nan_a[7, 0] = float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = scaled_matmul(qa, b, fresh_a, fresh_b)
+        bad = scaled_matmul(qa, b, nan_a, fresh_b)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert rel(out, ref) < 1e-2
+    assert torch.isnan(bad[7]).all() and torch.isfinite(bad[:7]).all() and torch.isfinite(bad[8:]).all()
 
 
 @pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])
@@ -233,15 +317,20 @@ def test_gluon_fp8_gemm_vs_float64(M, N, K, per_row):
 
 
 def test_scaled_matmul_through_gluon_config(gluon_calls):
-    """scaled_matmul runs a large fp8 GEMM on the Gluon kernel when its config (the tuner's
-    candidate) names it, and on the Triton kernel by default; both match float64."""
+    """scaled_matmul runs a large fp8 GEMM on the Gluon kernel by default, and on the Triton kernel
+    when its config names that; with a fused bias the Triton kernel is the default and the Gluon
+    kernel runs when its config (the tuner's candidate) names it; every result matches float64."""
     calls = gluon_calls
     x, w = torch.randn(2048, 1040, device="cuda"), torch.randn(4104, 1040, device="cuda")
     (qa, sa), (qw, sw) = quantize_fp8(x, axis=1), quantize_fp8(w, axis=1)
+    bias = rnd(4104)
     ref = (qa.double() * sa.double()) @ (qw.double() * sw.double()).t()
-    assert rel(scaled_matmul(qa, qw.t(), sa, sw.t()), ref) < 1e-2 and not calls
-    out = scaled_matmul(qa, qw.t(), sa, sw.t(), _config=replace(GLUON_DEFAULT, BK=128))
-    assert calls and rel(out, ref) < 1e-2
+    assert rel(scaled_matmul(qa, qw.t(), sa, sw.t()), ref) < 1e-2 and len(calls) == 1
+    tma = Config("tma", 128, 256, 128, 8, 3, 8, subtile=True, flatten=True)
+    assert rel(scaled_matmul(qa, qw.t(), sa, sw.t(), _config=tma), ref) < 1e-2 and len(calls) == 1
+    assert rel(scaled_matmul(qa, qw.t(), sa, sw.t(), bias=bias), ref + bias.double()) < 1e-2 and len(calls) == 1
+    out = scaled_matmul(qa, qw.t(), sa, sw.t(), bias=bias, _config=replace(GLUON_DEFAULT, BK=128))
+    assert len(calls) == 2 and rel(out, ref + bias.double()) < 1e-2
 
 
 def test_gluon_gemm_empty_dims():

@@ -3,14 +3,16 @@
 With ``TESSERA_AUTOTUNE=1`` the first call for a (arch, dtypes, layout, shape bucket, epilogue)
 key times every candidate config (plus cuBLAS) and stores the fastest in a
 :class:`~tessera.runtime.disk_cache.DiskCache` (versioned, checksummed, atomic; a corrupt entry
-is re-tuned). A config that fails to compile or run counts as infinitely slow. Without it, the
-heuristic default is used. Choices are memoised in-process either way.
+is re-tuned; a failed write is a warning, and the choice then lasts for the process). A config
+that fails to compile or run counts as infinitely slow. Without it, the heuristic default is
+used. Choices are memoised in-process either way.
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
+import warnings
 from typing import Callable, Dict, List
 
 from ...runtime.disk_cache import DiskCache
@@ -54,8 +56,13 @@ def tune(key: dict, cands: List[Config], make_runner: Callable[[Config], Callabl
     if not finite:
         raise RuntimeError(f"no matmul config ran for {label}")
     best_ms, best = min(finite, key=lambda t: t[0])
-    _cache().put(key, {"config": best.to_json(), "ms": best_ms,
-                       "timings": [[ms if math.isfinite(ms) else None, c.to_json()] for ms, c in timings]})
+    record = {"config": best.to_json(), "ms": best_ms,
+              "timings": [[ms if math.isfinite(ms) else None, c.to_json()] for ms, c in timings]}
+    try:
+        _cache().put(key, record)
+    except OSError as exc:  # a read-only or full cache folder: the choice still holds for this process
+        warnings.warn(f"tessera: could not store the tuned config for {label} in {_cache().dir} ({exc}); it is "
+                      f"used for this process only; set TESSERA_CACHE_DIR to a writable folder", stacklevel=3)
     print(f"tessera: {label}: {best} at {best_ms * 1e3:.1f} us", file=sys.stderr, flush=True)
     return best
 

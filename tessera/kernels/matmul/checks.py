@@ -2,6 +2,7 @@
 and the fix."""
 from __future__ import annotations
 
+import os
 import weakref
 
 import torch
@@ -94,24 +95,54 @@ def check_matmul_args(a, b, bias, activation, residual, out_dtype, acc_dtype) ->
     return M, N, K, out_shape
 
 
-_FINITE: dict = {}
+_VALID: dict = {}
 
 
-def _known_finite(s: torch.Tensor) -> bool:
-    """isfinite(s).all(), remembered per live tensor and version: re-used static scales cost no sync."""
-    hit = _FINITE.get(id(s))
+def checks_enabled() -> bool:
+    """True when ``TESSERA_CHECKS=1``: the values of GPU scales are then validated (a device-to-host sync)."""
+    return os.environ.get("TESSERA_CHECKS", "0").strip() not in ("", "0")
+
+
+def _known_valid(s: torch.Tensor) -> bool:
+    """Whether every entry of ``s`` is finite and positive, remembered per live tensor and version."""
+    hit = _VALID.get(id(s))
     if hit is not None and hit[0]() is s and hit[1] == s._version:
         return True
-    ok = bool(torch.isfinite(s).all())
+    ok = bool((torch.isfinite(s) & (s > 0)).all())
     if ok:
-        if len(_FINITE) > 256:
-            _FINITE.clear()
-        _FINITE[id(s)] = (weakref.ref(s), s._version)
+        if len(_VALID) > 256:
+            _VALID.clear()
+        _VALID[id(s)] = (weakref.ref(s), s._version)
     return ok
 
 
+def check_scale_values(name: str, s: torch.Tensor, fn: str = "scaled_matmul") -> None:
+    """Raise unless every entry of the scale ``s`` is finite and positive.
+
+    Reading the values of a GPU tensor synchronises the device, so GPU scales are checked only
+    with ``TESSERA_CHECKS=1`` (once per tensor and version); CPU scales are always checked."""
+    if s.device.type != "cpu" and not checks_enabled():
+        return
+    if _known_valid(s):
+        return
+    flat = s.detach().reshape(-1)
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise TesseraValueError(
+            f"{fn}: {name} holds NaN or inf ({name}[{i}] = {float(flat[i])}); scales must be finite "
+            f"(recompute the amax, e.g. with tessera.kernels.matmul.quantize_fp8)")
+    i = int((flat <= 0).nonzero()[0, 0])
+    raise TesseraValueError(
+        f"{fn}: {name}[{i}] = {float(flat[i])} is not positive; a scale is the dequantisation multiplier "
+        f"(x ~= x_fp8 * scale) and must be > 0: take it from tessera.kernels.matmul.quantize_fp8, which uses "
+        f"1 where the amax is 0")
+
+
 def check_scale(name: str, s, rows: int, cols: int, per: str, fn: str = "scaled_matmul") -> int:
-    """Scale mode: 1 per-tensor, 2 per-row (a) / per-column (b). Raises on shape, dtype, non-finite."""
+    """Scale mode: 1 per-tensor, 2 per-row (a) / per-column (b). Raises on shape, dtype, and on
+    non-finite or non-positive values (GPU scales only with ``TESSERA_CHECKS=1``: see
+    :func:`check_scale_values`)."""
     check_tensor(name, s, fn)
     if not s.is_floating_point():
         raise TesseraDTypeError(f"{fn}: {name} must be a float tensor, got {s.dtype}")
@@ -125,6 +156,5 @@ def check_scale(name: str, s, rows: int, cols: int, per: str, fn: str = "scaled_
     else:
         want = f"[{rows}, 1]" if per == "row" else f"[1, {cols}]"
         raise TesseraShapeError(f"{fn}: {name} has shape {shape}; use a scalar (per tensor) or {want} (per {per})")
-    if not _known_finite(s):
-        raise TesseraValueError(f"{fn}: {name} holds NaN or inf; scales must be finite (recompute the amax)")
+    check_scale_values(name, s, fn)
     return mode

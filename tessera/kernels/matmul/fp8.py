@@ -69,6 +69,9 @@ def scaled_matmul(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None
     """``(a * scale_a) @ (b * scale_b) + bias`` for fp8 ``a`` [M, K] and ``b`` [K, N].
 
     scale_a: a scalar tensor (per tensor) or [M, 1] (per row); scale_b: scalar or [1, N] (per column).
+    Scales must be finite and positive: a TesseraValueError names the bad one. CPU scales are always
+    checked; GPU scales only with ``TESSERA_CHECKS=1``, since reading their values synchronises the
+    device (each scale tensor is checked once per version).
 
     Example:
         >>> import torch
