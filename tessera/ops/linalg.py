@@ -37,6 +37,15 @@ def matmul_dtype(op: str, a, b, names=("a", "b")) -> dt.DType:
                             f"e.g. {names[1]}.to(ts.{sa.name})")
 
 
+def check_accum(op: str, dtype: dt.DType, accum) -> None:
+    """A product of ``dtype`` operands may accumulate in f32 (always) or in f16 (f16 operands only)."""
+    if accum is None or accum == dt.f32 or (accum == dt.f16 and dtype.storage == dt.f16):
+        return
+    raise TesseraDTypeError(f"{op}: {dtype.storage.name} operands cannot accumulate in {accum.name}; use "
+                            f"ts.{dtype.storage.name} @ ts.accum(ts.f32)"
+                            + (", or f16 operands with ts.accum(ts.f16)" if accum == dt.f16 else ""))
+
+
 def _align(a: torch.Tensor, b: torch.Tensor):
     if a.dtype == b.dtype and a.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
         return a, b
@@ -60,7 +69,9 @@ class Matmul(Primitive):
                 f"{shape_str(b.shape)}, so a's last dim ({a.shape[-1]}) must equal b's second-to-last "
                 f"({b.shape[-2]}); transpose or reshape one operand")
         batch = broadcast_shapes("matmul (batch dims)", a.shape[:-2], b.shape[:-2], names=("a", "b"))
-        return Aval(batch + (a.shape[-2], b.shape[-1]), matmul_dtype("matmul", a, b))
+        dtype = matmul_dtype("matmul", a, b)
+        check_accum("matmul", dtype, accum)
+        return Aval(batch + (a.shape[-2], b.shape[-1]), dtype)
 
     def reference(self, a, b, *, accum):
         a, b = _align(a, b)
@@ -155,6 +166,7 @@ class Linear(Primitive):
         if bias is not None and (bias.ndim != 1 or not (bias.shape[0] == w.shape[1])):
             raise TesseraShapeError(f"linear: bias has shape {shape_str(bias.shape)}; it must be ({w.shape[1]},)")
         dtype = matmul_dtype("linear", x, w, names=("x", "w"))
+        check_accum("linear", dtype, accum)
         out = Aval(tuple(x.shape[:-1]) + (w.shape[1],), dtype)
         return out, out
 

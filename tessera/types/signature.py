@@ -76,6 +76,8 @@ class SignatureChecker:
             self._bind_solvable(name, spec, value, env, binder)
         for name, spec, value in items:
             self._verify(f"argument {name}", spec, value, env, binder)
+            if spec.dtype is not None and spec.dtype.accum is not None and value.dtype != spec.dtype:
+                bound.arguments[name] = value.to(spec.dtype)  # the annotation's precision policy applies inside
         return env, bound
 
     def check_result(self, out, env: Dict[str, object]) -> None:

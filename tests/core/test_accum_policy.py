@@ -141,11 +141,11 @@ def test_f16_policy_runs_the_kernel_with_f16_accumulation(cpu, kernels_on_cpu, g
 
 @needs_interp
 def test_bf16_with_f16_accumulation_is_rejected_before_any_launch(cpu, kernels_on_cpu, launches, rng):
-    """The kernels accumulate bf16 products in fp32 only: the kernel path raises a typed error
-    naming the accumulation dtype and the fix, and launches nothing."""
+    """The kernels accumulate bf16 products in fp32 only: the op's rule raises a typed error naming
+    the accumulation dtype and the fix, and nothing launches."""
     x = T(torch.randn(37, 72, generator=rng).to(torch.bfloat16)).to(BF16_F16)
     w = T(torch.randn(72, 45, generator=rng).to(torch.bfloat16))
-    fix = "acc_dtype=torch.float16 needs float16 operands, got torch.bfloat16; use acc_dtype=torch.float32"
+    fix = r"bf16 operands cannot accumulate in f16; use ts.bf16 @ ts.accum\(ts.f32\)"
     with pytest.raises(TesseraDTypeError, match=fix):
         x @ w
     with pytest.raises(TesseraDTypeError, match=fix):
@@ -153,18 +153,13 @@ def test_bf16_with_f16_accumulation_is_rejected_before_any_launch(cpu, kernels_o
     assert launches == []
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: the policy is checked only inside "
-                   "tessera.kernels.matmul.matmul (check_matmul_args), which only the CUDA lowering reaches; "
-                   "Matmul.shape/Linear.shape accept bf16 @ accum(f16), and the reference ignores accum")
 def test_bf16_with_f16_accumulation_is_rejected_on_the_reference_path(cpu, rng):
     x = T(torch.randn(37, 72, generator=rng).to(torch.bfloat16)).to(BF16_F16)
     w = T(torch.randn(72, 45, generator=rng).to(torch.bfloat16))
-    with pytest.raises(TesseraDTypeError, match="f16"):
+    with pytest.raises(TesseraDTypeError, match="matmul: bf16 operands cannot accumulate in f16"):
         x @ w
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: SignatureChecker checks an annotation's storage dtype "
-                   "only; the argument reaches the body without the annotated policy, so matmul gets accum=None")
 def test_annotated_policy_reaches_the_matmul(cpu, monkeypatch, rng):
     seen = []
     real = MATMUL.reference
@@ -200,9 +195,9 @@ def test_gpu_f16_policy_accumulates_in_f16_on_tessera_kernel(gemm_calls, launche
 def test_gpu_bf16_with_f16_accumulation_is_rejected_before_any_launch(launches):
     x = T(torch.randn(1000, 1024, device="cuda").to(torch.bfloat16)).to(BF16_F16)
     w = T(torch.randn(1024, 776, device="cuda").to(torch.bfloat16))
-    with pytest.raises(TesseraDTypeError, match="acc_dtype=torch.float16 needs float16 operands"):
+    with pytest.raises(TesseraDTypeError, match="bf16 operands cannot accumulate in f16"):
         x @ w
-    with pytest.raises(TesseraDTypeError, match="acc_dtype=torch.float16 needs float16 operands"):
+    with pytest.raises(TesseraDTypeError, match="bf16 operands cannot accumulate in f16"):
         ts.nn.linear(x, w)
     assert launches == []
     out = x.to(ts.bf16 @ ts.accum(ts.f32)) @ w  # the policy the kernels support runs on them
