@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 from typing import Callable, Sequence, Union
 
@@ -59,6 +60,36 @@ def _toposort(root: Tensor, stop: set):
     return order
 
 
+_needed: contextvars.ContextVar = contextvars.ContextVar("tessera_vjp_needed", default=None)
+
+
+def needs_cotangent(i: int) -> bool:
+    """Inside a primitive's ``vjp``: whether input ``i``'s cotangent can reach a tensor that
+    ``ts.grad`` was asked about (a vjp may return None for the others and skip their work).
+
+    Example:
+        >>> needs_cotangent(0)  # outside a backward pass every input counts
+        True
+    """
+    needed = _needed.get()
+    return needed is None or needed[i]
+
+
+def _relevance(order, wrt_ids: set):
+    """For each node (producers before consumers in ``order``), which of its inputs lead to ``wrt``."""
+    leads = set(wrt_ids)  # ids of tensors on a path to a wrt tensor
+    needed = {}
+    for node in order:
+        flags = tuple(isinstance(x, Tensor) and id(x) in leads for x in node.inputs)
+        needed[id(node)] = flags
+        if any(flags):
+            for i, o in enumerate(node.outputs):
+                o = node.output(i)
+                if o is not None:
+                    leads.add(id(o))
+    return needed
+
+
 def backward(loss: Tensor, wrt: Sequence[Tensor]):
     """Cotangents of ``wrt`` for a scalar ``loss`` (zeros for tensors it does not depend on)."""
     from ..ops import api
@@ -76,12 +107,19 @@ def backward(loss: Tensor, wrt: Sequence[Tensor]):
             "ts.grad(loss, wrt): no tape recorded how the loss was computed. Compute it inside a "
             "@ts.function (which records a tape), or use the transform form ts.grad(f)(*args).")
     cts = {id(loss): (loss, api.ones_like(loss))}
-    for node in _toposort(loss, {id(w) for w in wrt}):
+    wrt_ids = {id(w) for w in wrt}
+    order = _toposort(loss, wrt_ids)
+    needed = _relevance(reversed(order), wrt_ids)
+    for node in order:
         outs = [node.output(i) for i in range(len(node.outputs))]
         out_cts = [cts.pop(id(o), (None, None))[1] if o is not None else None for o in outs]
-        if all(c is None for c in out_cts):
-            continue
-        in_cts = node.prim.vjp(out_cts, node.inputs, outs, **node.attrs)
+        if all(c is None for c in out_cts) or not any(needed[id(node)]):
+            continue  # no cotangent arrives, or none of its inputs leads to wrt
+        token = _needed.set(needed[id(node)])
+        try:
+            in_cts = node.prim.vjp(out_cts, node.inputs, outs, **node.attrs)
+        finally:
+            _needed.reset(token)
         for x, ct in zip(node.inputs, in_cts):
             if ct is None or not isinstance(x, Tensor) or not x.dtype.is_floating:
                 continue
@@ -106,8 +144,8 @@ def vjp_by_decomposition(prim, cts, ins, attrs):
                 continue
             term = api.sum(y * ct.to(y.dtype))
             total = term if total is None else total + term
-    wrt = [x for x in aliases if isinstance(x, Tensor) and x.dtype.is_floating]
-    if total is None:
+    wrt = [x for i, x in enumerate(aliases) if isinstance(x, Tensor) and x.dtype.is_floating and needs_cotangent(i)]
+    if total is None or not wrt:
         return tuple(None for _ in ins)
     grads = dict(zip(map(id, wrt), backward(total, wrt)))
     return tuple(grads.get(id(x)) for x in aliases)

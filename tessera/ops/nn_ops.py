@@ -732,9 +732,13 @@ class Rotary(Primitive):
         return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s, xf[..., 2 * R:]], -1).to(x.dtype)
 
     def vjp(self, cts, ins, outs, *, inverse=False):
+        from ..core.autodiff import needs_cotangent
+
         x, cos, sin = ins
         ct = cts[0]
-        dx = bind(ROTARY, ct, cos, sin, inverse=not inverse)
+        dx = bind(ROTARY, ct, cos, sin, inverse=not inverse) if needs_cotangent(0) else None
+        if not (needs_cotangent(1) or needs_cotangent(2)):  # fixed tables: skip their full-size products
+            return dx, None, None
         dcos, dsin = _rotary_table_grads(ct, x, cos, sin)
         return dx, dcos, (-dsin if inverse else dsin)
 

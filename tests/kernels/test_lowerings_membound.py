@@ -285,7 +285,7 @@ def test_rotary_embedding_keeps_fp32_tables(cpu, monkeypatch):
     monkeypatch.setattr(prim, "reference", spy)
     cos, sin = ts.nn.rope_frequencies(6, 16)
     x = ts.randn(2, 6, 16).to(ts.bf16)
-    dcos = ts.grad(lambda c: (ts.nn.rotary_embedding(x, c, sin).to(ts.f32) ** 2).sum())(cos)
+    _, dcos = ts.grad(lambda x, c: (ts.nn.rotary_embedding(x, c, sin).to(ts.f32) ** 2).sum(), argnums=(0, 1))(x, cos)
     assert seen[0] == (torch.bfloat16, torch.float32, torch.float32)
     assert dcos.dtype == ts.f32 and dcos.shape == (6, 8)
     assert (torch.bfloat16, torch.float32, torch.float32) in seen[1:]  # the backward rotation too
