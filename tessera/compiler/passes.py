@@ -140,8 +140,9 @@ def fuse_linear_activation(graph: Graph) -> Graph:
         if lin is None or lin.prim.name != "linear" or id(lin) in fused or lin.outputs[0] is not n.inputs[0]:
             continue
         attrs = lin.attr_dict()
-        if attrs["activation"] is not None:
-            continue
+        if attrs["activation"] is not None or attrs.get("out_dtype") is not None or \
+                (len(lin.inputs) > 3 and lin.inputs[3] is not None):
+            continue  # the activation would apply after the residual add or the cast
         attrs["activation"] = n.attr_dict()["kind"]
         fused[id(lin)] = Node(lin.prim, lin.inputs, lin.prim.make_attrs(**attrs), (n.outputs[0], lin.outputs[0]))
         drop.add(id(n))

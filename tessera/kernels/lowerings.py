@@ -59,9 +59,10 @@ def _register_matmul(km):
     def matmul(a, b, *, accum):
         return km.matmul(a, b, acc_dtype=acc_dtype(accum))
 
-    def linear(x, w, bias, *, activation, accum):
-        out = km.matmul(x, w, bias=bias, activation=activation, return_preact=activation is not None,
-                        acc_dtype=acc_dtype(accum))
+    def linear(x, w, bias, residual=None, *, activation, accum, out_dtype=None):
+        out = km.matmul(x, w, bias=bias, activation=activation, residual=residual,
+                        out_dtype=out_dtype.torch_dtype if out_dtype is not None else None,
+                        return_preact=activation is not None, acc_dtype=acc_dtype(accum))
         return out if activation is not None else (out, None)
 
     # Measured on an H100: Tessera's GEMM is at 0.97-1.06x cuBLAS on large shapes and faster with a fused
@@ -99,8 +100,9 @@ def _register_matmul(km):
         supports=lambda x, w, bias, **a: fp8_ok(x, w) and _cuda(x, w, bias))
     registry["linear"].register_lowering(
         "cuda", linear, name="gemm+epilogue", warn_on_fallback=False,
-        supports=lambda x, w, bias, **a: large(x.reshape(-1, x.shape[-1]), w)
-        and km.supports(x, w, bias=bias, activation=a["activation"]))
+        supports=lambda x, w, bias, residual=None, **a: large(x.reshape(-1, x.shape[-1]), w)
+        and km.supports(x, w, bias=bias, activation=a["activation"], residual=residual,
+                        out_dtype=a["out_dtype"].torch_dtype if a.get("out_dtype") is not None else None))
 
 
 def _register_membound(norms, softmax, act, dropout, emb, rotary):

@@ -13,6 +13,7 @@ import os
 
 from ..core.dispatch import bind
 from ..core.tensor import Tensor
+from ..dtypes import as_dtype
 from ..errors import TesseraTypeError, TesseraValueError
 from ..ops import api
 from ..ops.linalg import ACTIVATIONS, LINEAR, matmul_dtype
@@ -29,25 +30,32 @@ def _tensor(fn: str, name: str, x, optional: bool = False):
                                + ("; wrap it with ts.tensor(...)" if hasattr(x, "__array__") or hasattr(x, "__dlpack__") else ""))
 
 
-def linear(x, w, bias=None, *, activation=None):
-    """``x @ w + bias`` with ``w`` laid out ``[in, out]``; optionally a fused activation.
+def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None):
+    """``activation(x @ w + bias) + residual`` with ``w`` laid out ``[in, out]``, stored as
+    ``out_dtype`` (default: x's dtype). On GPU the bias, activation, residual add and cast run in
+    the GEMM's epilogue.
 
-    ``activation`` is one of None, "gelu", "gelu_tanh", "silu", "relu" (fused into the GEMM epilogue on GPU).
+    ``activation`` is one of None, "gelu", "gelu_tanh", "silu", "relu"; ``residual`` broadcasts to
+    the output (a transformer's skip connection).
 
     Example:
         >>> import tessera as ts
         >>> with ts.device("cpu"):
-        ...     ts.nn.linear(ts.ones(8, 16), ts.ones(16, 4), ts.zeros(4), activation="relu").shape
-        (8, 4)
+        ...     y = ts.nn.linear(ts.ones(8, 16), ts.ones(16, 4), ts.zeros(4), activation="relu",
+        ...                      residual=ts.ones(8, 4), out_dtype=ts.f32)
+        >>> y.shape, y.dtype, y[0, 0].item()
+        ((8, 4), f32, 17.0)
     """
     for name, t in (("x", x), ("w", w)):
         _tensor("linear", name, t)
     _tensor("linear", "bias", bias, optional=True)
+    _tensor("linear", "residual", residual, optional=True)
     if activation not in ACTIVATIONS:
         raise TesseraValueError(f"ts.nn.linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
     matmul_dtype("linear", x, w, names=("x", "w"))
-    out, _ = bind(LINEAR, x, w, bias, activation=activation, accum=x.dtype.accum or w.dtype.accum)
-    return out
+    out_dtype = None if out_dtype is None else as_dtype(out_dtype)
+    return bind(LINEAR, x, w, bias, residual, activation=activation, accum=x.dtype.accum or w.dtype.accum,
+                out_dtype=out_dtype)[0]
 
 
 def matmul(a, b):

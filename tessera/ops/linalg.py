@@ -146,14 +146,15 @@ def _act_reference(y: torch.Tensor, activation):
 
 
 class Linear(Primitive):
-    """``act(x @ w + bias)``; outputs (out, pre-activation) — the latter a by-product for the backward."""
+    """``act(x @ w + bias) + residual``, stored as ``out_dtype`` (default: the product's dtype);
+    outputs (out, pre-activation) — the latter a by-product for the backward."""
 
     name = "linear"
-    attrs = (("activation", None), ("accum", None))
+    attrs = (("activation", None), ("accum", None), ("out_dtype", None))
     multiple_results = True
     nondiff_outputs = (1,)
 
-    def shape(self, x, w, bias, *, activation, accum):
+    def shape(self, x, w, bias, residual=None, *, activation, accum, out_dtype=None):
         if activation not in ACTIVATIONS:
             raise TesseraValueError(f"linear: activation {activation!r} is not one of {ACTIVATIONS}")
         if w.ndim != 2:
@@ -167,31 +168,50 @@ class Linear(Primitive):
             raise TesseraShapeError(f"linear: bias has shape {shape_str(bias.shape)}; it must be ({w.shape[1]},)")
         dtype = matmul_dtype("linear", x, w, names=("x", "w"))
         check_accum("linear", dtype, accum)
-        out = Aval(tuple(x.shape[:-1]) + (w.shape[1],), dtype)
+        rows = tuple(x.shape[:-1]) + (w.shape[1],)
+        if residual is not None:
+            tail = rows[len(rows) - residual.ndim:] if residual.ndim <= len(rows) else None
+            if tail is None or not all(r == 1 or r == o for r, o in zip(residual.shape, tail)):
+                raise TesseraShapeError(f"linear: residual has shape {shape_str(residual.shape)} but the output is "
+                                        f"{shape_str(rows)}; the residual must broadcast to the output")
+            if not residual.dtype.is_floating:
+                raise TesseraDTypeError(f"linear: residual must be a float tensor, got {residual.dtype.name}")
+        if out_dtype is not None and (not out_dtype.is_floating or out_dtype.name in _FP8):
+            raise TesseraDTypeError(f"linear: out_dtype must be f32, f16 or bf16, got {out_dtype.name}")
+        out = Aval(rows, out_dtype or dtype)
         return out, out
 
-    def reference(self, x, w, bias, *, activation, accum):
+    def reference(self, x, w, bias, residual=None, *, activation, accum, out_dtype=None):
         x, w = _align(x, w)
         y = torch.matmul(x, w)
         if bias is not None:
             y = y + bias.to(y.dtype)
-        return _act_reference(y, activation), (y if activation is not None else None)
+        out = _act_reference(y, activation)
+        if residual is not None:
+            out = (out.float() + residual.float()).to(out.dtype) if out.dtype != torch.float64 else out + residual
+        if out_dtype is not None:
+            out, y = out.to(out_dtype.torch_dtype), y.to(out_dtype.torch_dtype)
+        return out, (y if activation is not None else None)
 
-    def vjp(self, cts, ins, outs, *, activation, accum):
+    def vjp(self, cts, ins, outs, *, activation, accum, out_dtype=None):
+        from .elementwise import unbroadcast
         from .nn_ops import activation_grad
         from .reduction import sum as _sum
         from .shape import transpose
 
-        x, w, bias = ins
+        x, w, bias = ins[:3]
+        residual = ins[3] if len(ins) > 3 else None
         ct = cts[0]
+        dres = None if residual is None else unbroadcast(ct, residual.shape).to(residual.dtype)
         if activation is not None:
             ct = activation_grad(ct, outs[1], activation)
+        ct = ct.to(x.dtype if x.dtype.name not in _FP8 else w.dtype)
         k, n = w.shape
         ct2 = ct.reshape(-1, n)
         dx = matmul(ct2, transpose(w).to(ct.dtype)).reshape(*x.shape)
         dw = matmul(transpose(x.reshape(-1, k)).to(ct.dtype), ct2)
         db = None if bias is None else _sum(ct2, 0)
-        return dx, dw, db
+        return (dx, dw, db) if len(ins) == 3 else (dx, dw, db, dres)
 
 
 LINEAR = Linear()
