@@ -3,9 +3,9 @@ launches (FlashAttention-2's split, without atomics), each with FlashAttention-3
 and consumer warpgroups; at d64 and d128 the dK/dV kernel computes dQ too (``FUSE_DQ``:
 FlashAttention-3's fp32 accumulation by TMA reduce-adds) and the dQ kernel does not run (it serves d256).
 
-In the dK/dV kernel a work tile is 64·CONSUMERS keys of one (batch, kv head); non-causal launches
-are persistent (one program per SM walks its tiles, so a tile's first Q/dO loads overlap the
-previous tile's dK/dV stores). A producer warp loads each consumer's K and V rows once per tile,
+In the dK/dV kernel a work tile is 64·CONSUMERS keys of one (batch, kv head); launches are
+persistent (one program per SM walks its tiles, so a tile's first Q/dO loads overlap the previous
+tile's dK/dV stores; causal tiles, which differ in length, are claimed from a counter). A producer warp loads each consumer's K and V rows once per tile,
 then streams [BLOCK_M, D] blocks of Q and dO of every query head of
 the group through a ring of shared-memory stages, with each block's base-2 lse and delta beside
 them (so the consumers hold those rows' statistics in registers only while they use them: at d128
@@ -41,10 +41,11 @@ if available():
 
     from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_reduce_add,
                                tma_store, warpgroup_mma_layout)
+    from .hopper_ws import _publish_tile, _receive_tile
 
 KEYS_PER_WARPGROUP = 64
 # the kernels' fp32 pointer arguments, for compiling them without a GPU
-POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
+POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32", "COUNTER": "i32"}
 # BLOCK_M query rows per streamed block, STAGES of Q and dO in flight, CONSUMERS warpgroups.
 # FUSE_DQ: the dK/dV kernel also accumulates dQ (each block's dS·K, reduced into an fp32 buffer
 # by TMA reduce-adds), and no dQ kernel recomputes S and dP. H200, whole backward, with the rows'
@@ -52,7 +53,8 @@ POINTER_ARGS = {"LSE": "fp32", "DELTA": "fp32"}
 # dK/dV and dQ kernels d64 1.01-1.05x, d128 1.02-1.10x at 1024 keys; the fused kernel against the
 # portable backward at d64 S1024 1.03-1.12x, so these kernels serve every length. d64 streams
 # 128-query blocks (half the meetings per product; two stages fit): 1.03-1.10x 64-query blocks.
-# PERSISTENT: non-causal launches run one program per SM over the key tiles.
+# PERSISTENT: one program per SM walks the key tiles (causal ones, which differ in length, are
+# claimed from a counter).
 CONFIGS = {64: dict(BLOCK_M=128, STAGES=2, CONSUMERS=2, FUSE_DQ=True, PERSISTENT=True),
            128: dict(BLOCK_M=64, STAGES=2, CONSUMERS=2, FUSE_DQ=True, PERSISTENT=True)}
 DQ_CHUNK = 32  # fp32 columns per TMA reduce: 128 bytes, the swizzle span
@@ -91,14 +93,16 @@ if available():
 
     @gluon.jit
     def _bwd_producer(loads, bufs, bars, stats, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                      CONSUMERS: gl.constexpr, CAUSAL: gl.constexpr):
-        q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats = loads
-        k_smem, v_smem, q_smem, do_smem = bufs
-        kv_bars, kv_free, ready, empty = bars
+                      CONSUMERS: gl.constexpr, CAUSAL: gl.constexpr, DYNAMIC: gl.constexpr):
+        q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats, COUNTER = loads
+        k_smem, v_smem, q_smem, do_smem, tile_buf = bufs
+        kv_bars, kv_free, ready, empty, tile_ready, tile_empty = bars
         it = 0  # position in the Q/dO ring, continued across tiles
         tc = 0  # tiles done by this program
         t = gl.program_id(0)
         while t < tiles:
+            if DYNAMIC:
+                _publish_tile(t, tc, tile_buf, tile_ready, tile_empty)
             b, hk, start_n, m_lo, n_mblocks = _key_tile(t, n_ntiles, HKV, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_M,
                                                         CAUSAL)
             total = GROUP * n_mblocks
@@ -119,7 +123,12 @@ if available():
                 _load_kv(k_desc, v_desc, k_smem, v_smem, kv_bars, kv_free, b, hk, start_n, tc, CONSUMERS)
             it += total
             tc += 1
-            t += gl.num_programs(0)
+            if DYNAMIC:  # the next unclaimed tile (the first num_programs went out statically)
+                t = gl.num_programs(0) + gl.atomic_add(COUNTER, 1, sem="relaxed")
+            else:
+                t += gl.num_programs(0)
+        if DYNAMIC:  # past the last tile: tells the consumers to stop
+            _publish_tile(t, tc, tile_buf, tile_ready, tile_empty)
 
     @gluon.jit
     def _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M: gl.constexpr):
@@ -175,9 +184,9 @@ if available():
     @gluon.jit
     def _bwd_consumer(bufs, bars, args, fused, stats, W: gl.constexpr, HEAD_DIM: gl.constexpr,
                       BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
-                      FUSE_DQ: gl.constexpr):
-        k_smem, v_smem, q_smem, do_smem = bufs
-        kv_bars, kv_free, ready, empty = bars
+                      FUSE_DQ: gl.constexpr, DYNAMIC: gl.constexpr):
+        k_smem, v_smem, q_smem, do_smem, tile_buf = bufs
+        kv_bars, kv_free, ready, empty, tile_ready, tile_empty = bars
         dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, seqlen_q, seqlen_k, qk_scale, sm_scale = args
         KEYS: gl.constexpr = 64
         k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
@@ -185,12 +194,14 @@ if available():
         it = 0  # position in the Q/dO ring, continued across tiles
         tc = 0  # tiles done by this program
         t = gl.program_id(0)
+        if DYNAMIC:
+            t = _receive_tile(tc, tile_buf, tile_ready, tile_empty)
         while t < tiles:
             b, hk, start_n, m_lo, n_mblocks = _key_tile(t, n_ntiles, HKV, seqlen_q, seqlen_k, KEYS * CONSUMERS,
                                                         BLOCK_M, CAUSAL)
             n0 = start_n + W * KEYS
             mbarrier.wait(kv_bars.index(W), tc & 1)
-            dk, dv = _key_tile_grads(bufs, (ready, empty), fused, stats, k_tile, v_tile, b, hk, n0, m_lo, n_mblocks,
+            dk, dv = _key_tile_grads(bufs[:4], (ready, empty), fused, stats, k_tile, v_tile, b, hk, n0, m_lo, n_mblocks,
                                      it, (GROUP, seqlen_q, seqlen_k, qk_scale, sm_scale), W, HEAD_DIM, BLOCK_M,
                                      STAGES, CAUSAL, CONSUMERS, FUSE_DQ)
             it += GROUP * n_mblocks
@@ -209,7 +220,10 @@ if available():
             tma.store_wait(0)
             mbarrier.arrive(kv_free, count=1)
             tc += 1
-            t += gl.num_programs(0)
+            if DYNAMIC:
+                t = _receive_tile(tc, tile_buf, tile_ready, tile_empty)
+            else:
+                t += gl.num_programs(0)
 
     @gluon.jit
     def _key_tile_grads(bufs, bars, fused, stats, k_tile, v_tile, b, hk, n0, m_lo, n_mblocks, it, rows,
@@ -289,13 +303,15 @@ if available():
         return dk, dv
 
     @gluon.jit
-    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, DELTA, H, HKV, GROUP, SEQ_Q,
-                        SEQ_K, BHKV, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
-                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
-                        FUSE_DQ: gl.constexpr):
+    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, DELTA, COUNTER, H, HKV,
+                        GROUP, SEQ_Q, SEQ_K, BHKV, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr,
+                        BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
+                        FUSE_DQ: gl.constexpr, DYNAMIC: gl.constexpr):
         """Tiles of 64·CONSUMERS keys of one of the BHKV (batch, kv head) pairs, key tiles of a head
-        adjacent; program p takes tiles p, p + num_programs, ... (on a persistent grid, one tile's
-        first Q/dO loads run while the previous tile's dK and dV are stored)."""
+        adjacent (causal: the longest first); program p takes tiles p, p + num_programs, ..., or
+        with DYNAMIC claims the next one from the zeroed counter COUNTER as it finishes (on a
+        persistent grid, one tile's first Q/dO loads run while the previous tile's dK and dV are
+        stored)."""
         BLOCK_N: gl.constexpr = 64 * CONSUMERS
         n_ntiles = gl.cdiv(SEQ_K, BLOCK_N)
         tiles = n_ntiles * BHKV
@@ -321,15 +337,18 @@ if available():
                                                gl.SwizzledSharedLayout(1, 1, 1, [0]))
         stats = (stats_smem, barriers(STAGES, 1))
 
-        bufs = (k_smem, v_smem, q_smem, do_smem)
-        bars = (kv_bars, kv_free, ready, empty)
+        tile_buf = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        bufs = (k_smem, v_smem, q_smem, do_smem, tile_buf)
+        bars = (kv_bars, kv_free, ready, empty, barriers(2, 1), barriers(2, CONSUMERS))
         args = (dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, qk_scale, sm_scale)
         rows_stats = (LSE, DELTA, SEQ_Q, s_lb, s_lh)  # where the producer reads them
-        loads = (q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats)
+        loads = (q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats, COUNTER)
         gl.warp_specialize([
-            (_bwd_consumer, (bufs, bars, args, fused, stats, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
-            (_bwd_consumer, (bufs, bars, args, fused, stats, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS, FUSE_DQ)),
-            (_bwd_producer, (loads, bufs, bars, stats, BLOCK_M, STAGES, CONSUMERS, CAUSAL)),
+            (_bwd_consumer, (bufs, bars, args, fused, stats, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS,
+                             FUSE_DQ, DYNAMIC)),
+            (_bwd_consumer, (bufs, bars, args, fused, stats, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL, CONSUMERS,
+                             FUSE_DQ, DYNAMIC)),
+            (_bwd_producer, (loads, bufs, bars, stats, BLOCK_M, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
         ], [4, 1], [240, 24])
 
 
@@ -480,14 +499,17 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
         dq_desc = descriptor(acc, BM, DQ_CHUNK)
     else:
         dq_desc = dk_desc  # not read
-    persistent = cfg.pop("PERSISTENT") and not causal  # causal tiles differ in length: one program each
+    persistent = cfg.pop("PERSISTENT")
     tiles = math.ceil(Sk / (KEYS_PER_WARPGROUP * cfg["CONSUMERS"])) * q.shape[0] * Hkv
     grid = (min(tiles, sm_count(q.device)) if persistent else tiles, )
+    # Causal tiles differ in cost: persistent programs claim them one by one from a counter.
+    dynamic = persistent and causal and grid[0] < tiles
+    counter = torch.zeros(1, dtype=torch.int32, device=q.device) if dynamic else lse
     _dkdv_ws_kernel[grid](
         descriptor(q, BM), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
-        descriptor(do, BM), dk_desc, descriptor(dv, KEYS_PER_WARPGROUP), dq_desc,
-        lse, delta, H, Hkv, H // Hkv, Sq, Sk, q.shape[0] * Hkv, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
-        CAUSAL=causal, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
+        descriptor(do, BM), dk_desc, descriptor(dv, KEYS_PER_WARPGROUP), dq_desc, lse, delta, counter,
+        H, Hkv, H // Hkv, Sq, Sk, q.shape[0] * Hkv, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
+        CAUSAL=causal, DYNAMIC=dynamic, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     if not cfg["FUSE_DQ"]:
         return dk, dv, None
     return dk, dv, dq.copy_(acc)
@@ -527,7 +549,7 @@ def compile_dq_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
 def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
     """Compile the kernel for sm_90 without a GPU (the result's ``asm`` holds PTX and cubin)."""
     consts = dict(config(D, **overrides), CAUSAL=causal)
-    consts.pop("PERSISTENT")  # the launch's grid, not the kernel's
+    consts["DYNAMIC"] = consts.pop("PERSISTENT") and causal
     like = torch.empty(1, 1, 128, D, dtype=dtype)
     descs = {n: descriptor(like, consts["BLOCK_M"] if n in ("q_desc", "do_desc") else KEYS_PER_WARPGROUP)
              for n in ("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc")}
