@@ -1,5 +1,6 @@
-"""Suite ``losses``: fused cross-entropy fwd+bwd and linear cross-entropy against torch eager, torch.compile and
-Liger-Kernel, in the same run. TB/s counts the logits read once plus the gradient written once.
+"""Suite ``losses``: fused cross-entropy (forward, and forward+backward) and linear cross-entropy against torch
+eager, torch.compile and Liger-Kernel, in the same run. TB/s counts the logits read once plus, with the backward,
+the gradient written once.
 
 Example:
     python -m tessera.bench losses --quick
@@ -39,8 +40,9 @@ def peak_extra_gb(fn: Callable[[], object], keep_bytes: int = 0) -> Optional[flo
         return None
 
 
-def ce_callables(N: int, V: int, dtype=None):
-    """(inputs, {name: fwd+bwd callable}) for one cross-entropy shape; every callable returns the gradient."""
+def ce_callables(N: int, V: int, dtype=None, backward: bool = True):
+    """(inputs, {name: callable}) for one cross-entropy shape: forward and backward (each callable
+    returns the gradient), or with ``backward=False`` the loss alone."""
     import torch
     import torch.nn.functional as F
 
@@ -52,49 +54,41 @@ def ce_callables(N: int, V: int, dtype=None):
     t[::17] = -100
     one = torch.ones((), device="cuda")
 
-    def tessera():
-        loss, g = cross_entropy_fwd(x, t)
-        return cross_entropy_bwd(one, g, "mean")
-
-    def eager():
-        xr = x.detach().requires_grad_()
-        F.cross_entropy(xr, t).backward()
+    def run(loss_fn, logits):
+        if not backward:
+            return loss_fn(logits, t)
+        xr = logits.detach().requires_grad_()
+        loss_fn(xr, t).backward()
         return xr.grad
+
+    def tessera():
+        loss, g = cross_entropy_fwd(x, t, compute_grad=backward)
+        return cross_entropy_bwd(one, g, "mean") if backward else loss
 
     compiled_loss = torch.compile(lambda a, b: F.cross_entropy(a, b), dynamic=False)
-
-    def compiled():
-        xr = x.detach().requires_grad_()
-        compiled_loss(xr, t).backward()
-        return xr.grad
-
-    fns = {"tessera": tessera, "torch": eager, "torch.compile": compiled}
+    fns = {"tessera": tessera, "torch": lambda: run(F.cross_entropy, x),
+           "torch.compile": lambda: run(compiled_loss, x)}
     liger_ce, _ = _liger()
     if liger_ce is not None:
         mod = liger_ce()
         xl = x.clone()  # Liger writes the gradient into its input
-
-        def liger():
-            xr = xl.detach().requires_grad_()
-            mod(xr, t).backward()
-            return xr.grad
-
-        fns["liger"] = liger
+        fns["liger"] = lambda: run(mod, xl)
     return (x, t), fns
 
 
-def bench_ce(N: int, V: int) -> Row:
+def bench_ce(N: int, V: int, backward: bool = True) -> Row:
     import torch
 
-    (x, t), fns = ce_callables(N, V)
-    nbytes = 2 * x.numel() * x.element_size()
+    (x, t), fns = ce_callables(N, V, backward=backward)
+    logit_bytes = x.numel() * x.element_size()
+    nbytes = (2 if backward else 1) * logit_bytes  # logits read (and the gradient written)
     ms = {name: try_bench(fn) for name, fn in fns.items()}
-    grad_bytes = x.numel() * x.element_size()
-    mem = {name: peak_extra_gb(fn, keep_bytes=0 if name == "liger" else grad_bytes) for name, fn in fns.items()}
+    keep = logit_bytes if backward else 0
+    mem = {name: peak_extra_gb(fn, keep_bytes=0 if name == "liger" else keep) for name, fn in fns.items()}
     del x, t, fns
     torch.cuda.empty_cache()
     notes = "extra GB " + ", ".join(f"{k}={v:.2f}" for k, v in mem.items() if v is not None)
-    return Row("losses", f"ce fwd+bwd {N}x{V} bf16", "TB/s", tbps(nbytes, ms["tessera"]),
+    return Row("losses", f"ce {'fwd+bwd' if backward else 'fwd'} {N}x{V} bf16", "TB/s", tbps(nbytes, ms["tessera"]),
                {k: tbps(nbytes, v) for k, v in ms.items() if k != "tessera"}, notes)
 
 
@@ -112,12 +106,16 @@ def lce_callables(N: int, D: int, V: int, chunk_size: Optional[int] = None):
     def tessera():
         return linear_cross_entropy(h, w, t, chunk_size=chunk_size)
 
-    def eager():
+    def materialised(loss_fn):
         hr, wr = h.detach().requires_grad_(), w.detach().requires_grad_()
-        F.cross_entropy((hr @ wr).float(), t).backward()
+        loss_fn(hr, wr, t).backward()
         return hr.grad, wr.grad
 
-    fns = {"tessera": tessera, "torch": eager}
+    def loss(a, b, c):
+        return F.cross_entropy((a @ b).float(), c)
+
+    compiled = torch.compile(loss, dynamic=False)
+    fns = {"tessera": tessera, "torch": lambda: materialised(loss), "torch.compile": lambda: materialised(compiled)}
     _, liger_flce = _liger()
     if liger_flce is not None:
         mod = liger_flce()
@@ -148,9 +146,9 @@ def bench_lce(N: int, D: int, V: int) -> Row:
 
 def run(args) -> List[Row]:
     """All cross-entropy rows (``--quick``: the 32k vocabulary and a smaller linear case)."""
-    rows = [bench_ce(8192, 32000)]
+    rows = [bench_ce(8192, 32000, backward=False), bench_ce(8192, 32000)]
     if not args.quick:
-        rows.append(bench_ce(8192, 128256))
+        rows += [bench_ce(8192, 128256, backward=False), bench_ce(8192, 128256)]
         rows.append(bench_lce(8192, 4096, 128256))
     else:
         rows.append(bench_lce(2048, 2048, 32000))
