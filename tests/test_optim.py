@@ -119,7 +119,8 @@ def test_fused_kernel_matches_torch(name):
 
 
 @pytest.mark.parametrize("hyper", [dict(lr=0.05, momentum=0.9, weight_decay=0.01), dict(lr=0.05, momentum=0.9,
-                                                                                       nesterov=True), dict(lr=0.1)])
+                                                                                       nesterov=True), dict(lr=0.1),
+                                   dict(lr=0.05, momentum=0.8, dampening=0.3)])
 def test_fused_sgd_matches_torch(hyper):
     params = make_params(torch.float32, shapes=SIZES, seed=2)
     ref = run_torch(torch.optim.SGD, params, 3, foreach=False, **hyper)
@@ -149,6 +150,44 @@ def test_master_weights_follow_fp32_adamw(fused):
         # grads were rounded to fp16, so the fp32 reference differs by about that rounding
         torch.testing.assert_close(m, r, rtol=2e-3, atol=2e-4)
         assert torch.equal(p, m.to(low))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_master_weights_follow_fp32_sgd(fused):
+    low = torch.float16
+    params32 = make_params(torch.float32, shapes=SIZES, seed=4)
+    hyper = dict(lr=0.05, momentum=0.9, weight_decay=0.01)
+    ref = run_torch(torch.optim.SGD, params32, 3, foreach=False, **hyper)
+    dev = "cuda" if fused and torch.cuda.is_available() else "cpu"
+    mine = [p.to(low).to(dev) for p in params32]
+    opt = optim.SGD(mine, master_weights=True, fused=fused, **hyper)
+    opt.state.master = [p.clone().to(dev) for p in params32]
+    for s in range(3):
+        opt.step([g.to(low).to(dev) for g in grads_for(s, params32)])
+    assert opt.state.momentum_buffer[0].dtype == torch.float32
+    for m, p, r in zip(opt.state.master, mine, ref):
+        assert p.dtype == low
+        torch.testing.assert_close(m.cpu(), r, rtol=2e-3, atol=2e-4)
+        assert torch.equal(p, m.to(low))
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_fused_step_is_one_launch_per_dtype_group(name, monkeypatch):
+    from tessera.kernels.optim import _kernels
+
+    kernel = _kernels.adam_mt_kernel if name == "AdamW" else _kernels.sgd_mt_kernel
+    launches = []
+
+    class Spy:
+        def __getitem__(self, grid):
+            return lambda *a, **k: (launches.append(k["P_TY"]), kernel[grid](*a, **k))[1]
+
+    monkeypatch.setattr(_kernels, kernel.__name__, Spy())
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    params = make_params(torch.float32, dev, SIZES, 5) + make_params(torch.float16, dev, SIZES[:2], 6)
+    hyper = dict(lr=0.01) if name == "AdamW" else dict(lr=0.01, momentum=0.9)
+    getattr(optim, name)(params, fused=True, **hyper).step(grads_for(0, params))
+    assert len(launches) == 2 and len(set(map(str, launches))) == 2  # seven tensors, two dtypes
 
 
 def test_tessera_tensors_update_in_place():
