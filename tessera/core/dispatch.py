@@ -89,9 +89,16 @@ _MEMO_LIMIT = 4096  # accepted signatures kept per primitive
 
 
 def _signature(args, attrs):
-    """A hashable key of what the shape rule reads, or None where an attribute is unhashable."""
-    key = [tuple(a._data.shape) + (a._dtype,) if isinstance(a, Tensor) else
-           (type(a), a if isinstance(a, (bool, int, float, str)) or a is None else None) for a in args]
+    """A hashable key of what the shape rule reads, or None where an argument is neither a tensor nor a
+    scalar (a list, say) or an attribute is unhashable: such calls are checked every time."""
+    key = []
+    for a in args:
+        if isinstance(a, Tensor):
+            key.append(tuple(a._data.shape) + (a._dtype,))
+        elif a is None or isinstance(a, (bool, int, float, str)):
+            key.append((type(a), a))
+        else:
+            return None
     key.append(tuple(attrs.items()))
     try:
         hash(key[-1])
