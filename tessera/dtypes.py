@@ -26,7 +26,15 @@ from .errors import TesseraDTypeError
 
 @dataclass(frozen=True, eq=False)
 class DType:
-    """A storage dtype, optionally carrying an accumulation policy (``accum``)."""
+    """A storage dtype, optionally carrying an accumulation policy (``accum``).
+
+    Example:
+        >>> import tessera as ts
+        >>> isinstance(ts.bf16, ts.DType), ts.bf16.bits, ts.bf16.itemsize, ts.int8.kind
+        (True, 16, 2, 'int')
+        >>> ts.bf16 @ ts.accum(ts.f32)
+        bf16 @ accum(f32)
+    """
 
     name: str
     kind: str  # "float", "int", "uint" or "bool"

@@ -28,7 +28,17 @@ def _mentions_grad(code: types.CodeType) -> bool:
 
 
 class Function:
-    """A checked, tape-recording Python function (what ``@ts.function`` returns)."""
+    """A checked, tape-recording Python function (what ``@ts.function`` returns).
+
+    Example:
+        >>> import tessera as ts
+        >>> @ts.function
+        ... def double(x: ts.Tensor["N", ts.f32]):
+        ...     return x * 2
+        >>> with ts.device("cpu"):
+        ...     isinstance(double, ts.Function), double, double(ts.ones(2)).tolist()
+        (True, <ts.function double>, [2.0, 2.0])
+    """
 
     def __init__(self, fn, tape="auto"):
         if isinstance(fn, Function):

@@ -18,7 +18,15 @@ _STACK: list = []
 
 
 class Device:
-    """A device (``cpu`` or ``cuda[:i]``); a context manager that makes it the default."""
+    """A device (``cpu`` or ``cuda[:i]``); a context manager that makes it the default.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.Device("cpu") as dev:
+        ...     x = ts.zeros(2)
+        >>> dev.type, x.device == dev, dev == "cpu"
+        ('cpu', True, True)
+    """
 
     __slots__ = ("torch",)
 

@@ -35,7 +35,15 @@ def _api():
 
 
 class Tensor:
-    """A typed tensor: ``shape`` (ints; symbolic dims while tracing), ``dtype``, ``device``."""
+    """A typed tensor: ``shape`` (ints; symbolic dims while tracing), ``dtype``, ``device``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     x = ts.Tensor([[1, 2], [3, 4]], dtype=ts.f32)
+        >>> x.shape, x.dtype, x.device, (x @ x).tolist()
+        ((2, 2), f32, cpu, [[7.0, 10.0], [15.0, 22.0]])
+    """
 
     __slots__ = ("_data", "_dtype", "_producer", "__weakref__")
     __array_priority__ = 1000  # numpy defers to our reflected operators

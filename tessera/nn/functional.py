@@ -59,7 +59,15 @@ def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None):
 
 
 def matmul(a, b):
-    """Matrix product (same as ``ts.matmul`` and ``a @ b``)."""
+    """Matrix product (same as ``ts.matmul`` and ``a @ b``).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y = ts.nn.matmul(ts.ones(2, 3), ts.ones(3, 4))
+        >>> y.shape, y[0, 0].item()
+        ((2, 4), 3.0)
+    """
     return api.matmul(a, b)
 
 
@@ -80,14 +88,30 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
 
 
 def rms_norm(x, weight=None, eps: float = 1e-6):
-    """RMS normalisation over the last dim: ``x / sqrt(mean(x**2) + eps) * weight``."""
+    """RMS normalisation over the last dim: ``x / sqrt(mean(x**2) + eps) * weight``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y = ts.nn.rms_norm(ts.tensor([[3.0, -3.0, 3.0, -3.0]]), weight=ts.full((4,), 2.0))
+        >>> [round(v, 4) for v in y[0].tolist()]
+        [2.0, -2.0, 2.0, -2.0]
+    """
     _tensor("rms_norm", "x", x)
     _tensor("rms_norm", "weight", weight, optional=True)
     return bind(RMS_NORM, x, weight, eps=float(eps))[0]
 
 
 def gelu(x, approximate: str = "none"):
-    """GELU, exact (``approximate="none"``) or with the tanh approximation."""
+    """GELU, exact (``approximate="none"``) or with the tanh approximation.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     x = ts.tensor([-1.0, 0.0, 1.0])
+        >>> [round(v, 4) for v in ts.nn.gelu(x).tolist()], round(ts.nn.gelu(x, approximate="tanh")[2].item(), 4)
+        ([-0.1587, 0.0, 0.8413], 0.8412)
+    """
     _tensor("gelu", "x", x)
     if approximate not in ("none", "tanh"):
         raise TesseraValueError(f"ts.nn.gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -95,25 +119,55 @@ def gelu(x, approximate: str = "none"):
 
 
 def silu(x):
-    """SiLU (swish): ``x * sigmoid(x)``."""
+    """SiLU (swish): ``x * sigmoid(x)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     [round(v, 4) for v in ts.nn.silu(ts.tensor([0.0, 1.0, -1.0])).tolist()]
+        [0.0, 0.7311, -0.2689]
+    """
     _tensor("silu", "x", x)
     return bind(ACTIVATION, x, kind="silu")
 
 
 def relu(x):
-    """ReLU: ``max(x, 0)``."""
+    """ReLU: ``max(x, 0)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.nn.relu(ts.tensor([-2.0, 0.5])).tolist(), ts.nn.relu(ts.tensor([-3, 4])).tolist()
+        ([0.0, 0.5], [0, 4])
+    """
     _tensor("relu", "x", x)
     return api.maximum(x, 0.0 if x.dtype.is_floating else 0)
 
 
 def softmax(x, dim: int = -1):
-    """Softmax along ``dim`` (computed in f32)."""
+    """Softmax along ``dim`` (computed in f32).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     p = ts.nn.softmax(ts.log(ts.tensor([[1.0, 3.0], [2.0, 2.0]])), dim=-1)
+        >>> [[round(v, 4) for v in row] for row in p.tolist()]
+        [[0.25, 0.75], [0.5, 0.5]]
+    """
     _tensor("softmax", "x", x)
     return bind(SOFTMAX, x, axis=normalize_axis("softmax", dim, x.ndim), log=False)
 
 
 def log_softmax(x, dim: int = -1):
-    """Log-softmax along ``dim`` (computed in f32)."""
+    """Log-softmax along ``dim`` (computed in f32).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y = ts.nn.log_softmax(ts.zeros(2, 4), dim=1)
+        >>> y.shape, round(y[0, 0].item(), 4)
+        ((2, 4), -1.3863)
+    """
     _tensor("log_softmax", "x", x)
     return bind(SOFTMAX, x, axis=normalize_axis("log_softmax", dim, x.ndim), log=True)
 
@@ -180,6 +234,14 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
 
     ``reduction`` is "mean" (over non-ignored targets), "sum" or "none". The gradient is computed
     in the same pass as the loss when a tape is recording.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     logits, targets = ts.zeros(3, 4), ts.tensor([0, 1, -100])
+        ...     per_token = ts.nn.cross_entropy(logits, targets, reduction="none")
+        >>> [round(v, 4) for v in per_token.tolist()]
+        [1.3863, 1.3863, 0.0]
     """
     _tensor("cross_entropy", "logits", logits)
     _tensor("cross_entropy", "targets", targets)
@@ -244,14 +306,30 @@ def linear_cross_entropy(h, w, targets, bias=None, ignore_index: int = -100, red
 
 
 def swiglu(gate, up):
-    """``silu(gate) * up``, the gated MLP activation of LLaMA-style models."""
+    """``silu(gate) * up``, the gated MLP activation of LLaMA-style models.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y = ts.nn.swiglu(ts.tensor([0.0, 1.0]), ts.tensor([2.0, 2.0]))
+        >>> [round(v, 4) for v in y.tolist()]
+        [0.0, 1.4621]
+    """
     _tensor("swiglu", "gate", gate)
     _tensor("swiglu", "up", up)
     return bind(SWIGLU, gate, up)
 
 
 def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5):
-    """Residual add fused with the following norm: returns ``(layer_norm(x + residual), x + residual)``."""
+    """Residual add fused with the following norm: returns ``(layer_norm(x + residual), x + residual)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y, s = ts.nn.add_layer_norm(ts.ones(1, 4), ts.arange(4, dtype=ts.f32).reshape(1, 4))
+        >>> s.tolist(), [round(v, 3) for v in y[0].tolist()]
+        ([[1.0, 2.0, 3.0, 4.0]], [-1.342, -0.447, 0.447, 1.342])
+    """
     for name, t in (("x", x), ("residual", residual)):
         _tensor("add_layer_norm", name, t)
     y, s, _, _ = bind(ADD_LAYER_NORM, x, residual, weight, bias, eps=float(eps))
@@ -259,7 +337,15 @@ def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5):
 
 
 def add_rms_norm(x, residual, weight=None, eps: float = 1e-6):
-    """Residual add fused with the following RMS norm: returns ``(rms_norm(x + residual), x + residual)``."""
+    """Residual add fused with the following RMS norm: returns ``(rms_norm(x + residual), x + residual)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y, s = ts.nn.add_rms_norm(ts.full((2, 4), 1.5), ts.full((2, 4), 0.5))
+        >>> s[0, 0].item(), round(y[0, 0].item(), 4), y.shape
+        (2.0, 1.0, (2, 4))
+    """
     for name, t in (("x", x), ("residual", residual)):
         _tensor("add_rms_norm", name, t)
     y, s, _ = bind(ADD_RMS_NORM, x, residual, weight, None, eps=float(eps))

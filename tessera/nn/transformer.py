@@ -24,7 +24,16 @@ _REQUIRED = ("w_qkv", "w_out", "w_mlp")
 
 
 def transformer_layer(x, weights: Mapping[str, object], num_heads: int = 16, causal: bool = True):
-    """One pre-residual transformer layer: attention, projection, residual, layer norm, GELU MLP, residual."""
+    """One pre-residual transformer layer: attention, projection, residual, layer norm, GELU MLP, residual.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.manual_seed(0)
+        ...     w = {"w_qkv": ts.randn(16, 48) * 0.1, "w_out": ts.randn(16, 16) * 0.1, "w_mlp": ts.randn(16, 64) * 0.1}
+        ...     ts.nn.transformer_layer(ts.randn(2, 8, 16), w, num_heads=2).shape
+        (2, 8, 16)
+    """
     if not isinstance(weights, Mapping):
         raise TesseraTypeError(f"ts.nn.transformer_layer: weights must be a dict with keys {_REQUIRED}, "
                                f"got {type(weights).__name__}")
@@ -53,7 +62,16 @@ def transformer_layer(x, weights: Mapping[str, object], num_heads: int = 16, cau
 def transformer_stack(x, weights: Union[Sequence[Mapping[str, object]], Mapping[str, object]], num_layers: int = None,
                       num_heads: int = 16, causal: bool = True):
     """``num_layers`` transformer layers; ``weights`` is a list of per-layer dicts, or one dict of
-    tensors stacked along a leading layer dim."""
+    tensors stacked along a leading layer dim.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.manual_seed(0)
+        ...     stacked = {"w_qkv": ts.zeros(3, 8, 24), "w_out": ts.zeros(3, 8, 8), "w_mlp": ts.zeros(3, 8, 32)}
+        ...     ts.nn.transformer_stack(ts.randn(1, 4, 8), stacked, num_heads=2).shape  # 3 layers
+        (1, 4, 8)
+    """
     if isinstance(weights, Mapping):
         n = weights["w_qkv"].shape[0]
         layers = [{k: w[i] for k, w in weights.items()} for i in range(n)]

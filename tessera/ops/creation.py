@@ -100,7 +100,16 @@ def _dtype(dtype, default):
 
 
 def full(*shape, fill_value=None, dtype=None, device=None):
-    """A tensor of ``shape`` filled with ``fill_value``: ``ts.full((2, 3), 1.5)``."""
+    """A tensor of ``shape`` filled with ``fill_value``: ``ts.full((2, 3), 1.5)``.
+
+    The dtype follows the value (bool, int64 or f32) unless ``dtype`` is given.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.full((2, 2), 1.5).tolist(), ts.full((3,), 7).dtype
+        ([[1.5, 1.5], [1.5, 1.5]], int64)
+    """
     if fill_value is None and len(shape) == 2 and isinstance(shape[0], (tuple, list)):
         shape, fill_value = (shape[0],), shape[1]
     shape = _shape(shape, "full")
@@ -115,17 +124,40 @@ def full(*shape, fill_value=None, dtype=None, device=None):
 
 
 def zeros(*shape, dtype=None, device=None):
-    """A tensor of zeros: ``ts.zeros(2, 3, dtype=ts.bf16)``."""
+    """A tensor of zeros: ``ts.zeros(2, 3, dtype=ts.bf16)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     z = ts.zeros(2, 3, dtype=ts.bf16)
+        >>> z.shape, z.dtype, z.sum().item()
+        ((2, 3), bf16, 0.0)
+    """
     return full(_shape(shape, "zeros"), fill_value=0, dtype=_dtype(dtype, dt.f32), device=device)
 
 
 def ones(*shape, dtype=None, device=None):
-    """A tensor of ones: ``ts.ones(2, 3)``."""
+    """A tensor of ones: ``ts.ones(2, 3)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.ones((2, 3)).tolist()
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
     return full(_shape(shape, "ones"), fill_value=1, dtype=_dtype(dtype, dt.f32), device=device)
 
 
 def empty(*shape, dtype=None, device=None):
-    """An uninitialised tensor (fast; read nothing before writing)."""
+    """An uninitialised tensor (fast; read nothing before writing).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     buf = ts.empty(4, 8, dtype=ts.f16)
+        >>> buf.shape, buf.dtype
+        ((4, 8), f16)
+    """
     shape = _shape(shape, "empty")
     if has_symbolic(shape):
         return zeros(shape, dtype=dtype, device=device)
@@ -138,23 +170,64 @@ def _like(x, dtype, device):
 
 
 def zeros_like(x, dtype=None, device=None):
+    """Zeros with ``x``'s shape, dtype and device (unless ``dtype`` or ``device`` is given).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     z = ts.zeros_like(ts.randn(2, 3, dtype=ts.bf16))
+        >>> z.shape, z.dtype, z.abs().max().item()
+        ((2, 3), bf16, 0.0)
+    """
     return zeros(x.shape, **_like(x, dtype, device))
 
 
 def ones_like(x, dtype=None, device=None):
+    """Ones with ``x``'s shape, dtype and device (unless ``dtype`` or ``device`` is given).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.ones_like(ts.arange(3)).tolist(), ts.ones_like(ts.arange(3), dtype=ts.f32).dtype
+        ([1, 1, 1], f32)
+    """
     return ones(x.shape, **_like(x, dtype, device))
 
 
 def full_like(x, fill_value, dtype=None, device=None):
+    """``fill_value`` in ``x``'s shape, dtype and device (unless ``dtype`` or ``device`` is given).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.full_like(ts.zeros(2, 2), -1.5).tolist()
+        [[-1.5, -1.5], [-1.5, -1.5]]
+    """
     return full(x.shape, fill_value=fill_value, **_like(x, dtype, device))
 
 
 def empty_like(x, dtype=None, device=None):
+    """An uninitialised tensor like ``x`` (its shape; its dtype and device unless given).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     e = ts.empty_like(ts.zeros(4, 2), dtype=ts.int32)
+        >>> e.shape, e.dtype
+        ((4, 2), int32)
+    """
     return empty(x.shape, **_like(x, dtype, device))
 
 
 def arange(start, stop=None, step=1, *, dtype=None, device=None):
-    """``ts.arange(5)``, ``ts.arange(2, 10, 3)``; int64 for ints unless ``dtype`` says otherwise."""
+    """``ts.arange(5)``, ``ts.arange(2, 10, 3)``; int64 for ints unless ``dtype`` says otherwise.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.arange(5).tolist(), ts.arange(2, 10, 3).tolist(), ts.arange(0, 1, 0.25).dtype
+        ([0, 1, 2, 3, 4], [2, 5, 8], f32)
+    """
     if stop is None:
         start, stop = 0, start
     default = dt.int64 if all(isinstance(v, (int, Dim)) for v in (start, stop, step)) else dt.f32
@@ -176,7 +249,16 @@ def _random_shape(shape, fn):
 
 
 def randn(*shape, dtype=None, device=None):
-    """Standard-normal samples: ``ts.randn(B, S, D, dtype=ts.bf16)`` (seed with ``ts.manual_seed``)."""
+    """Standard-normal samples: ``ts.randn(B, S, D, dtype=ts.bf16)`` (seed with ``ts.manual_seed``).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.manual_seed(0)
+        ...     x = ts.randn(2, 3, dtype=ts.bf16)
+        >>> x.shape, x.dtype
+        ((2, 3), bf16)
+    """
     d = _dtype(dtype, dt.f32)
     t = torch.randn(_random_shape(shape, "randn"), dtype=torch.float32 if d.kind != "float" else d.torch_dtype,
                     device=torch_device(device))
@@ -184,14 +266,32 @@ def randn(*shape, dtype=None, device=None):
 
 
 def rand(*shape, dtype=None, device=None):
-    """Uniform samples in [0, 1)."""
+    """Uniform samples in [0, 1).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.manual_seed(0)
+        ...     u = ts.rand(1000)
+        >>> u.shape, 0.0 <= u.min().item() <= u.max().item() < 1.0
+        ((1000,), True)
+    """
     d = _dtype(dtype, dt.f32)
     t = torch.rand(_random_shape(shape, "rand"), dtype=d.torch_dtype, device=torch_device(device))
     return Tensor._from_torch(t, d)
 
 
 def randint(low, high=None, size=None, *, dtype=None, device=None):
-    """Integers uniform in [low, high): ``ts.randint(0, 50000, (B, S))`` (int32 by default)."""
+    """Integers uniform in [low, high): ``ts.randint(0, 50000, (B, S))`` (int32 by default).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.manual_seed(0)
+        ...     ids = ts.randint(0, 10, (2, 5))
+        >>> ids.shape, ids.dtype, 0 <= ids.min().item() <= ids.max().item() < 10
+        ((2, 5), int32, True)
+    """
     if high is None:
         low, high = 0, low
     if size is None:
@@ -205,10 +305,29 @@ def randint(low, high=None, size=None, *, dtype=None, device=None):
 
 
 def manual_seed(seed: int) -> None:
-    """Seed Tessera's random tensors on every device."""
+    """Seed Tessera's random tensors on every device.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.manual_seed(42); a = ts.randn(3)
+        ...     ts.manual_seed(42); b = ts.randn(3)
+        >>> a.tolist() == b.tolist()
+        True
+    """
     torch.manual_seed(int(seed))
 
 
 def tensor(data, dtype=None, device=None):
-    """A tensor from Python data, numpy, or a torch tensor (copied): ``ts.tensor([1, 2, 3])``."""
+    """A tensor from Python data, numpy, or a torch tensor (copied): ``ts.tensor([1, 2, 3])``.
+
+    Python floats become f32 and ints int64 unless ``dtype`` is given.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     x = ts.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> x.shape, x.dtype, ts.tensor([1, 2, 3]).dtype, ts.tensor([1, 2], dtype=ts.bf16).tolist()
+        ((2, 2), f32, int64, [1.0, 2.0])
+    """
     return Tensor(data, dtype=dtype, device=device)

@@ -248,6 +248,53 @@ def logical_and(a, b): return bind(LOGICAL_AND, a, b)
 def logical_or(a, b): return bind(LOGICAL_OR, a, b)
 
 
+# ------------------------------------------------------------------------ docstrings of the one-line ops
+def _document(fn, summary: str, args: str, result: str) -> None:
+    """Give the one-line op ``fn`` its docstring: ``summary`` and a CPU example calling ``ts.<name>(args)``,
+    which prints the result's dtype and values (rounded to 4 places) as ``result``."""
+    fn.__doc__ = f"""{summary}
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     y = ts.{fn.__name__}({args})
+        >>> y.dtype, [round(v, 4) for v in y.tolist()]
+        {result}
+    """
+
+
+for _fn, _summary, _args, _result in (
+        (exp, "``e ** x``, elementwise (integer inputs give f32).", "ts.tensor([0, 1])", "(f32, [1.0, 2.7183])"),
+        (log, "Natural logarithm, elementwise (``-inf`` at 0, ``nan`` below).", "ts.tensor([1.0, 4.0])",
+         "(f32, [0.0, 1.3863])"),
+        (sqrt, "Square root, elementwise.", "ts.tensor([4.0, 2.0])", "(f32, [2.0, 1.4142])"),
+        (rsqrt, "Reciprocal square root ``1 / sqrt(x)``, elementwise.", "ts.tensor([4.0, 0.25])", "(f32, [0.5, 2.0])"),
+        (tanh, "Hyperbolic tangent, elementwise.", "ts.tensor([0.0, 1.0])", "(f32, [0.0, 0.7616])"),
+        (erf, "The Gauss error function, elementwise (exact GELU is ``x * (1 + erf(x / sqrt(2))) / 2``).",
+         "ts.tensor([0.0, 1.0])", "(f32, [0.0, 0.8427])"),
+        (sin, "Sine of an angle in radians, elementwise.", "ts.tensor([0.0, 1.5708])", "(f32, [0.0, 1.0])"),
+        (cos, "Cosine of an angle in radians, elementwise.", "ts.tensor([0.0, 3.1416])", "(f32, [1.0, -1.0])"),
+        (sigmoid, "Logistic sigmoid ``1 / (1 + exp(-x))``, elementwise.", "ts.tensor([0.0, 2.0])",
+         "(f32, [0.5, 0.8808])"),
+        (abs, "Absolute value, elementwise; integer dtypes are kept.", "ts.tensor([-2, 3])", "(int64, [2, 3])"),
+        (add, "Elementwise ``a + b`` with broadcasting; either side may be a Python scalar.",
+         "ts.tensor([1.0, 2.0]), 0.5", "(f32, [1.5, 2.5])"),
+        (sub, "Elementwise ``a - b`` with broadcasting; either side may be a Python scalar.",
+         "10, ts.tensor([1, 4])", "(int64, [9, 6])"),
+        (mul, "Elementwise ``a * b`` with broadcasting; either side may be a Python scalar.",
+         "ts.tensor([1.0, 2.0]), ts.tensor([3.0])", "(f32, [3.0, 6.0])"),
+        (div, "True division ``a / b`` with broadcasting; integer inputs give f32.",
+         "ts.tensor([1, 3]), 2", "(f32, [0.5, 1.5])"),
+        (pow, "Elementwise ``a ** b`` with broadcasting; the exponent may be a scalar or a tensor.",
+         "ts.tensor([2.0, 3.0]), 2", "(f32, [4.0, 9.0])"),
+        (maximum, "The larger of ``a`` and ``b``, elementwise with broadcasting (scalars allowed).",
+         "ts.tensor([1.0, 5.0]), ts.tensor([3.0, 2.0])", "(f32, [3.0, 5.0])"),
+        (minimum, "The smaller of ``a`` and ``b``, elementwise with broadcasting (scalars allowed).",
+         "ts.tensor([1.0, 5.0]), 2.0", "(f32, [1.0, 2.0])")):
+    _document(_fn, _summary, _args, _result)
+del _fn, _summary, _args, _result
+
+
 # ------------------------------------------------------------------------ where
 class Where(Primitive):
     name = "where"

@@ -125,12 +125,27 @@ def sum(x, dim=None, keepdim: bool = False):
 
 
 def max(x, dim=None, keepdim: bool = False):
-    """Largest value over ``dim`` (values only; use ``argmax`` for positions)."""
+    """Largest value over ``dim`` (values only; use ``argmax`` for positions).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     x = ts.tensor([[1.0, 5.0], [4.0, 2.0]])
+        >>> ts.max(x).item(), ts.max(x, dim=1).tolist(), ts.max(x, dim=0, keepdim=True).shape
+        (5.0, [5.0, 4.0], (1, 2))
+    """
     return bind(MAX, x, axes=_axes("max", x, dim), keepdim=keepdim)
 
 
 def min(x, dim=None, keepdim: bool = False):
-    """Smallest value over ``dim``."""
+    """Smallest value over ``dim``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.min(ts.tensor([[3, -1], [0, 7]]), dim=0).tolist()
+        [0, -1]
+    """
     return bind(MIN, x, axes=_axes("min", x, dim), keepdim=keepdim)
 
 
@@ -141,12 +156,27 @@ def _arg(prim, x, dim, keepdim):
 
 
 def argmax(x, dim=None, keepdim: bool = False):
-    """Index of the largest value along ``dim`` (of the flattened tensor when None)."""
+    """Index of the largest value along ``dim`` (of the flattened tensor when None).
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     x = ts.tensor([[1.0, 5.0], [4.0, 2.0]])
+        >>> ts.argmax(x).item(), ts.argmax(x, dim=0).tolist()
+        (1, [1, 0])
+    """
     return _arg(ARGMAX, x, dim, keepdim)
 
 
 def argmin(x, dim=None, keepdim: bool = False):
-    """Index of the smallest value along ``dim``."""
+    """Index of the smallest value along ``dim``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.argmin(ts.tensor([[3.0, 0.5, 2.0]]), dim=-1).tolist()
+        [1]
+    """
     return _arg(ARGMIN, x, dim, keepdim)
 
 

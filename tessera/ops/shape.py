@@ -121,7 +121,15 @@ PERMUTE = Permute()
 
 
 def permute(x, *dims):
-    """Reorder dims: ``x.permute(0, 2, 1, 3)``."""
+    """Reorder dims: ``x.permute(0, 2, 1, 3)``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     x = ts.zeros(2, 3, 4)
+        >>> ts.permute(x, 2, 0, 1).shape, x.permute(0, 2, 1).shape
+        ((4, 2, 3), (2, 4, 3))
+    """
     dims = _shape_args(dims)
     n = x.ndim
     if all(type(d) is int and 0 <= d < n for d in dims):
@@ -443,7 +451,14 @@ def cat(tensors: Sequence, dim: int = 0):
 
 
 def stack(tensors: Sequence, dim: int = 0):
-    """Stack tensors of one shape along a new dim ``dim``."""
+    """Stack tensors of one shape along a new dim ``dim``.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     ts.stack([ts.ones(3), ts.zeros(3)], dim=1).tolist()
+        [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]
+    """
     tensors = list(tensors)
     if not tensors:
         raise TesseraShapeError("stack: needs at least one tensor")

@@ -33,6 +33,12 @@ class AdamState:
     """Adam/AdamW state: the number of updates done, the moments, and fp32 master weights (or None).
 
     ``exp_avg``, ``exp_avg_sq`` and ``master`` have the structure of the params.
+
+    Example:
+        >>> import torch
+        >>> state = adam_init({"w": torch.ones(2)})
+        >>> state.step, state.exp_avg["w"].tolist(), state.master
+        (0, [0.0, 0.0], None)
     """
 
     step: int

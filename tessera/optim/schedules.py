@@ -78,7 +78,13 @@ def linear_warmup(step: int, *, warmup: int, peak_lr: float, total: Optional[int
 
 @dataclass(frozen=True)
 class CosineWarmup:
-    """:func:`cosine_warmup` as an object: ``AdamW(params, lr=CosineWarmup(warmup=100, total=1000, peak_lr=3e-4))``."""
+    """:func:`cosine_warmup` as an object: ``AdamW(params, lr=CosineWarmup(warmup=100, total=1000, peak_lr=3e-4))``.
+
+    Example:
+        >>> sched = CosineWarmup(warmup=2, total=10, peak_lr=1.0)
+        >>> [round(sched(step), 4) for step in (0, 1, 2, 6, 10, 20)]
+        [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
+    """
 
     warmup: int
     total: int
@@ -94,7 +100,13 @@ class CosineWarmup:
 
 @dataclass(frozen=True)
 class LinearWarmup:
-    """:func:`linear_warmup` as an object: ``SGD(params, lr=LinearWarmup(warmup=10, peak_lr=0.1))``."""
+    """:func:`linear_warmup` as an object: ``SGD(params, lr=LinearWarmup(warmup=10, peak_lr=0.1))``.
+
+    Example:
+        >>> sched = LinearWarmup(warmup=4, peak_lr=0.1)
+        >>> [round(sched(step), 4) for step in (0, 2, 4, 100)]
+        [0.0, 0.05, 0.1, 0.1]
+    """
 
     warmup: int
     peak_lr: float

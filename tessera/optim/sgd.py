@@ -24,7 +24,15 @@ from .state import make_like, masters_for, rewrap
 
 @dataclass
 class SGDState:
-    """SGD state: updates done, momentum buffers (None until momentum is first used) and fp32 masters (or None)."""
+    """SGD state: updates done, momentum buffers (None until momentum is first used) and fp32 masters (or None).
+
+    Example:
+        >>> import torch
+        >>> state = sgd_init([torch.ones(2)])
+        >>> _, state = sgd_update([torch.ones(2)], [torch.ones(2)], state, lr=0.1, momentum=0.9)
+        >>> state.step, state.momentum_buffer[0].tolist(), state.master
+        (1, [1.0, 1.0], None)
+    """
 
     step: int
     momentum_buffer: Any = None

@@ -44,7 +44,14 @@ class TileSpec:
 
 
 class Tile:
-    """Annotation of a kernel's tensor parameter: ``Tile["M", "N", ts.f16]`` (see module docstring)."""
+    """Annotation of a kernel's tensor parameter: ``Tile["M", "N", ts.f16]`` (see module docstring).
+
+    Example:
+        >>> import tessera as ts
+        >>> spec = ts.Tile["M", "N", ts.f16]
+        >>> spec, spec.rank, spec.readonly
+        (Tile['M', 'N', f16], 2, Tile['M', 'N', f16].readonly)
+    """
 
     def __class_getitem__(cls, items) -> TileSpec:
         if not isinstance(items, tuple):
