@@ -27,6 +27,7 @@ from ..core.primitive import Aval, Primitive
 from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
 from ..runtime.philox import dropout_keep_mask
 from ..types.dims import Dim
+from .attention_reference import attention_bwd_reference, attention_mask, attention_reference
 from .rules import broadcast_shapes, normalize_axis, require_float, require_same_dtype, shape_str
 
 
@@ -429,62 +430,6 @@ class CrossEntropyBwd(Decomposed):
 
 
 # ------------------------------------------------------------------------ attention
-def attention_mask(Sq: int, Sk: int, causal: bool, mask, device):
-    """The boolean "may attend" matrix and the additive bias (or None) for the reference."""
-    allowed = torch.ones(Sq, Sk, dtype=torch.bool, device=device)
-    if causal:
-        i = torch.arange(Sq, device=device)[:, None]
-        j = torch.arange(Sk, device=device)[None, :]
-        allowed = j <= i + (Sk - Sq)
-    bias = None
-    if mask is not None:
-        if mask.dtype == torch.bool:
-            allowed = allowed & mask
-        else:
-            bias = mask
-            allowed = allowed & (mask > float("-inf"))
-    return allowed, bias
-
-
-def attention_reference(q, k, v, mask=None, *, causal=False, scale=None, dropout_p=0.0, seed=0):
-    """Attention as plain torch: returns (o, lse); fully masked rows give o = 0 and lse = -inf.
-
-    q ``[B, H, Sq, D]``, k/v ``[B, Hkv, Sk, D]`` (H a multiple of Hkv: grouped-query attention);
-    causal is aligned to the bottom-right (query i sees key j when j <= i + Sk - Sq).
-    """
-    B, H, Sq, D = q.shape
-    Hkv, Sk = k.shape[1], k.shape[2]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    kf = k.to(acc).repeat_interleave(H // Hkv, dim=1)
-    vf = v.to(acc).repeat_interleave(H // Hkv, dim=1)
-    s = torch.matmul(q.to(acc), kf.transpose(-1, -2)) * scale
-    allowed, bias = attention_mask(Sq, Sk, causal, mask, q.device)
-    if bias is not None:
-        s = s + bias.to(acc)
-    allowed = allowed.expand(B, H, Sq, Sk)
-    row_ok = allowed.any(-1, keepdim=True)
-    s = torch.where(allowed, s, float("-inf"))
-    s = torch.where(row_ok, s, 0.0)
-    lse = torch.logsumexp(s, -1, keepdim=True)
-    p = torch.where(allowed, torch.exp(s - lse), 0.0)
-    if dropout_p > 0.0:
-        keep = dropout_keep_mask(seed, (B, H, Sq, Sk), dropout_p, device=q.device)
-        p = torch.where(keep, p / (1.0 - dropout_p), 0.0)
-    o = torch.matmul(p, vf)
-    lse = torch.where(row_ok, lse, float("-inf"))[..., 0]
-    return o.to(q.dtype), lse.to(torch.float64 if acc == torch.float64 else torch.float32)
-
-
-def attention_bwd_reference(do, q, k, v, o, lse, mask=None, *, causal=False, scale=None, dropout_p=0.0, seed=0):
-    """Gradients (dq, dk, dv) of :func:`attention_reference` (by torch autograd on it)."""
-    with torch.enable_grad():
-        qs, ks, vs = (t.detach().requires_grad_(True) for t in (q, k, v))
-        out, _ = attention_reference(qs, ks, vs, mask, causal=causal, scale=scale, dropout_p=dropout_p, seed=seed)
-        dq, dk, dv = torch.autograd.grad(out, (qs, ks, vs), do.to(out.dtype))
-    return dq, dk, dv
-
-
 def _check_mask_dtype(mask) -> None:
     if mask.dtype.kind != "bool" and not mask.dtype.is_floating:
         raise TesseraDTypeError(
