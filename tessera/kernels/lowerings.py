@@ -51,6 +51,23 @@ def _register_attention(ka):
         supports=lambda do, q, k, v, o, lse, mask, **a: ka.supports(q, k, v, mask, a["dropout_p"]),
         name="flash_attention_bwd")
 
+    def offsets(cu_q, cu_k, q):
+        return cu_q.to(device=q.device, dtype=torch.int32), cu_k.to(device=q.device, dtype=torch.int32)
+
+    def varlen_fwd(q, k, v, cu_q, cu_k, *, causal, scale, max_seqlen_q, max_seqlen_k):
+        return ka.flash_attention_varlen_fwd(q, k, v, *offsets(cu_q, cu_k, q), max_seqlen_q, max_seqlen_k,
+                                             causal=causal, scale=scale)
+
+    def varlen_bwd(do, q, k, v, o, lse, cu_q, cu_k, *, causal, scale, max_seqlen_q, max_seqlen_k):
+        return ka.flash_attention_varlen_bwd(do, q, k, v, o, lse, *offsets(cu_q, cu_k, q), max_seqlen_q,
+                                             max_seqlen_k, causal=causal, scale=scale)
+
+    registry["flash_attention_varlen"].register_lowering(
+        "cuda", varlen_fwd, supports=lambda q, k, v, *_, **a: ka.supports(q, k, v), name="flash_attention_varlen_fwd")
+    registry["flash_attention_varlen_bwd"].register_lowering(
+        "cuda", varlen_bwd, supports=lambda do, q, k, v, *_, **a: ka.supports(q, k, v),
+        name="flash_attention_varlen_bwd")
+
 
 def _register_matmul(km):
     def acc_dtype(accum):

@@ -20,6 +20,7 @@ from ..ops.linalg import ACTIVATIONS, LINEAR, matmul_dtype
 from ..ops.nn_ops import (ACTIVATION, ADD_LAYER_NORM, ADD_RMS_NORM, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION,
                           LAYER_NORM, LINEAR_CROSS_ENTROPY, RMS_NORM, ROTARY, SOFTMAX, SWIGLU, recording_now)
 from ..ops.rules import normalize_axis
+from ..ops.varlen_attention import FLASH_ATTENTION_VARLEN
 
 
 def _tensor(fn: str, name: str, x, optional: bool = False):
@@ -272,6 +273,38 @@ def flash_attention(q, k, v, causal: bool = False, mask=None, scale=None, dropou
         raise TesseraValueError(f"ts.nn.flash_attention: dropout_p must be in [0, 1), got {dropout_p}")
     out, _ = bind(FLASH_ATTENTION, q, k, v, mask, causal=bool(causal), scale=None if scale is None else float(scale),
                   dropout_p=float(dropout_p), seed=int(seed))
+    return out
+
+
+def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k=None, *, causal: bool = False, scale=None,
+                           max_seqlen_q=None, max_seqlen_k=None):
+    """Attention over packed sequences of unequal lengths, without padding: q ``[total_q, H, D]``,
+    k/v ``[total_k, Hkv, D]``, sequence b holding tokens ``cu_seqlens[b]:cu_seqlens[b+1]``
+    (``cu_seqlens_k`` defaults to ``cu_seqlens_q``). Causal masking is bottom-right aligned within
+    each sequence. ``max_seqlen_*`` (the longest sequence) are computed from the offsets when not
+    given, which reads them back from the device once.
+
+    Example:
+        >>> import tessera as ts
+        >>> with ts.device("cpu"):
+        ...     q = ts.randn(7, 2, 8)                       # two sequences: 3 and 4 tokens
+        ...     cu = ts.tensor([0, 3, 7], dtype=ts.int32)
+        ...     ts.nn.flash_attention_varlen(q, q, q, cu, causal=True).shape
+        (7, 2, 8)
+    """
+    cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
+    for name, t in (("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        _tensor("flash_attention_varlen", name, t)
+
+    def longest(cu, given):
+        if given is not None:
+            return int(given)
+        lengths = cu.torch()[1:] - cu.torch()[:-1]
+        return int(lengths.max()) if lengths.numel() else 0
+
+    out, _ = bind(FLASH_ATTENTION_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, causal=bool(causal),
+                  scale=None if scale is None else float(scale), max_seqlen_q=longest(cu_seqlens_q, max_seqlen_q),
+                  max_seqlen_k=longest(cu_seqlens_k, max_seqlen_k))
     return out
 
 

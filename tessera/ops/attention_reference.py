@@ -107,3 +107,30 @@ def attention_bwd_reference(do, q, k, v, o, lse, mask=None, *, causal=False, sca
         out, _ = attention_reference(qs, ks, vs, mask, causal=causal, scale=scale, dropout_p=dropout_p, seed=seed)
         dq, dk, dv = torch.autograd.grad(out, (qs, ks, vs), do.to(out.dtype))
     return dq, dk, dv
+
+
+def varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
+    """Variable-length attention by looping :func:`attention_reference` over sequences.
+
+    q ``[total_q, H, D]``, k/v ``[total_k, Hkv, D]``; returns o ``[total_q, H, D]`` and
+    lse ``[H, total_q]``.
+
+    Example:
+        >>> import torch
+        >>> from tessera.ops.attention_reference import varlen_reference
+        >>> q = torch.randn(5, 2, 8); kv = torch.randn(6, 1, 8)
+        >>> cu = torch.tensor([0, 2, 5], dtype=torch.int32); cuk = torch.tensor([0, 4, 6], dtype=torch.int32)
+        >>> o, lse = varlen_reference(q, kv, kv, cu, cuk)
+        >>> tuple(lse.shape)
+        (2, 5)
+    """
+    outs, lses = [], []
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for b in range(len(cq) - 1):
+        qb = q[cq[b]:cq[b + 1]].transpose(0, 1).unsqueeze(0)
+        kb = k[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0)
+        vb = v[ck[b]:ck[b + 1]].transpose(0, 1).unsqueeze(0)
+        o, lse = attention_reference(qb, kb, vb, causal=causal, scale=scale)
+        outs.append(o[0].transpose(0, 1))
+        lses.append(lse[0])
+    return torch.cat(outs, 0), torch.cat(lses, 1)

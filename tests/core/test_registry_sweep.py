@@ -106,6 +106,10 @@ SAMPLES = {
     "flash_attention": (lambda: (T(1, 4, 5, 8), T(1, 2, 7, 8), T(1, 2, 7, 8), B(1, 1, 5, 7)),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": False, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
+    "flash_attention_varlen": (lambda: (T(5, 2, 8), T(7, 1, 8), T(7, 1, 8), I32([0, 2, 5]), I32([0, 4, 7])),
+                               {"causal": True, "scale": None, "max_seqlen_q": 3, "max_seqlen_k": 4}),
+    "flash_attention_varlen_bwd": (lambda: _varlen_bwd_args(), {"causal": True, "scale": None, "max_seqlen_q": 3,
+                                                                "max_seqlen_k": 4}),
 }
 
 
@@ -127,6 +131,17 @@ def _attn_bwd_args():
     o, lse = registry["flash_attention"].reference(q.torch(), k.torch(), v.torch(), None, causal=False, scale=0.3,
                                                    dropout_p=0.0, seed=0)
     return T(1, 2, 4, 8), q, k, v, ts.from_dlpack(o), ts.from_dlpack(lse), None
+
+
+def I32(values, device="cpu"):
+    return ts.from_dlpack(torch.tensor(values, dtype=torch.int32, device=device))
+
+
+def _varlen_bwd_args():
+    q, k, v, cu_q, cu_k = T(5, 2, 8), T(7, 1, 8), T(7, 1, 8), I32([0, 2, 5]), I32([0, 4, 7])
+    o, lse = registry["flash_attention_varlen"].reference(q.torch(), k.torch(), v.torch(), cu_q.torch(), cu_k.torch(),
+                                                          causal=True, scale=None, max_seqlen_q=3, max_seqlen_k=4)
+    return T(5, 2, 8), q, k, v, ts.from_dlpack(o), ts.from_dlpack(lse), cu_q, cu_k
 
 
 def test_every_primitive_has_a_sample():
@@ -207,6 +222,9 @@ def test_vjp_matches_finite_differences(name):
     assert checked, f"{name}: no input was checked"
 
 
+VARLEN_GPU_ATTRS = {"causal": True, "scale": None, "max_seqlen_q": 1000, "max_seqlen_k": 1200}
+
+
 GPU_SAMPLES = {  # larger, awkward sizes where a kernel has a lowering; (factory, attrs)
     # the GEMM kernel is routed to at sizes >= 512 (cuBLAS below); awkward sizes above that
     "matmul": (lambda: (G(3, 577, 640), G(640, 515)), {"accum": None}),
@@ -229,6 +247,8 @@ GPU_SAMPLES = {  # larger, awkward sizes where a kernel has a lowering; (factory
     "flash_attention": (lambda: (G(2, 4, 97, 64), G(2, 2, 130, 64), G(2, 2, 130, 64), None),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "flash_attention_bwd": (lambda: _attn_bwd_gpu_args(), {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
+    "flash_attention_varlen": (lambda: _fwd_of(_varlen_gpu_args()), VARLEN_GPU_ATTRS),
+    "flash_attention_varlen_bwd": (lambda: _varlen_gpu_args(), VARLEN_GPU_ATTRS),
     "cross_entropy": (lambda: (G(33, 5000), ts.from_dlpack(torch.randint(0, 5000, (33,), device="cuda"))),
                       {"ignore_index": -100, "label_smoothing": 0.0, "z_loss": 0.0, "reduction": "mean",
                        "compute_grad": True}),
@@ -249,6 +269,20 @@ def _attn_bwd_gpu_args():
     o, lse = registry["flash_attention"].reference(q.torch(), k.torch(), v.torch(), pad.torch(), causal=True,
                                                    scale=None, dropout_p=0.0, seed=0)
     return G(3, 6, 97, 64), q, k, v, ts.from_dlpack(o), ts.from_dlpack(lse), pad
+
+
+def _fwd_of(bwd_args):
+    """The forward's inputs (q, k, v, cu_q, cu_k) among the backward's (do, q, k, v, o, lse, cu_q, cu_k)."""
+    return bwd_args[1:4] + bwd_args[6:8]
+
+
+def _varlen_gpu_args():
+    """Sequences of 1000 / 1 / 317 queries against 1200 / 77 / 317 keys, GQA 6/2, d64."""
+    cu_q, cu_k = I32([0, 1000, 1001, 1318], "cuda"), I32([0, 1200, 1277, 1594], "cuda")
+    q, k, v = G(1318, 6, 64), G(1594, 2, 64), G(1594, 2, 64)
+    o, lse = registry["flash_attention_varlen"].reference(q.torch(), k.torch(), v.torch(), cu_q.torch(),
+                                                          cu_k.torch(), **VARLEN_GPU_ATTRS)
+    return G(1318, 6, 64), q, k, v, ts.from_dlpack(o), ts.from_dlpack(lse), cu_q, cu_k
 
 
 def G(*shape, dtype=torch.bfloat16):

@@ -16,6 +16,9 @@ def R(*shape, dtype=torch.float32):
     return torch.randn(*shape, dtype=dtype)
 
 
+VARLEN_ATTRS = {"causal": True, "scale": None, "max_seqlen_q": 9, "max_seqlen_k": 12}
+
+
 SAMPLES = {
     "layer_norm": (lambda: (R(5, 37), R(37), R(37)), {"eps": 1e-5}),
     "layer_norm_bwd": (lambda: _ln_bwd_args(), {}),
@@ -38,6 +41,8 @@ SAMPLES = {
     "flash_attention": (lambda: (R(1, 2, 17, 32), R(1, 1, 20, 32), R(1, 1, 20, 32), None),
                         {"causal": True, "scale": None, "dropout_p": 0.0, "seed": 0}),
     "flash_attention_bwd": (lambda: _attn_bwd_args(), {"causal": True, "scale": 0.3, "dropout_p": 0.0, "seed": 0}),
+    "flash_attention_varlen": (lambda: _fwd_of(_varlen_args()), VARLEN_ATTRS),
+    "flash_attention_varlen_bwd": (lambda: _varlen_args(), VARLEN_ATTRS),
     "matmul": (lambda: (R(2, 17, 33), R(33, 19)), {"accum": None}),
     "scaled_linear": (lambda: _fp8_args(), {"out_dtype": __import__("tessera").f32}),
     "weight_only_linear": (lambda: _wo_args(), {"fmt": "fp4_e2m1", "group_size": 32, "k": 100, "n": 24}),
@@ -62,6 +67,19 @@ def _attn_bwd_args():
     pad = (torch.arange(23)[None, :] < torch.tensor([23, 9])[:, None]).view(2, 1, 1, 23)
     o, lse = registry["flash_attention"].reference(q, k, v, pad, causal=True, scale=0.3, dropout_p=0.0, seed=0)
     return R(2, 3, 19, 32), q, k, v, o, lse, pad
+
+
+def _fwd_of(bwd_args):
+    """The forward's inputs (q, k, v, cu_q, cu_k) among the backward's (do, q, k, v, o, lse, cu_q, cu_k)."""
+    return bwd_args[1:4] + bwd_args[6:8]
+
+
+def _varlen_args():
+    """(do, q, k, v, o, lse, cu_q, cu_k): three sequences of 5 / 1 / 9 queries and 12 / 3 / 9 keys, GQA 4/2."""
+    cu_q, cu_k = torch.tensor([0, 5, 6, 15], dtype=torch.int32), torch.tensor([0, 12, 15, 24], dtype=torch.int32)
+    q, k, v = R(15, 4, 32), R(24, 2, 32), R(24, 2, 32)
+    o, lse = registry["flash_attention_varlen"].reference(q, k, v, cu_q, cu_k, **VARLEN_ATTRS)
+    return R(15, 4, 32), q, k, v, o, lse, cu_q, cu_k
 
 
 def _ln_bwd_args():
