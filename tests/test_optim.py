@@ -158,16 +158,15 @@ def test_master_weights_follow_fp32_sgd(fused):
     params32 = make_params(torch.float32, shapes=SIZES, seed=4)
     hyper = dict(lr=0.05, momentum=0.9, weight_decay=0.01)
     ref = run_torch(torch.optim.SGD, params32, 3, foreach=False, **hyper)
-    dev = "cuda" if fused and torch.cuda.is_available() else "cpu"
-    mine = [p.to(low).to(dev) for p in params32]
+    mine = [p.to(low) for p in params32]
     opt = optim.SGD(mine, master_weights=True, fused=fused, **hyper)
-    opt.state.master = [p.clone().to(dev) for p in params32]
+    opt.state.master = [p.clone() for p in params32]
     for s in range(3):
-        opt.step([g.to(low).to(dev) for g in grads_for(s, params32)])
+        opt.step([g.to(low) for g in grads_for(s, params32)])
     assert opt.state.momentum_buffer[0].dtype == torch.float32
     for m, p, r in zip(opt.state.master, mine, ref):
         assert p.dtype == low
-        torch.testing.assert_close(m.cpu(), r, rtol=2e-3, atol=2e-4)
+        torch.testing.assert_close(m, r, rtol=2e-3, atol=2e-4)
         assert torch.equal(p, m.to(low))
 
 
