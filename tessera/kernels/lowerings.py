@@ -70,6 +70,8 @@ def _register_attention(ka):
 
 
 def _register_matmul(km):
+    from .matmul.autotune import autotune_enabled
+
     def acc_dtype(accum):
         return torch.float16 if accum is not None and accum.name == "f16" else torch.float32
 
@@ -83,9 +85,11 @@ def _register_matmul(km):
         return out if activation is not None else (out, None)
 
     # Measured on an H100: Tessera's GEMM is at 0.97-1.06x cuBLAS on large shapes and faster with a fused
-    # epilogue, but untuned it loses at decode shapes; below that size the reference (cuBLAS) runs.
+    # epilogue, but untuned it loses at decode shapes; below that size the reference (cuBLAS) runs, unless
+    # the tuner is on (TESSERA_AUTOTUNE=1): it times the own kernels against cuBLAS and records the choice.
     def large(a, b) -> bool:
-        return min(a.shape[-2] if a.dim() > 1 else 1, a.shape[-1], b.shape[-1]) >= _MIN_KERNEL_DIM
+        return min(a.shape[-2] if a.dim() > 1 else 1, a.shape[-1], b.shape[-1]) >= _MIN_KERNEL_DIM \
+            or autotune_enabled()
 
     registry["matmul"].register_lowering(
         "cuda", matmul, supports=lambda a, b, **_: large(a, b) and km.supports(a, b), name="gemm",

@@ -269,3 +269,19 @@ def test_tuning_survives_a_failed_cache_write(fresh, monkeypatch):
     calls.clear()
     assert autotune.choose(key, ("ro",), cands[0], lambda: cands, _fake_runner(calls), "test") == best
     assert calls == []
+
+
+def test_registry_routes_small_products_to_the_tuner_only_when_it_runs(monkeypatch):
+    # without tuning, products with a dim under 512 go to cuBLAS (a measured default); with tuning the
+    # own kernels are timed against cuBLAS and the winner is recorded
+    import tessera.kernels.lowerings as low
+    from tessera.core.primitive import registry
+
+    assert low.register_all() == []
+    supports = registry["matmul"].lowerings["cuda"].supports
+    a, b = torch.randn(16, 1024), torch.randn(1024, 1024)
+    monkeypatch.setattr("tessera.kernels.matmul.supports", lambda *x, **k: True)  # any device: routing only
+    monkeypatch.delenv("TESSERA_AUTOTUNE", raising=False)
+    assert not supports(a, b, accum=None)
+    monkeypatch.setenv("TESSERA_AUTOTUNE", "1")
+    assert supports(a, b, accum=None)
