@@ -100,3 +100,16 @@ def test_linear_epilogue_on_gpu(monkeypatch):
     assert y.dtype == ts.f32 and rel(y.torch(), y_ref) < 1e-2
     for got, leaf in zip(grads, leaves):
         assert rel(got.torch(), leaf.grad) < 2e-2
+
+
+def test_linear_epilogue_under_jit_with_symbolic_sizes(cpu):
+    @ts.jit
+    def f(x: ts.Tensor["B", "S", "D", ts.f32], w: ts.Tensor["D", "E", ts.f32], r: ts.Tensor["B", "S", "E", ts.f32]):
+        return ts.nn.linear(x, w, activation="gelu", residual=r, out_dtype=ts.f64)
+
+    w = ts.randn(4, 5)
+    for B, S in ((2, 3), (3, 7)):  # one trace serves both sizes
+        x, r = ts.randn(B, S, 4), ts.randn(B, S, 5)
+        y = f(x, w, r)
+        want, _ = expected(x.torch(), w.torch(), torch.zeros(5), r.torch(), "gelu")
+        assert y.dtype == ts.f64 and y.shape == (B, S, 5) and rel(y.torch(), want) < 1e-6
