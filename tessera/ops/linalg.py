@@ -81,10 +81,12 @@ class Matmul(Primitive):
         from .elementwise import unbroadcast
         from .shape import transpose
 
+        from ..core.autodiff import needs_cotangent
+
         a, b = ins
         ct = cts[0]
-        da = unbroadcast(matmul(ct, transpose(b, -1, -2).to(ct.dtype)), a.shape)
-        db = unbroadcast(matmul(transpose(a, -1, -2).to(ct.dtype), ct), b.shape)
+        da = unbroadcast(matmul(ct, transpose(b, -1, -2).to(ct.dtype)), a.shape) if needs_cotangent(0) else None
+        db = unbroadcast(matmul(transpose(a, -1, -2).to(ct.dtype), ct), b.shape) if needs_cotangent(1) else None
         return da, db
 
 
@@ -194,6 +196,7 @@ class Linear(Primitive):
         return out, (y if activation is not None else None)
 
     def vjp(self, cts, ins, outs, *, activation, accum, out_dtype=None):
+        from ..core.autodiff import needs_cotangent
         from .elementwise import unbroadcast
         from .nn_ops import activation_grad
         from .reduction import sum as _sum
@@ -202,15 +205,16 @@ class Linear(Primitive):
         x, w, bias = ins[:3]
         residual = ins[3] if len(ins) > 3 else None
         ct = cts[0]
-        dres = None if residual is None else unbroadcast(ct, residual.shape).to(residual.dtype)
+        dres = None if residual is None or not needs_cotangent(3) else unbroadcast(ct, residual.shape).to(residual.dtype)
         if activation is not None:
             ct = activation_grad(ct, outs[1], activation)
         ct = ct.to(x.dtype if x.dtype.name not in _FP8 else w.dtype)
         k, n = w.shape
         ct2 = ct.reshape(-1, n)
-        dx = matmul(ct2, transpose(w).to(ct.dtype)).reshape(*x.shape)
-        dw = matmul(transpose(x.reshape(-1, k)).to(ct.dtype), ct2)
-        db = None if bias is None else _sum(ct2, 0)
+        # an input that leads to no requested gradient (a model's input, a frozen weight) costs no GEMM
+        dx = matmul(ct2, transpose(w).to(ct.dtype)).reshape(*x.shape) if needs_cotangent(0) else None
+        dw = matmul(transpose(x.reshape(-1, k)).to(ct.dtype), ct2) if needs_cotangent(1) else None
+        db = None if bias is None or not needs_cotangent(2) else _sum(ct2, 0)
         return (dx, dw, db) if len(ins) == 3 else (dx, dw, db, dres)
 
 

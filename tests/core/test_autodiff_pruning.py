@@ -48,3 +48,18 @@ def test_rotary_skips_table_gradients_unless_asked(cpu, monkeypatch):
     assert tables == []
     dx2, dcos = ts.grad(lambda x, cos: ts.nn.rotary_embedding(x, cos, sin).sum(), argnums=(0, 1))(x, cos)
     assert tables == [1] and torch.equal(dx.torch(), dx2.torch()) and dcos.shape == cos.shape
+
+
+def test_linear_backward_skips_the_gemms_nobody_asked_for(cpu, monkeypatch):
+    import tessera.ops.linalg as linalg
+
+    products = []
+    real = linalg.matmul
+    monkeypatch.setattr(linalg, "matmul", lambda a, b: (products.append((tuple(a.shape), tuple(b.shape))), real(a, b))[1])
+    x, w, b = ts.randn(6, 4), ts.randn(4, 3), ts.randn(3)
+    dw = ts.grad(lambda w: ts.nn.linear(x, w, b).sum())(w)  # x is data, b is frozen
+    assert products == [((4, 6), (6, 3))]  # dW only: no dX
+    assert torch.allclose(dw.torch(), x.torch().T @ torch.ones(6, 3))
+    products.clear()
+    dx, dw2 = ts.grad(lambda x, w: (ts.nn.linear(x, w) ** 2).sum(), argnums=(0, 1))(x, w)
+    assert len(products) == 2 and dx.shape == (6, 4) and dw2.shape == (4, 3)
