@@ -13,9 +13,11 @@ import os
 
 from ..core.dispatch import bind
 from ..core.tensor import Tensor
+from .. import dtypes as dt
 from ..dtypes import as_dtype
-from ..errors import TesseraTypeError, TesseraValueError
+from ..errors import TesseraDTypeError, TesseraTypeError, TesseraValueError
 from ..ops import api
+from ..ops.fp8_ops import fp8_linear
 from ..ops.linalg import ACTIVATIONS, LINEAR, matmul_dtype
 from ..ops.nn_ops import (ACTIVATION, ADD_LAYER_NORM, ADD_RMS_NORM, CROSS_ENTROPY, DROPOUT, FLASH_ATTENTION,
                           LAYER_NORM, LINEAR_CROSS_ENTROPY, RMS_NORM, ROTARY, SOFTMAX, SWIGLU, recording_now)
@@ -31,13 +33,16 @@ def _tensor(fn: str, name: str, x, optional: bool = False):
                                + ("; wrap it with ts.tensor(...)" if hasattr(x, "__array__") or hasattr(x, "__dlpack__") else ""))
 
 
-def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None):
+def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None, x_scale=None, w_scale=None):
     """``activation(x @ w + bias) + residual`` with ``w`` laid out ``[in, out]``, stored as
     ``out_dtype`` (default: x's dtype). On GPU the bias, activation, residual add and cast run in
     the GEMM's epilogue.
 
     ``activation`` is one of None, "gelu", "gelu_tanh", "silu", "relu"; ``residual`` broadcasts to
-    the output (a transformer's skip connection).
+    the output (a transformer's skip connection). With fp8 ``x`` and ``w`` the product runs on fp8
+    tensor cores as :func:`fp8_linear` does, with their ``x_scale``/``w_scale`` (default 1), the bias
+    fused, output bf16 unless ``out_dtype`` says. An fp8 ``w`` with a wider ``x`` keeps x's precision
+    (the weight is widened, times ``w_scale`` when given).
 
     Example:
         >>> import tessera as ts
@@ -55,8 +60,26 @@ def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None):
         raise TesseraValueError(f"ts.nn.linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
     matmul_dtype("linear", x, w, names=("x", "w"))
     out_dtype = None if out_dtype is None else as_dtype(out_dtype)
+    x_fp8, w_fp8 = (t.dtype.storage.name.startswith("fp8") for t in (x, w))
+    if (x_scale is not None and not x_fp8) or (w_scale is not None and not w_fp8):
+        raise TesseraDTypeError(f"ts.nn.linear: x_scale/w_scale belong to fp8 operands, but x is {x.dtype.name} and "
+                                f"w is {w.dtype.name}; quantize them with ts.quantize_fp8, or drop the scales")
+    if x_fp8 and w_fp8:
+        return _fp8_linear(x, w, bias, activation, residual, out_dtype, x_scale, w_scale)
+    if w_fp8 and w_scale is not None:  # keep x's precision: widen the weight
+        w = w.to(x.dtype) * w_scale.to(x.dtype)
     return bind(LINEAR, x, w, bias, residual, activation=activation, accum=x.dtype.accum or w.dtype.accum,
                 out_dtype=out_dtype)[0]
+
+
+def _fp8_linear(x, w, bias, activation, residual, out_dtype, x_scale, w_scale):
+    """``ts.nn.linear`` on fp8 x and w: the scaled fp8 product of :func:`fp8_linear`."""
+    if activation is not None or residual is not None:
+        raise TesseraValueError("ts.nn.linear: with fp8 x and w only the bias is fused; apply the activation and "
+                                "add the residual to the result")
+    one = api.ones((), dtype=dt.f32, device=w.device)
+    return fp8_linear(x, w, bias, w_scale=one if w_scale is None else w_scale,
+                      x_scale=one if x_scale is None else x_scale, out_dtype=out_dtype or dt.bf16)
 
 
 def matmul(a, b):

@@ -90,3 +90,29 @@ def test_fp8_training_linear_on_fp8_tensor_cores():
     assert y.dtype == dx.dtype == dw.dtype == torch.bfloat16
     for got, ref in zip([y, dx, dw, db], want):
         assert rel(got, ref) < 1e-2
+
+
+def test_nn_linear_on_fp8_operands(cpu, monkeypatch):
+    from tessera.core.primitive import registry
+
+    scaled = []
+    prim = registry["scaled_linear"]
+    real = prim.reference
+    monkeypatch.setattr(prim, "reference", lambda *a, **k: (scaled.append(1), real(*a, **k))[1])
+    torch.manual_seed(2)
+    x, w, b = torch.randn(5, 32), torch.randn(32, 12), torch.randn(12)
+    qx, sx = ts.quantize_fp8(ts.from_dlpack(x), axis=-1)
+    qw, sw = ts.quantize_fp8(ts.from_dlpack(w), axis=0)
+    # fp8 x and w: the scaled fp8 product, bias fused, bf16 out
+    y = ts.nn.linear(qx, qw, ts.from_dlpack(b), x_scale=sx, w_scale=sw)
+    want = (qx.to(ts.f32).torch().double() * sx.torch().double()) @ (qw.to(ts.f32).torch().double() *
+                                                                      sw.torch().double()) + b.double()
+    assert scaled == [1] and y.dtype == ts.bf16 and rel(y.torch(), want) < 1e-2
+    # a wider x keeps its precision: the weight is widened (times its scale), no fp8 product
+    y2 = ts.nn.linear(ts.from_dlpack(x), qw, w_scale=sw, activation="relu")
+    want2 = torch.relu(x.double() @ (qw.to(ts.f32).torch().double() * sw.torch().double()))
+    assert scaled == [1] and y2.dtype == ts.f32 and rel(y2.torch(), want2) < 1e-6
+    with pytest.raises(ts.TesseraDTypeError, match="x_scale/w_scale belong to fp8 operands"):
+        ts.nn.linear(ts.from_dlpack(x), ts.from_dlpack(w), w_scale=sw)
+    with pytest.raises(ts.TesseraValueError, match="only the bias is fused"):
+        ts.nn.linear(qx, qw, activation="gelu")
