@@ -41,7 +41,7 @@ def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None, x
     ``activation`` is one of None, "gelu", "gelu_tanh", "silu", "relu"; ``residual`` broadcasts to
     the output (a transformer's skip connection). With fp8 ``x`` and ``w`` the product runs on fp8
     tensor cores as :func:`fp8_linear` does, with their ``x_scale``/``w_scale`` (default 1), the bias
-    fused, output bf16 unless ``out_dtype`` says. An fp8 ``w`` with a wider ``x`` keeps x's precision
+    fused (activation and residual follow), output bf16 unless ``out_dtype`` says. An fp8 ``w`` with a wider ``x`` keeps x's precision
     (the weight is widened, times ``w_scale`` when given).
 
     Example:
@@ -73,13 +73,14 @@ def linear(x, w, bias=None, *, activation=None, residual=None, out_dtype=None, x
 
 
 def _fp8_linear(x, w, bias, activation, residual, out_dtype, x_scale, w_scale):
-    """``ts.nn.linear`` on fp8 x and w: the scaled fp8 product of :func:`fp8_linear`."""
-    if activation is not None or residual is not None:
-        raise TesseraValueError("ts.nn.linear: with fp8 x and w only the bias is fused; apply the activation and "
-                                "add the residual to the result")
+    """``ts.nn.linear`` on fp8 x and w: the scaled fp8 product of :func:`fp8_linear` (bias fused; an
+    activation and a residual follow as their own ops)."""
     one = api.ones((), dtype=dt.f32, device=w.device)
-    return fp8_linear(x, w, bias, w_scale=one if w_scale is None else w_scale,
-                      x_scale=one if x_scale is None else x_scale, out_dtype=out_dtype or dt.bf16)
+    y = fp8_linear(x, w, bias, w_scale=one if w_scale is None else w_scale,
+                   x_scale=one if x_scale is None else x_scale, out_dtype=out_dtype or dt.bf16)
+    if activation is not None:
+        y = bind(ACTIVATION, y, kind=activation)
+    return y if residual is None else y + residual.to(y.dtype)
 
 
 def matmul(a, b):

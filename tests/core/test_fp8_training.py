@@ -114,5 +114,5 @@ def test_nn_linear_on_fp8_operands(cpu, monkeypatch):
     assert scaled == [1] and y2.dtype == ts.f32 and rel(y2.torch(), want2) < 1e-6
     with pytest.raises(ts.TesseraDTypeError, match="x_scale/w_scale belong to fp8 operands"):
         ts.nn.linear(ts.from_dlpack(x), ts.from_dlpack(w), w_scale=sw)
-    with pytest.raises(ts.TesseraValueError, match="only the bias is fused"):
-        ts.nn.linear(qx, qw, activation="gelu")
+    y3 = ts.nn.linear(qx, qw, ts.from_dlpack(b), x_scale=sx, w_scale=sw, activation="gelu", residual=y)
+    assert scaled == [1, 1] and rel(y3.torch(), torch.nn.functional.gelu(want) + y.torch().double()) < 1e-2
