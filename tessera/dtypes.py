@@ -65,13 +65,18 @@ class DType:
                 f"{self.name} @ {policy!r}: the right side of '@' on a dtype must be a "
                 f"precision policy, e.g. {self.name} @ ts.accum(ts.f32)"
             )
-        return DType(**{**self.__dict__, "accum": policy.dtype})
+        fields = {k: v for k, v in self.__dict__.items() if k != "_hash"}
+        return DType(**{**fields, "accum": policy.dtype})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DType) and other.name == self.name and other.accum is self.accum
 
-    def __hash__(self) -> int:
-        return hash((self.name, self.accum.name if self.accum else None))
+    def __hash__(self) -> int:  # cached: eager dispatch hashes dtypes on every call
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.name, self.accum.name if self.accum else None))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def __repr__(self) -> str:
         return self.name if self.accum is None else f"{self.name} @ accum({self.accum.name})"

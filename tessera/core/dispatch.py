@@ -94,17 +94,34 @@ def _signature(args, attrs):
     key = []
     for a in args:
         if isinstance(a, Tensor):
-            key.append(tuple(a._data.shape) + (a._dtype,))
+            key.append((a._data.shape, a._dtype))
         elif a is None or isinstance(a, (bool, int, float, str)):
             key.append((type(a), a))
         else:
             return None
-    key.append(tuple(attrs.items()))
+    items = tuple(attrs.items())
     try:
-        hash(key[-1])
+        hash(items)
+    except TypeError:  # e.g. an index with slices (unhashable before Python 3.12)
+        items = _frozen(items)
+        if items is None:
+            return None
+    key.append(items)
+    return tuple(key)
+
+
+def _frozen(v):
+    """``v`` with slices spelled as tuples, or None when something else in it is unhashable."""
+    if isinstance(v, slice):
+        return (slice, v.start, v.stop, v.step)
+    if isinstance(v, tuple):
+        parts = tuple(_frozen(x) for x in v)
+        return None if any(p is None and x is not None for p, x in zip(parts, v)) else parts
+    try:
+        hash(v)
     except TypeError:
         return None
-    return tuple(key)
+    return v
 
 
 def check_eager(prim: Primitive, args, attrs) -> None:

@@ -170,3 +170,14 @@ def test_eager_check_remembers_accepted_signatures(cpu):
     assert len(prim.accepted) == 1
     ts.nn.softmax(ts.randn(3, 6))
     assert len(prim.accepted) == 2
+
+
+def test_eager_check_remembers_indexing_with_slices(cpu):
+    from tessera.core.primitive import registry
+
+    prim = registry["basic_index"]
+    prim.accepted.clear()
+    x = ts.randn(6, 5)
+    assert x[1:4, :3].shape == (3, 3) and ts.randn(6, 5)[1:4, :3].shape == (3, 3)
+    assert len(prim.accepted) == 1  # slices are part of the remembered signature
+    assert x[1:5, :3].shape == (4, 3) and len(prim.accepted) == 2
