@@ -16,6 +16,7 @@ import torch
 from .. import dtypes as dt
 from ..core.dispatch import bind
 from ..core.primitive import Aval, Primitive
+from ..core.tensor import Tensor
 from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
 from .rules import broadcast_shapes, shape_str
 
@@ -102,8 +103,6 @@ def matmul(a, b):
         ...     ts.matmul(ts.ones(5, 2, 3), ts.ones(3)).shape
         (5, 2)
     """
-    from ..core.tensor import Tensor
-
     for name, x in (("a", a), ("b", b)):
         if not isinstance(x, Tensor):
             raise TesseraShapeError(f"matmul: {name} must be a tensor, got {type(x).__name__}")
