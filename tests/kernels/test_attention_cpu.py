@@ -302,3 +302,14 @@ def test_cpu_tensors_without_interpreter_raise_device_error():
     q = torch.zeros(1, 2, 5, 64)
     with pytest.raises(TesseraDeviceError, match="attention_reference"):
         flash_attention_fwd(q, q, q)
+
+
+def test_varlen_offsets_errors_name_the_problem():
+    from tessera.errors import TesseraDTypeError, TesseraShapeError
+    from tessera.kernels.attention.checks import check_varlen
+
+    q = torch.randn(7, 2, 8)
+    with pytest.raises(TesseraShapeError, match=r"`cu_seqlens_q` must be 1-D \(batch \+ 1 offsets\), got shape \(1, 3\)"):
+        check_varlen(q, q, q, torch.tensor([[0, 3, 7]], dtype=torch.int32), torch.tensor([0, 3, 7], dtype=torch.int32))
+    with pytest.raises(TesseraDTypeError, match=r"`cu_seqlens_k` must be int32, got torch.int64; use cu_seqlens_k.to"):
+        check_varlen(q, q, q, torch.tensor([0, 3, 7], dtype=torch.int32), torch.tensor([0, 3, 7]))

@@ -83,9 +83,12 @@ def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k):
     if not (q.dtype == k.dtype == v.dtype):
         raise TesseraDTypeError(f"attention varlen: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
-        if cu.dtype != torch.int32 or cu.dim() != 1:
-            raise TesseraDTypeError(f"attention varlen: `{name}` must be a 1-D int32 tensor, got {cu.dtype} "
-                                    f"of shape {tuple(cu.shape)}; use .to(torch.int32)")
+        if cu.dim() != 1:
+            raise TesseraShapeError(f"attention varlen: `{name}` must be 1-D (batch + 1 offsets), got shape "
+                                    f"{tuple(cu.shape)}")
+        if cu.dtype != torch.int32:
+            raise TesseraDTypeError(f"attention varlen: `{name}` must be int32, got {cu.dtype}; use "
+                                    f"{name}.to(torch.int32)")
     if cu_seqlens_q.shape != cu_seqlens_k.shape:
         raise TesseraShapeError("attention varlen: `cu_seqlens_q` and `cu_seqlens_k` must both have batch+1 entries")
 
