@@ -1,6 +1,7 @@
 """The attention kernels' own Gluon pieces for Hopper (``hopper_ws``, ``hopper_ws_bwd``): TMA
-descriptors over [B, H, S, D] tensors, the key-block count of a query block, the input conditions
-both directions share, and config overrides. The pieces every Gluon kernel shares (barriers,
+descriptors over [B, H, S, D] tensors, the key-block count of a query block, the queue through
+which a persistent program's producer warp hands out tiles, the input conditions both directions
+share, and config overrides. The pieces every Gluon kernel shares (barriers,
 rings, wgmma layouts, TMA names, compilation) live in ``tessera.kernels.hopper_gluon`` and are
 re-exported here.
 
@@ -20,6 +21,7 @@ from ..hopper_gluon import available, compile_gluon, shared_layout, sm_count, tm
 if available():
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from ..hopper_gluon import (barriers, register_operand_layout, ring, tma_load, tma_reduce_add,  # noqa: F401
@@ -38,6 +40,46 @@ if available():
         if CAUSAL:
             hi = gl.minimum(SEQ_K, start_m + BLOCK_M + SEQ_K - SEQ_Q)
         return gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
+
+
+    @gluon.jit
+    def tile_queue(CONSUMERS: gl.constexpr):
+        """Two slots through which the producer warp hands tile indices to CONSUMERS warpgroups:
+        (indices, ready barriers, empty barriers)."""
+        tiles = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        return tiles, barriers(2, 1), barriers(2, CONSUMERS)
+
+    @gluon.jit
+    def publish_tile(t, tc, queue):
+        """Producer: hand tile ``t`` (the tc-th of this program) to the consumers."""
+        tiles, tile_ready, tile_empty = queue
+        slot = tc % 2
+        mbarrier.wait(tile_empty.index(slot), ((tc // 2) & 1) ^ 1)
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+        tiles.index(slot).store(gl.full([1], t, gl.int32, layout=one))
+        mbarrier.arrive(tile_ready.index(slot), count=1)
+
+    @gluon.jit
+    def claim_tile(t, COUNTER, DYNAMIC: gl.constexpr):
+        """Producer: the tile after ``t`` — t + num_programs, or with DYNAMIC the next unclaimed one
+        from the zeroed counter (the first num_programs tiles went out statically)."""
+        nxt = t + gl.num_programs(0)
+        if DYNAMIC:
+            nxt = gl.num_programs(0) + gl.atomic_add(COUNTER, 1, sem="relaxed")
+        return nxt
+
+    @gluon.jit
+    def consumer_tile(t, tc, queue, DYNAMIC: gl.constexpr):
+        """Consumer: its tc-th tile — ``t`` on a static schedule, or with DYNAMIC the tile the
+        producer published."""
+        if DYNAMIC:
+            tiles, tile_ready, tile_empty = queue
+            slot = tc % 2
+            mbarrier.wait(tile_ready.index(slot), (tc // 2) & 1)
+            layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+            t = gl.max(tiles.index(slot).load(layout), 0)
+            mbarrier.arrive(tile_empty.index(slot), count=1)
+        return t
 
 
 def descriptor(t: torch.Tensor, rows: int, cols: int = None):

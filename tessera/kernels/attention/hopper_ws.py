@@ -31,8 +31,8 @@ if available():
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
 
-    from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_store,
-                               warpgroup_mma_layout)
+    from .gluon_hopper import (barriers, claim_tile, consumer_tile, key_blocks, publish_tile, register_operand_layout,
+                               ring, tile_queue, tma_load, tma_store, warpgroup_mma_layout)
 
 ROWS_PER_WARPGROUP = 64
 # Per head dim: BLOCK_N keys per block, STAGES of K and V (they and Q fit in 227 KB of shared
@@ -71,36 +71,17 @@ if available():
         return b, h, h // GROUP, start_m, key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M, BLOCK_N, CAUSAL)
 
     @gluon.jit
-    def _publish_tile(t, tc, tiles, tile_ready, tile_empty):
-        """Producer: hand tile ``t`` (the tc-th of this program) to the consumers."""
-        slot = tc % 2
-        mbarrier.wait(tile_empty.index(slot), ((tc // 2) & 1) ^ 1)
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
-        tiles.index(slot).store(gl.full([1], t, gl.int32, layout=one))
-        mbarrier.arrive(tile_ready.index(slot), count=1)
-
-    @gluon.jit
-    def _receive_tile(tc, tiles, tile_ready, tile_empty):
-        """Consumer: the tc-th tile of this program, as the producer published it."""
-        slot = tc % 2
-        mbarrier.wait(tile_ready.index(slot), (tc // 2) & 1)
-        layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-        t = gl.max(tiles.index(slot).load(layout), 0)
-        mbarrier.arrive(tile_empty.index(slot), count=1)
-        return t
-
-    @gluon.jit
     def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
                   CAUSAL: gl.constexpr, DYNAMIC: gl.constexpr):
         q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER = loads
-        q_smem, k_smem, v_smem, o_smem, tiles = bufs
-        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty = bars
+        q_smem, k_smem, v_smem, o_smem, queue = bufs
+        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
         it = 0  # position in the K/V ring, continued across tiles
         tc = 0  # tiles done by this program
         t = gl.program_id(0)
         while t < n_mblocks * BH:
             if DYNAMIC:
-                _publish_tile(t, tc, tiles, tile_ready, tile_empty)
+                publish_tile(t, tc, queue)
             b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_N,
                                                 CAUSAL)
             for w in gl.static_range(CONSUMERS):
@@ -119,12 +100,9 @@ if available():
                 tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
             it += n_blocks
             tc += 1
-            if DYNAMIC:  # the next unclaimed tile (the first num_programs went out statically)
-                t = gl.num_programs(0) + gl.atomic_add(COUNTER, 1, sem="relaxed")
-            else:
-                t += gl.num_programs(0)
+            t = claim_tile(t, COUNTER, DYNAMIC)
         if DYNAMIC:  # past the last tile: tells the consumers to stop
-            _publish_tile(t, tc, tiles, tile_ready, tile_empty)
+            publish_tile(t, tc, queue)
 
     @gluon.jit
     def _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, MASKED: gl.constexpr,
@@ -150,8 +128,8 @@ if available():
     @gluon.jit
     def _consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
                   STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
-        q_smem, k_smem, v_smem, o_smem, tiles = bufs
-        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty = bars
+        q_smem, k_smem, v_smem, o_smem, queue = bufs
+        q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
         o_desc, LSE, n_mblocks, BH, H, GROUP, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
         ROWS: gl.constexpr = 64
         # With a buffer of its own the output does not hold up the next tile's Q.
@@ -168,9 +146,7 @@ if available():
         s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
         it = 0  # position in the K/V ring, continued across tiles
         tc = 0  # tiles done by this program
-        t = gl.program_id(0)
-        if DYNAMIC:
-            t = _receive_tile(tc, tiles, tile_ready, tile_empty)
+        t = consumer_tile(gl.program_id(0), tc, queue, DYNAMIC)
         while t < n_mblocks * BH:
             b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, seqlen_q, seqlen_k, ROWS * CONSUMERS,
                                                 BLOCK_N, CAUSAL)
@@ -248,10 +224,7 @@ if available():
                 mbarrier.arrive(q_empty.index(W), count=1)
             it += n_blocks
             tc += 1
-            if DYNAMIC:
-                t = _receive_tile(tc, tiles, tile_ready, tile_empty)
-            else:
-                t += gl.num_programs(0)
+            t = consumer_tile(t + gl.num_programs(0), tc, queue, DYNAMIC)
         tma.store_wait(0)
 
     @gluon.jit
@@ -267,9 +240,7 @@ if available():
         k_smem = ring(k_desc, STAGES)
         v_smem = ring(v_desc, STAGES)
         o_smem = ring(o_desc, CONSUMERS if OWN_OUT else 1)
-        tiles = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        tile_ready = barriers(2, 1)
-        tile_empty = barriers(2, CONSUMERS)
+        queue = tile_queue(CONSUMERS)
         q_ready = barriers(CONSUMERS, 1)
         q_empty = barriers(CONSUMERS, 1)
         k_ready = barriers(STAGES, 1)
@@ -278,8 +249,8 @@ if available():
         k_empty = barriers(STAGES, CONSUMERS)
         v_empty = barriers(STAGES, CONSUMERS)
 
-        bufs = (q_smem, k_smem, v_smem, o_smem, tiles)
-        bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, tile_ready, tile_empty)
+        bufs = (q_smem, k_smem, v_smem, o_smem, queue)
+        bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty)
         args = (o_desc, LSE, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale)
         loads = (q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER)
         # Registers (setmaxnreg, per thread): the producer warp 24; consumers share the rest.

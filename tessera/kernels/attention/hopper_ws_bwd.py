@@ -39,9 +39,8 @@ if available():
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                   warpgroup_mma_wait)
 
-    from .gluon_hopper import (barriers, key_blocks, register_operand_layout, ring, tma_load, tma_reduce_add,
-                               tma_store, warpgroup_mma_layout)
-    from .hopper_ws import _publish_tile, _receive_tile
+    from .gluon_hopper import (barriers, claim_tile, consumer_tile, key_blocks, publish_tile, register_operand_layout,
+                               ring, tile_queue, tma_load, tma_reduce_add, tma_store, warpgroup_mma_layout)
 
 KEYS_PER_WARPGROUP = 64
 # the kernels' fp32 pointer arguments, for compiling them without a GPU
@@ -95,14 +94,14 @@ if available():
     def _bwd_producer(loads, bufs, bars, stats, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                       CONSUMERS: gl.constexpr, CAUSAL: gl.constexpr, DYNAMIC: gl.constexpr):
         q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats, COUNTER = loads
-        k_smem, v_smem, q_smem, do_smem, tile_buf = bufs
-        kv_bars, kv_free, ready, empty, tile_ready, tile_empty = bars
+        k_smem, v_smem, q_smem, do_smem, queue = bufs
+        kv_bars, kv_free, ready, empty = bars
         it = 0  # position in the Q/dO ring, continued across tiles
         tc = 0  # tiles done by this program
         t = gl.program_id(0)
         while t < tiles:
             if DYNAMIC:
-                _publish_tile(t, tc, tile_buf, tile_ready, tile_empty)
+                publish_tile(t, tc, queue)
             b, hk, start_n, m_lo, n_mblocks = _key_tile(t, n_ntiles, HKV, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_M,
                                                         CAUSAL)
             total = GROUP * n_mblocks
@@ -123,12 +122,9 @@ if available():
                 _load_kv(k_desc, v_desc, k_smem, v_smem, kv_bars, kv_free, b, hk, start_n, tc, CONSUMERS)
             it += total
             tc += 1
-            if DYNAMIC:  # the next unclaimed tile (the first num_programs went out statically)
-                t = gl.num_programs(0) + gl.atomic_add(COUNTER, 1, sem="relaxed")
-            else:
-                t += gl.num_programs(0)
+            t = claim_tile(t, COUNTER, DYNAMIC)
         if DYNAMIC:  # past the last tile: tells the consumers to stop
-            _publish_tile(t, tc, tile_buf, tile_ready, tile_empty)
+            publish_tile(t, tc, queue)
 
     @gluon.jit
     def _stage_stats(rows_stats, stats, s, b, h, m0, BLOCK_M: gl.constexpr):
@@ -185,17 +181,15 @@ if available():
     def _bwd_consumer(bufs, bars, args, fused, stats, W: gl.constexpr, HEAD_DIM: gl.constexpr,
                       BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
                       FUSE_DQ: gl.constexpr, DYNAMIC: gl.constexpr):
-        k_smem, v_smem, q_smem, do_smem, tile_buf = bufs
-        kv_bars, kv_free, ready, empty, tile_ready, tile_empty = bars
+        k_smem, v_smem, q_smem, do_smem, queue = bufs
+        kv_bars, kv_free, ready, empty = bars
         dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, seqlen_q, seqlen_k, qk_scale, sm_scale = args
         KEYS: gl.constexpr = 64
         k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
         v_tile = v_smem.index(W).reshape([KEYS, HEAD_DIM])
         it = 0  # position in the Q/dO ring, continued across tiles
         tc = 0  # tiles done by this program
-        t = gl.program_id(0)
-        if DYNAMIC:
-            t = _receive_tile(tc, tile_buf, tile_ready, tile_empty)
+        t = consumer_tile(gl.program_id(0), tc, queue, DYNAMIC)
         while t < tiles:
             b, hk, start_n, m_lo, n_mblocks = _key_tile(t, n_ntiles, HKV, seqlen_q, seqlen_k, KEYS * CONSUMERS,
                                                         BLOCK_M, CAUSAL)
@@ -220,10 +214,7 @@ if available():
             tma.store_wait(0)
             mbarrier.arrive(kv_free, count=1)
             tc += 1
-            if DYNAMIC:
-                t = _receive_tile(tc, tile_buf, tile_ready, tile_empty)
-            else:
-                t += gl.num_programs(0)
+            t = consumer_tile(t + gl.num_programs(0), tc, queue, DYNAMIC)
 
     @gluon.jit
     def _key_tile_grads(bufs, bars, fused, stats, k_tile, v_tile, b, hk, n0, m_lo, n_mblocks, it, rows,
@@ -337,9 +328,8 @@ if available():
                                                gl.SwizzledSharedLayout(1, 1, 1, [0]))
         stats = (stats_smem, barriers(STAGES, 1))
 
-        tile_buf = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        bufs = (k_smem, v_smem, q_smem, do_smem, tile_buf)
-        bars = (kv_bars, kv_free, ready, empty, barriers(2, 1), barriers(2, CONSUMERS))
+        bufs = (k_smem, v_smem, q_smem, do_smem, tile_queue(CONSUMERS))
+        bars = (kv_bars, kv_free, ready, empty)
         args = (dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, qk_scale, sm_scale)
         rows_stats = (LSE, DELTA, SEQ_Q, s_lb, s_lh)  # where the producer reads them
         loads = (q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats, COUNTER)
