@@ -133,39 +133,27 @@ def test_fused_sgd_matches_torch(hyper):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-6)
 
 
+# optimizer: (hyper-parameters, the state that must stay fp32, parameter seed)
+MASTER_CASES = {"AdamW": (dict(lr=1e-2, weight_decay=0.1), "exp_avg", 3),
+                "SGD": (dict(lr=0.05, momentum=0.9, weight_decay=0.01), "momentum_buffer", 4)}
+
+
 @pytest.mark.parametrize("fused", [False, True])
-def test_master_weights_follow_fp32_adamw(fused):
+@pytest.mark.parametrize("name", sorted(MASTER_CASES))
+def test_master_weights_follow_fp32_torch(name, fused):
     low = torch.float16  # the interpreter mishandles bf16; the GPU test covers it
-    params32 = make_params(torch.float32, shapes=SIZES, seed=3)
-    hyper = dict(lr=1e-2, weight_decay=0.1)
-    ref = run_torch(torch.optim.AdamW, params32, 3, foreach=False, **hyper)
+    hyper, state, seed = MASTER_CASES[name]
+    params32 = make_params(torch.float32, shapes=SIZES, seed=seed)
+    ref = run_torch(getattr(torch.optim, name), params32, 3, foreach=False, **hyper)
     mine = [p.to(low) for p in params32]
-    opt = optim.AdamW(mine, master_weights=True, fused=fused, **hyper)
+    opt = getattr(optim, name)(mine, master_weights=True, fused=fused, **hyper)
     opt.state.master = [p.clone() for p in params32]  # start the masters from the exact fp32 values
     for s in range(3):
         opt.step([g.to(low) for g in grads_for(s, params32)])
-    assert opt.state.exp_avg[0].dtype == torch.float32
+    assert getattr(opt.state, state)[0].dtype == torch.float32
     for m, p, r in zip(opt.state.master, mine, ref):
         assert p.dtype == low
         # grads were rounded to fp16, so the fp32 reference differs by about that rounding
-        torch.testing.assert_close(m, r, rtol=2e-3, atol=2e-4)
-        assert torch.equal(p, m.to(low))
-
-
-@pytest.mark.parametrize("fused", [False, True])
-def test_master_weights_follow_fp32_sgd(fused):
-    low = torch.float16
-    params32 = make_params(torch.float32, shapes=SIZES, seed=4)
-    hyper = dict(lr=0.05, momentum=0.9, weight_decay=0.01)
-    ref = run_torch(torch.optim.SGD, params32, 3, foreach=False, **hyper)
-    mine = [p.to(low) for p in params32]
-    opt = optim.SGD(mine, master_weights=True, fused=fused, **hyper)
-    opt.state.master = [p.clone() for p in params32]
-    for s in range(3):
-        opt.step([g.to(low) for g in grads_for(s, params32)])
-    assert opt.state.momentum_buffer[0].dtype == torch.float32
-    for m, p, r in zip(opt.state.master, mine, ref):
-        assert p.dtype == low
         torch.testing.assert_close(m, r, rtol=2e-3, atol=2e-4)
         assert torch.equal(p, m.to(low))
 

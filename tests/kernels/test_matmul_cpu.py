@@ -43,18 +43,6 @@ def operand(rows, cols, transposed, rng, dtype=torch.float32):
     return torch.randn(rows, cols, generator=rng).to(dtype)
 
 
-@pytest.fixture
-def launches(monkeypatch):
-    """Each kernel launch of matmul as (kernel, a, b, keyword arguments), the operands as received."""
-    calls = []
-    for name in ("launch_tma", "launch_ptr", "launch_skinny"):
-        def spy(a, b, *args, _real=getattr(api, name), _name=name[len("launch_"):], **kw):
-            calls.append((_name, a, b, kw))
-            return _real(a, b, *args, **kw)
-        monkeypatch.setattr(api, name, spy)
-    return calls
-
-
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (17, 100, 129), (129, 17, 100), (100, 129, 17)])
 def test_awkward_shapes_default_dispatch(M, N, K):
     a, b = rnd(M, K, seed=M), rnd(K, N, seed=N)

@@ -6,7 +6,7 @@ import torch
 
 import tessera.quant as q
 from tessera.errors import TesseraValueError
-from tessera.kernels.matmul import api, matmul, quantize_fp8, scaled_matmul, wo_matmul
+from tessera.kernels.matmul import matmul, quantize_fp8, scaled_matmul, wo_matmul
 from tessera.kernels.matmul.configs import GLUON_DEFAULT, Config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -46,23 +46,6 @@ def test_batched_and_fp16_accumulate():
     assert rel(matmul(a, b), a.double() @ b.double()) < 1e-2
     a, b = rnd(512, 256, dtype=torch.float16), rnd(256, 384, dtype=torch.float16)
     assert rel(matmul(a, b, acc_dtype=torch.float16), a.double() @ b.double()) < 5e-3
-
-
-@pytest.fixture
-def launches(monkeypatch):
-    """Each kernel launch of matmul as (kernel, a, b, keyword arguments), the operands as received."""
-    from tessera.kernels.matmul import gluon_ws
-
-    calls = []
-    for name in ("launch_tma", "launch_ptr", "launch_skinny"):
-        def spy(a, b, *args, _real=getattr(api, name), _name=name[len("launch_"):], **kw):
-            calls.append((_name, a, b, kw))
-            return _real(a, b, *args, **kw)
-        monkeypatch.setattr(api, name, spy)
-    real_gluon = gluon_ws.launch
-    monkeypatch.setattr(gluon_ws, "launch", lambda a, b, *r, **kw: (calls.append(("gluon", a, b, kw)),
-                                                                    real_gluon(a, b, *r, **kw))[1])
-    return calls
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
