@@ -24,14 +24,14 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 _MIN_KERNEL_DIM = 512
 
 
-def _like(t, x):
-    """``t`` in ``x``'s dtype (a no-op when it already is)."""
-    return t if t.dtype == x.dtype else t.to(x.dtype)
-
-
 def _table(t):
     """A rotary table as the kernel reads it: fp32/fp16/bf16 as given, float64 as fp32 (tables are [S, R])."""
     return t if t.dtype in _FLOATS else t.float()
+
+
+def _torch_dtype(dtype):
+    """A Tessera dtype attribute (or None) as the kernels take it."""
+    return None if dtype is None else dtype.torch_dtype
 
 
 def _cuda(*ts) -> bool:
@@ -80,7 +80,7 @@ def _register_matmul(km):
 
     def linear(x, w, bias, residual=None, *, activation, accum, out_dtype=None):
         out = km.matmul(x, w, bias=bias, activation=activation, residual=residual,
-                        out_dtype=out_dtype.torch_dtype if out_dtype is not None else None,
+                        out_dtype=_torch_dtype(out_dtype),
                         return_preact=activation is not None, acc_dtype=acc_dtype(accum))
         return out if activation is not None else (out, None)
 
@@ -123,7 +123,7 @@ def _register_matmul(km):
         "cuda", linear, name="gemm+epilogue", warn_on_fallback=False,
         supports=lambda x, w, bias, residual=None, **a: large(x.reshape(-1, x.shape[-1]), w)
         and km.supports(x, w, bias=bias, activation=a["activation"], residual=residual,
-                        out_dtype=a["out_dtype"].torch_dtype if a.get("out_dtype") is not None else None))
+                        out_dtype=_torch_dtype(a.get("out_dtype"))))
 
 
 def _register_membound(norms, softmax, act, dropout, emb, rotary):
@@ -137,7 +137,7 @@ def _register_membound(norms, softmax, act, dropout, emb, rotary):
     def layer_norm_bwd(dy, x, weight, bias, mean, rstd, ds=None):
         if ds is None:
             return norms.layer_norm_bwd(dy, x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
-        return norms.add_layer_norm_bwd(dy, _like(ds, x), x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
+        return norms.add_layer_norm_bwd(dy, ds.to(x.dtype), x, weight, bias, mean.reshape(-1), rstd.reshape(-1))
 
     def rms_norm(x, weight, *, eps):
         y, rstd = norms.rms_norm_fwd(x, weight, eps)
@@ -146,7 +146,7 @@ def _register_membound(norms, softmax, act, dropout, emb, rotary):
     def rms_norm_bwd(dy, x, weight, rstd, ds=None):
         if ds is None:
             return norms.rms_norm_bwd(dy, x, weight, rstd.reshape(-1))
-        return norms.add_rms_norm_bwd(dy, _like(ds, x), x, weight, rstd.reshape(-1))
+        return norms.add_rms_norm_bwd(dy, ds.to(x.dtype), x, weight, rstd.reshape(-1))
 
     def sm(x, *, axis, log):
         return (softmax.log_softmax_fwd if log else softmax.softmax_fwd)(x)

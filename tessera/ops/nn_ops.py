@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 import weakref
 
 import torch
@@ -25,6 +24,7 @@ from .. import dtypes as dt
 from ..core.dispatch import bind, tape_state
 from ..core.primitive import Aval, Primitive
 from ..errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
+from ..runtime.checks import may_read_values
 from ..runtime.philox import dropout_keep_mask
 from ..types.dims import Dim
 from .attention_reference import attention_bwd_reference, attention_mask, attention_reference
@@ -323,7 +323,7 @@ _CONSUMED: dict = {}
 
 
 def _targets_in_range(t: torch.Tensor, valid: torch.Tensor, V: int) -> None:
-    if t.device.type != "cpu" and os.environ.get("TESSERA_CHECKS", "0") != "1":
+    if not may_read_values(t):
         return
     bad = valid & ((t < 0) | (t >= V))
     if bool(bad.any()):

@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import torch
 
 from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, TesseraValueError
+from ...runtime.checks import may_read_values
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 _INTS = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
@@ -26,11 +27,6 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _use_triton(t: torch.Tensor) -> bool:
     return t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def checks_enabled() -> bool:
-    """True when ``TESSERA_CHECKS=1``: GPU calls then validate targets (one device-to-host sync)."""
-    return os.environ.get("TESSERA_CHECKS", "0") not in ("", "0")
 
 
 def supports(logits, targets) -> bool:
@@ -172,7 +168,7 @@ def cross_entropy_fwd(logits, targets, *, ignore_index: int = -100, label_smooth
     V = logits.shape[-1]
     if V == 0:
         raise TesseraShapeError("logits has a zero-sized class dim (V = 0); there is nothing to classify")
-    if not logits.is_cuda or checks_enabled():
+    if may_read_values(logits):
         validate_targets(targets, V, ignore_index)
     x2d = logits.reshape(-1, V)
     if x2d.stride(-1) != 1:

@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 
 from ...errors import TesseraDTypeError, TesseraShapeError, TesseraValueError
-from .api import _torch_rows, _use_triton, check_args, checks_enabled, launch_rows, validate_targets
+from ...runtime.checks import may_read_values
+from .api import _torch_rows, _use_triton, check_args, launch_rows, validate_targets
 
 _FP32_ACCUM_OK: dict = {}
 
@@ -93,7 +94,7 @@ def linear_cross_entropy(h, w, targets, *, bias=None, ignore_index: int = -100, 
         chunk_size = default_chunk(N, V)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise TesseraValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if not h.is_cuda or checks_enabled():
+    if may_read_values(h):
         validate_targets(targets, V, ignore_index)
 
     dev = h.device

@@ -2,12 +2,12 @@
 and the fix."""
 from __future__ import annotations
 
-import os
 import weakref
 
 import torch
 
 from ...errors import TesseraDeviceError, TesseraDTypeError, TesseraShapeError, TesseraTypeError, TesseraValueError
+from ...runtime.checks import may_read_values
 from .epilogue import ACTIVATIONS
 
 FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -98,11 +98,6 @@ def check_matmul_args(a, b, bias, activation, residual, out_dtype, acc_dtype) ->
 _VALID: dict = {}
 
 
-def checks_enabled() -> bool:
-    """True when ``TESSERA_CHECKS=1``: the values of GPU scales are then validated (a device-to-host sync)."""
-    return os.environ.get("TESSERA_CHECKS", "0").strip() not in ("", "0")
-
-
 def _known_valid(s: torch.Tensor) -> bool:
     """Whether every entry of ``s`` is finite and positive, remembered per live tensor and version."""
     hit = _VALID.get(id(s))
@@ -121,7 +116,7 @@ def check_scale_values(name: str, s: torch.Tensor, fn: str = "scaled_matmul") ->
 
     Reading the values of a GPU tensor synchronises the device, so GPU scales are checked only
     with ``TESSERA_CHECKS=1`` (once per tensor and version); CPU scales are always checked."""
-    if s.device.type != "cpu" and not checks_enabled():
+    if not may_read_values(s):
         return
     if _known_valid(s):
         return
