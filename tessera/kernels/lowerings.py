@@ -110,7 +110,7 @@ def _register_matmul(km):
         supports=lambda x, *rest, **a: x.is_cuda and x.dtype in (torch.bfloat16, torch.float16))
     def fp8_training_linear(x, w, bias, *, out_dtype):
         (qx, sx), (qw, sw) = km.quantize_fp8(x), km.quantize_fp8(w)
-        return scaled_linear(qx, qw, sx, sw, bias, out_dtype=out_dtype)
+        return scaled_linear(qx, qw, sx, sw, bias, out_dtype=out_dtype), qx, sx, qw, sw
 
     def fp8_ok(x, w, *rest, **a) -> bool:
         return x.is_cuda and min(x.numel() // x.shape[-1], *w.shape) >= 16

@@ -94,10 +94,13 @@ class Fp8TrainingLinear(Primitive):
     are quantised to e4m3 with one scale per tensor (current scaling); the backward quantises the
     output's gradient to e5m2 and computes dx and dw as fp8 products too. Quantisation passes
     gradients straight through, so dx and dw are the gradients of the product of the quantised
-    operands."""
+    operands. Outputs (y, x_fp8, x_scale, w_fp8, w_scale): the quantised operands are by-products
+    the backward reuses."""
 
     name = "fp8_training_linear"
     attrs = (("out_dtype", dt.bf16),)
+    multiple_results = True
+    nondiff_outputs = (1, 2, 3, 4)
 
     def shape(self, x, w, bias, *, out_dtype):
         for name, t in (("x", x), ("w", w)):
@@ -110,24 +113,25 @@ class Fp8TrainingLinear(Primitive):
                                     "[in, out] and x's last dim must equal w's first")
         if bias is not None and (bias.ndim != 1 or not (bias.shape[0] == w.shape[1])):
             raise TesseraShapeError(f"fp8_linear: bias has shape {shape_str(bias.shape)}; it must be ({w.shape[1]},)")
-        return Aval(tuple(x.shape[:-1]) + (w.shape[1],), out_dtype)
+        scale = Aval((), dt.f32)
+        return (Aval(tuple(x.shape[:-1]) + (w.shape[1],), out_dtype), Aval(x.shape, dt.fp8_e4m3), scale,
+                Aval(w.shape, dt.fp8_e4m3), scale)
 
     def reference(self, x, w, bias, *, out_dtype):
         (qx, sx), (qw, sw) = (QUANTIZE_FP8.reference(t, None, dtype=dt.fp8_e4m3, axis=None) for t in (x, w))
-        return SCALED_LINEAR.reference(qx, qw, sx, sw, bias, out_dtype=out_dtype)
+        return SCALED_LINEAR.reference(qx, qw, sx, sw, bias, out_dtype=out_dtype), qx, sx, qw, sw
 
     def vjp(self, cts, ins, outs, *, out_dtype):
         from .reduction import sum as _sum
         from .shape import transpose
 
         x, w, bias = ins
+        _, qx, sx, qw, sw = outs  # the forward's quantised operands
         k, n = w.shape
         ct = cts[0].reshape(-1, n)
         qdy, sdy = quantize_fp8(ct, dt.fp8_e5m2)
-        qx, sx = quantize_fp8(x.reshape(-1, k))
-        qw, sw = quantize_fp8(w)
         dx = bind(SCALED_LINEAR, qdy, transpose(qw), sdy, sw, None, out_dtype=x.dtype).reshape(*x.shape)
-        dw = bind(SCALED_LINEAR, transpose(qx), qdy, sx, sdy, None, out_dtype=w.dtype)
+        dw = bind(SCALED_LINEAR, transpose(qx.reshape(-1, k)), qdy, sx, sdy, None, out_dtype=w.dtype)
         db = None if bias is None else _sum(ct.to(dt.f32), 0).to(bias.dtype)
         return dx, dw, db
 
@@ -177,7 +181,7 @@ def fp8_linear(x, w, bias=None, *, w_scale=None, x_scale=None, out_dtype=dt.bf16
             raise TesseraDTypeError(f"fp8_linear: w is {w.dtype.name} but scales were passed; quantize w (and x) "
                                     "with ts.quantize_fp8, or drop the scales to train from the wider w")
         out_dtype = dt.as_dtype(out_dtype)
-        return bind(FP8_TRAINING_LINEAR, x, w, bias, out_dtype=out_dtype)
+        return bind(FP8_TRAINING_LINEAR, x, w, bias, out_dtype=out_dtype)[0]
     if w_scale is None:
         raise TesseraValueError("fp8_linear: w is fp8, so pass its w_scale (the dequantisation multiplier)")
     if x.dtype.name not in _FP8:

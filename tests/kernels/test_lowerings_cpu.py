@@ -45,6 +45,7 @@ SAMPLES = {
     "flash_attention_varlen_bwd": (lambda: _varlen_args(), VARLEN_ATTRS),
     "matmul": (lambda: (R(2, 17, 33), R(33, 19)), {"accum": None}),
     "scaled_linear": (lambda: _fp8_args(), {"out_dtype": __import__("tessera").f32}),
+    "fp8_training_linear": (lambda: (R(3, 17, 32), R(32, 24), R(24)), {"out_dtype": __import__("tessera").f32}),
     "weight_only_linear": (lambda: _wo_args(), {"fmt": "fp4_e2m1", "group_size": 32, "k": 100, "n": 24}),
     "linear": (lambda: (R(3, 17, 33), R(33, 19), R(19)), {"activation": "gelu", "accum": None}),
 }
