@@ -188,8 +188,9 @@ class Linear(Primitive):
         if bias is not None:
             y = y + bias.to(y.dtype)
         out = _act_reference(y, activation)
-        if residual is not None:
-            out = (out.float() + residual.float()).to(out.dtype) if out.dtype != torch.float64 else out + residual
+        if residual is not None:  # added in fp32 (f64 for f64) and rounded once, as the kernel's epilogue does
+            acc = torch.float64 if out.dtype == torch.float64 else torch.float32
+            out = (out.to(acc) + residual.to(acc)).to(out.dtype)
         if out_dtype is not None:
             out, y = out.to(out_dtype.torch_dtype), y.to(out_dtype.torch_dtype)
         return out, (y if activation is not None else None)
