@@ -437,13 +437,22 @@ def _check_mask_dtype(mask) -> None:
             "the scores). For a 0/1 keep/drop mask such as an integer attention_mask, pass mask.to(ts.bool_)")
 
 
-def _check_attention(q, k, v, mask):
+def check_qkv(op: str, q, k, v, rank: int, dims: str) -> None:
+    """The checks every attention op makes of q, k, v: ``rank`` dims (named by ``dims``, e.g.
+    "[B, H, S, D]"), float dtypes, one dtype for all three, and k shaped like v."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 4:
-            raise TesseraShapeError(f"flash_attention: {name} must be 4-D [B, H, S, D], got shape {shape_str(t.shape)}")
-        require_float("flash_attention", t, name)
-    if not (k.shape == v.shape if all(isinstance(a, int) for a in k.shape) else all(a == b for a, b in zip(k.shape, v.shape))):
-        raise TesseraShapeError(f"flash_attention: k has shape {shape_str(k.shape)} but v has {shape_str(v.shape)}; they must match")
+        if t.ndim != rank:
+            raise TesseraShapeError(f"{op}: {name} must be {rank}-D {dims}, got shape {shape_str(t.shape)}")
+        require_float(op, t, name)
+    if not all(a == b for a, b in zip(k.shape, v.shape)):
+        raise TesseraShapeError(f"{op}: k has shape {shape_str(k.shape)} but v has {shape_str(v.shape)}; they must match")
+    if q.dtype.storage != k.dtype.storage or q.dtype.storage != v.dtype.storage:
+        raise TesseraDTypeError(f"{op}: q, k, v are {q.dtype.name}, {k.dtype.name}, {v.dtype.name}; "
+                                f"convert them to one dtype, e.g. k.to(ts.{q.dtype.name})")
+
+
+def _check_attention(q, k, v, mask):
+    check_qkv("flash_attention", q, k, v, 4, "[B, H, S, D]")
     if not (q.shape[0] == k.shape[0]) or not (q.shape[3] == k.shape[3]):
         raise TesseraShapeError(f"flash_attention: q has shape {shape_str(q.shape)} and k has {shape_str(k.shape)}; "
                                 "batch (dim 0) and head dim (dim 3) must match")
@@ -451,9 +460,6 @@ def _check_attention(q, k, v, mask):
     if not (Dim.of(H) % Dim.of(Hkv) == 0):
         raise TesseraShapeError(f"flash_attention: q has {H} heads and k/v have {Hkv}; the query heads must be a "
                                 "multiple of the key/value heads (grouped-query attention)")
-    if q.dtype.storage != k.dtype.storage or q.dtype.storage != v.dtype.storage:
-        raise TesseraDTypeError(f"flash_attention: q, k, v are {q.dtype.name}, {k.dtype.name}, {v.dtype.name}; "
-                                f"convert them to one dtype, e.g. k.to(ts.{q.dtype.name})")
     if mask is not None:
         _check_mask_dtype(mask)
         if mask.ndim > 4:

@@ -16,25 +16,18 @@ from ..core.primitive import Aval, Primitive
 from ..errors import TesseraDTypeError, TesseraShapeError
 from ..types.dims import Dim
 from .attention_reference import varlen_reference
-from .rules import require_float, shape_str
+from .nn_ops import check_qkv
+from .rules import shape_str
 
 _ATTRS = (("causal", False), ("scale", None), ("max_seqlen_q", 0), ("max_seqlen_k", 0))
 
 
 def _check_varlen(q, k, v, cu_q, cu_k) -> None:
     op = "flash_attention_varlen"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 3:
-            raise TesseraShapeError(f"{op}: {name} must be 3-D [total_tokens, heads, D], got shape {shape_str(t.shape)}")
-        require_float(op, t, name)
-    if k.ndim != v.ndim or not all(a == b for a, b in zip(k.shape, v.shape)):
-        raise TesseraShapeError(f"{op}: k has shape {shape_str(k.shape)} but v has {shape_str(v.shape)}; they must match")
+    check_qkv(op, q, k, v, 3, "[total_tokens, heads, D]")
     if not (q.shape[2] == k.shape[2]) or not (Dim.of(q.shape[1]) % Dim.of(k.shape[1]) == 0):
         raise TesseraShapeError(f"{op}: q has shape {shape_str(q.shape)} and k {shape_str(k.shape)}; the head dims "
                                 "(dim 2) must match and q's heads must be a multiple of k's (grouped-query attention)")
-    if q.dtype.storage != k.dtype.storage or q.dtype.storage != v.dtype.storage:
-        raise TesseraDTypeError(f"{op}: q, k, v are {q.dtype.name}, {k.dtype.name}, {v.dtype.name}; convert them to "
-                                f"one dtype, e.g. k.to(ts.{q.dtype.name})")
     for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
         if cu.ndim != 1 or cu.dtype.kind not in ("int", "uint"):
             raise TesseraDTypeError(f"{op}: {name} must be a 1-D integer tensor of sequence offsets [batch + 1], got "
