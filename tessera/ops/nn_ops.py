@@ -566,9 +566,7 @@ class LinearCrossEntropy(Primitive):
             raise TesseraShapeError(f"{op}: bias has shape {shape_str(bias.shape)} but w is {shape_str(w.shape)}; "
                                     f"bias must be ({w.shape[1]},), one value per class")
         require_float(op, h, "h")
-        if h.dtype.storage != w.dtype.storage:
-            raise TesseraDTypeError(f"{op}: h is {h.dtype.name} but w is {w.dtype.name}; "
-                                    f"convert w with w.to(ts.{h.dtype.name})")
+        require_same_dtype(op, h, "h", w, "w")
         _check_targets_dtype(op, targets)
         _check_ce_options(op, reduction, label_smoothing, z_loss)
         loss = Aval(() if reduction != "none" else (h.shape[0],), dt.f64 if h.dtype == dt.f64 else dt.f32)
