@@ -183,7 +183,7 @@ if available():
                       FUSE_DQ: gl.constexpr, DYNAMIC: gl.constexpr):
         k_smem, v_smem, q_smem, do_smem, queue = bufs
         kv_bars, kv_free, ready, empty = bars
-        dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, seqlen_q, seqlen_k, qk_scale, sm_scale = args
+        dk_desc, dv_desc, GROUP, tiles, n_ntiles, HKV, seqlen_q, seqlen_k, qk_scale, sm_scale = args
         KEYS: gl.constexpr = 64
         k_tile = k_smem.index(W).reshape([KEYS, HEAD_DIM])
         v_tile = v_smem.index(W).reshape([KEYS, HEAD_DIM])
@@ -294,7 +294,7 @@ if available():
         return dk, dv
 
     @gluon.jit
-    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, DELTA, COUNTER, H, HKV,
+    def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, DELTA, COUNTER, HKV,
                         GROUP, SEQ_Q, SEQ_K, BHKV, s_lb, s_lh, qk_scale, sm_scale, HEAD_DIM: gl.constexpr,
                         BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
                         FUSE_DQ: gl.constexpr, DYNAMIC: gl.constexpr):
@@ -330,7 +330,7 @@ if available():
 
         bufs = (k_smem, v_smem, q_smem, do_smem, tile_queue(CONSUMERS))
         bars = (kv_bars, kv_free, ready, empty)
-        args = (dk_desc, dv_desc, H, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, qk_scale, sm_scale)
+        args = (dk_desc, dv_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, qk_scale, sm_scale)
         rows_stats = (LSE, DELTA, SEQ_Q, s_lb, s_lh)  # where the producer reads them
         loads = (q_desc, do_desc, k_desc, v_desc, GROUP, tiles, n_ntiles, HKV, SEQ_Q, SEQ_K, rows_stats, COUNTER)
         gl.warp_specialize([
@@ -498,7 +498,7 @@ def run_dkdv_ws(q, k, v, do, dk, dv, lse, delta, H: int, Hkv: int, Sq: int, Sk: 
     _dkdv_ws_kernel[grid](
         descriptor(q, BM), descriptor(k, KEYS_PER_WARPGROUP), descriptor(v, KEYS_PER_WARPGROUP),
         descriptor(do, BM), dk_desc, descriptor(dv, KEYS_PER_WARPGROUP), dq_desc, lse, delta, counter,
-        H, Hkv, H // Hkv, Sq, Sk, q.shape[0] * Hkv, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
+        Hkv, H // Hkv, Sq, Sk, q.shape[0] * Hkv, lse.stride(0), lse.stride(1), scale * LOG2E, scale,
         CAUSAL=causal, DYNAMIC=dynamic, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
     if not cfg["FUSE_DQ"]:
         return dk, dv, None
