@@ -28,7 +28,7 @@ sys.path.insert(0, os.getcwd())
 from tessera.bench.suites.attention import attention_flops, make_inputs, sdpa_fns  # noqa: E402
 from tessera.kernels.attention import hopper_ws, hopper_ws_bwd  # noqa: E402
 from tessera.kernels.attention.launch import Problem, default_scale, run_backward, run_forward  # noqa: E402
-from tessera.kernels.attention.reference import attention_reference  # noqa: E402
+from tessera.ops.attention_reference import attention_reference  # noqa: E402
 
 TABLES = {"fwd": hopper_ws.CONFIGS, "bwd": hopper_ws_bwd.CONFIGS}
 SAVED = {name: {D: dict(c) for D, c in table.items()} for name, table in TABLES.items()}

@@ -27,7 +27,7 @@ from tessera.bench.common import try_bench  # noqa: E402
 from tessera.bench.suites.attention import attention_flops, make_inputs, peer_backends, sdpa_fns  # noqa: E402
 from tessera.kernels.attention.configs import block_config  # noqa: E402
 from tessera.kernels.attention.launch import Problem, run_backward, run_forward  # noqa: E402
-from tessera.kernels.attention.reference import attention_reference, varlen_reference  # noqa: E402
+from tessera.ops.attention_reference import attention_reference, varlen_reference  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp/attention_out")
 T0 = time.time()

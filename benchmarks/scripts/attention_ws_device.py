@@ -24,7 +24,7 @@ from tessera.kernels.attention import hopper_ws as ws  # noqa: E402
 from tessera.kernels.attention import hopper_ws_bwd as wsb  # noqa: E402
 from tessera.kernels.attention.configs import bwd_configs, fwd_config  # noqa: E402
 from tessera.kernels.attention.launch import Problem, default_scale, run_backward, run_forward  # noqa: E402
-from tessera.kernels.attention.reference import attention_reference  # noqa: E402
+from tessera.ops.attention_reference import attention_reference  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp/ws_out")
 # Checked and timed besides the defaults: overrides of hopper_ws.config by head dim.

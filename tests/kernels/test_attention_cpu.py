@@ -14,7 +14,7 @@ from tessera.kernels.attention import (  # noqa: E402
     flash_attention_varlen_fwd, supports)
 from tessera.kernels.attention import forward as _forward  # noqa: E402
 from tessera.kernels.attention.launch import Problem, run_backward, run_forward  # noqa: E402
-from tessera.kernels.attention.reference import varlen_reference  # noqa: E402
+from tessera.ops.attention_reference import varlen_reference  # noqa: E402
 from tessera.kernels.matmul import quantize_fp8  # noqa: E402
 from tessera.runtime.philox import dropout_keep_mask  # noqa: E402
 

@@ -5,7 +5,7 @@ import torch
 
 from tessera.kernels.attention import (attention_reference, flash_attention_bwd, flash_attention_fwd,
                                        flash_attention_varlen_bwd, flash_attention_varlen_fwd, supports)
-from tessera.kernels.attention.reference import varlen_reference
+from tessera.ops.attention_reference import varlen_reference
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

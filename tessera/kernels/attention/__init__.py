@@ -1,5 +1,6 @@
 """Flash attention for Tessera: Triton forward and backward kernels (dense, GQA/MQA, masks,
-causal, dropout, variable length) and the plain-torch reference that defines them.
+causal, dropout, variable length); ``attention_reference`` (from ``tessera.ops.attention_reference``)
+is the plain-torch definition they are tested against.
 
 Example (on a CUDA machine):
     >>> import torch
@@ -8,10 +9,10 @@ Example (on a CUDA machine):
     >>> o, lse = flash_attention_fwd(q, q, q, causal=True)  # doctest: +SKIP
     >>> ref, _ = attention_reference(q, q, q, causal=True)  # doctest: +SKIP
 """
+from ...ops.attention_reference import attention_reference
 from .api import flash_attention_bwd, flash_attention_fwd
 from .checks import supports
 from .fp8 import flash_attention_fp8_fwd
-from .reference import attention_reference
 from .varlen import flash_attention_varlen_bwd, flash_attention_varlen_fwd
 
 __all__ = ["flash_attention_fwd", "flash_attention_bwd", "flash_attention_fp8_fwd", "flash_attention_varlen_fwd",
