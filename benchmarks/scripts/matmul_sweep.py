@@ -24,7 +24,7 @@ import triton
 import triton.testing
 
 import tessera.quant as quant
-from tessera.kernels.matmul import kernel_wo, matmul, wo_matmul
+from tessera.kernels.matmul import matmul, wo_matmul
 from tessera.kernels.matmul.configs import Config, Problem, skinny_config, split_k_for
 
 SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096),
@@ -370,55 +370,73 @@ def per_call_us(fn, n=500):
     return host * 1e6
 
 
-def compiled_launch(go):
-    """(Triton's JITFunction launch with positional arguments, the compiled kernel's own launcher)
-    for the weight-only launch ``go``: its arguments are captured from one launch."""
-    kernel = kernel_wo.wo_matmul_kernel
-    seen, run = {}, kernel.run
+def _plans_cleared(fast: bool):
+    """Drop the entry points' stored plans and set whether new ones may relaunch directly."""
+    from tessera.kernels.matmul import api, wo
 
-    def capture(*args, grid, warmup, **kwargs):
-        compiled = run(*args, grid=grid, warmup=warmup, **kwargs)
-        bound = dict(zip(kernel.arg_names, args), **{k: v for k, v in kwargs.items() if k in kernel.arg_names})
-        seen.update(compiled=compiled, grid=grid, args=[bound[n] for n in kernel.arg_names])
-        return compiled
-
-    kernel.run = capture
-    try:
-        go()
-    finally:
-        kernel.run = run
-    grid, args = seen["grid"], seen["args"]
-    runner = seen["compiled"][tuple(grid) + (1,) * (3 - len(grid))]  # the compiled launcher takes three dims
-    return (lambda: kernel[grid](*args)), (lambda: runner(*args))
+    os.environ["TESSERA_FAST_LAUNCH"] = "1" if fast else "0"
+    api._PLANS.clear()
+    wo._PLANS.clear()
 
 
 def host_overhead():
-    """Host time per call of the entry points and of each way to launch a kernel, decode shape;
-    then a profile of the weight-only entry point."""
+    """Host time per call of the entry points at decode shapes, with plans that relaunch the
+    compiled kernel directly and with plans that go through Triton's launch path; then a profile
+    of the bf16 entry point."""
     x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
     qw = quant.quantize(torch.randn(4096, 4096, device="cuda"), "fp4_e2m1")
-    go = wo_matmul(x, qw, _launcher=True)
-    jit_launch, compiled_launcher = compiled_launch(go)
-    ref = wo_matmul(x, qw)
-    out = go().zero_()  # the launch's own output buffer, refilled by the compiled launcher
-    compiled_launcher()
-    print("compiled launcher's output matches:", torch.equal(out, ref), flush=True)
-    for name, fn in (("tessera matmul", lambda: matmul(x, w.t())), ("torch.matmul", lambda: torch.matmul(x, w.t())),
-                     ("tessera launch only", matmul(x, w.t(), _launcher=True)),
-                     ("tessera wo_matmul fp4", lambda: wo_matmul(x, qw)),
-                     ("tessera wo launch only", go),
-                     ("JITFunction launch, positional arguments", jit_launch),
-                     ("compiled launcher (compiled[grid](*args))", compiled_launcher),
-                     ("empty torch op (x.add_(0))", lambda: x.add_(0))):
+    rows = [("torch.matmul", lambda: torch.matmul(x, w.t())), ("empty torch op (x.add_(0))", lambda: x.add_(0))]
+    for fast in (False, True):
+        tag = "relaunch" if fast else "Triton launch"
+        _plans_cleared(fast)
+        ref = matmul(x, w.t()), wo_matmul(x, qw), matmul(x, w.t(), bias=b)
+        again = matmul(x, w.t()), wo_matmul(x, qw), matmul(x, w.t(), bias=b)
+        print(f"{tag}: repeated calls match the first:", all(torch.equal(r, g) for r, g in zip(ref, again)), flush=True)
+        for name, fn in ((f"tessera matmul ({tag})", lambda: matmul(x, w.t())),
+                         (f"tessera matmul + bias ({tag})", lambda: matmul(x, w.t(), bias=b)),
+                         (f"tessera wo_matmul fp4 ({tag})", lambda: wo_matmul(x, qw))):
+            rows.append((name, fn))
+            print(f"host {name}: {per_call_us(fn):.1f} us per call", flush=True)
+    for name, fn in rows[:2]:
         print(f"host {name}: {per_call_us(fn):.1f} us per call", flush=True)
+    host_breakdown(x, w)
     prof = cProfile.Profile()
     prof.enable()
-    for _ in range(300):
-        wo_matmul(x, qw)
+    for _ in range(1000):
+        matmul(x, w.t())
     prof.disable()
     torch.cuda.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+
+
+def host_breakdown(x, w):
+    """Host µs of each step of a planned bf16 call (signature, output allocation, stream query,
+    Triton's scratch allocator, the compiled kernel's launch)."""
+    from tessera.kernels import triton_launch
+    from tessera.kernels.matmul import api
+
+    wt = w.t()
+    matmul(x, wt)
+    sig = api._signature(x, wt, None, None, None, None, torch.float32, False)
+    plan = api._PLANS.get(sig)
+    relaunch = next((c.cell_contents for c in plan.__closure__
+                     if isinstance(c.cell_contents, triton_launch.Relaunch)), None)
+    out = torch.empty(1, w.shape[0], device="cuda", dtype=torch.bfloat16)
+    steps = [("signature", lambda: api._signature(x, wt, None, None, None, None, torch.float32, False)),
+             ("plan lookup", lambda: api._PLANS.get(sig)),
+             ("torch.empty out", lambda: torch.empty((1, w.shape[0]), dtype=torch.bfloat16, device="cuda")),
+             ("launch context", triton_launch._launch_context),
+             ("scratch allocator", lambda: triton_launch._scratch(1024, 128, torch.cuda.current_stream().cuda_stream))]
+    if relaunch is not None:
+        stream = torch.cuda.current_stream().cuda_stream
+        relaunch.launch(a=x, b=wt, out=out)
+        runner, args = relaunch._runner, list(relaunch._args)
+        steps += [("relaunch.launch", lambda: relaunch.launch(a=x, b=wt, out=out)),
+                  ("compiled runner", lambda: runner(*args, stream=stream))]
+    for name, fn in steps:
+        print(f"host step {name}: {per_call_us(fn, 2000):.2f} us", flush=True)
 
 
 def bench_clean_l2(fn, reps=100):

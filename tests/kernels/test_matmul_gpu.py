@@ -323,3 +323,71 @@ def test_gluon_gemm_empty_dims():
     out = gluon_ws.matmul_ws(rnd(130, 0), rnd(0, 264), bias=bias, activation="relu")
     assert torch.equal(out, torch.relu(bias.float()).to(out.dtype).expand(130, 264))
     assert gluon_ws.matmul_ws(rnd(0, 64), rnd(64, 264)).shape == (0, 264)
+
+
+@pytest.mark.parametrize("M,N,K,tb,epilogue", [(1, 4096, 4096, True, "none"), (16, 1000, 4104, True, "bias"),
+                                                (3, 520, 264, False, "residual"), (128, 2048, 512, True, "gelu")])
+def test_repeated_calls_relaunch_with_the_new_tensors(M, N, K, tb, epilogue, launches):
+    """After the first call of a signature, calls skip the launchers (the stored plan relaunches
+    the compiled kernel) and still read their own operands and write a new output each time."""
+    from tessera.kernels.matmul import api
+
+    api._PLANS.clear()
+    outs = []
+    for i in range(4):
+        a = rnd(M, K)
+        b = rnd(N, K).t() if tb else rnd(K, N)
+        kw = {"bias": rnd(N)} if epilogue == "bias" else {"residual": rnd(M, N)} if epilogue == "residual" else \
+            {"bias": rnd(N), "activation": "gelu"} if epilogue == "gelu" else {}
+        out = matmul(a, b, **kw)
+        ref = a.double() @ b.double()
+        if "bias" in kw:
+            ref = ref + kw["bias"].double()
+        if epilogue == "gelu":
+            ref = torch.nn.functional.gelu(ref)
+        if "residual" in kw:
+            ref = ref + kw["residual"].double()
+        assert rel(out, ref) < 1e-2, i
+        outs.append(out)
+    assert len(launches) == 1  # the first call only
+    assert len({o.data_ptr() for o in outs}) == len(outs)  # each call its own output
+
+
+def test_weight_only_repeated_calls_relaunch_with_the_new_tensors():
+    from tessera.kernels.matmul import wo
+
+    wo._PLANS.clear()
+    for i in range(3):
+        x, bias = rnd(2, 512), rnd(384)
+        qw = q.quantize(torch.randn(512, 384, device="cuda"), "fp4_e2m1", 32)
+        ref = x.double() @ q.dequantize(qw).double() + bias.double()
+        assert rel(wo_matmul(x, qw, bias=bias), ref) < 1e-2, i
+    assert len(wo._PLANS) == 1
+
+
+def test_relaunch_is_declined_on_another_stream_and_inside_a_cuda_graph(launches):
+    """A plan made on one stream launches through the launchers on another (split-K buffers are
+    per stream) and while a graph is captured (the replay gets the graph's own buffers)."""
+    from tessera.kernels.matmul import api
+
+    api._PLANS.clear()
+    a, w = rnd(4, 2048), rnd(1024, 2048)
+    matmul(a, w.t())
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        a2 = rnd(4, 2048)
+        out = matmul(a2, w.t())
+    torch.cuda.current_stream().wait_stream(side)
+    assert rel(out, a2.double() @ w.double().t()) < 1e-2
+    assert len(launches) == 2
+    x = rnd(4, 2048)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = matmul(x, w.t())
+    for _ in range(2):
+        x.copy_(rnd(4, 2048))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel(y, x.double() @ w.double().t()) < 1e-2
+    assert len(launches) == 3

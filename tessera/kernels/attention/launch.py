@@ -16,19 +16,9 @@ import triton
 from . import backward as _bwd
 from . import forward as _fwd
 from . import hopper_ws, hopper_ws_bwd
+from ..triton_launch import ensure_allocator
 from .configs import bwd_configs, fwd_config, interpreted, pad_head_dim
 from .tiles import LOG2E_HOST as LOG2E
-
-_ALLOCATOR_SET = False
-
-
-def _ensure_allocator():
-    """Device-side tensor descriptors need scratch memory from a Triton allocator."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-        _ALLOCATOR_SET = True
-
 
 @dataclass
 class Problem:
@@ -160,7 +150,7 @@ def run_forward(q, k, v, mask, prob: Problem, config=None, use_tma=None, descale
     v_pair = (v, sv) if vt is None else (vt, tuple(vt.stride()))
     mode = tma_mode(prob, use_tma, (q, sq), (k, sk), v_pair, (o, so))
     if mode == 1 and not interpreted():
-        _ensure_allocator()
+        ensure_allocator()
     cfg = dict(config or fwd_config(prob.D, prob.causal, fp8=fp8))
     if kind or prob.dropout_p > 0:  # the mask tiles' pipeline buffers must fit in shared memory too
         cfg["num_stages"] = min(cfg["num_stages"], 2)
@@ -195,7 +185,7 @@ def run_backward(do, q, k, v, o, lse, mask, prob: Problem, configs=None, use_tma
     sq, sk, sv, so, sdo, sdq, sdk, sdv = (strides4(t, prob.varlen) for t in (q, k, v, o, do, dq, dk, dv))
     mode = tma_mode(prob, use_tma, (q, sq), (k, sk), (v, sv), (do, sdo))
     if mode == 1 and not interpreted():
-        _ensure_allocator()
+        ensure_allocator()
     cfg_kv, cfg_q = (dict(c) for c in (configs or bwd_configs(prob.D, prob.causal)))
     m, kind, sm = mask_args(mask, prob, q)
     if kind or prob.dropout_p > 0:

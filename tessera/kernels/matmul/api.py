@@ -100,17 +100,21 @@ def _signature(a, b, bias, activation, residual, out_dtype, acc_dtype, return_pr
             _sig_of(residual), out_dtype, acc_dtype, return_preact, autotune_enabled(), gluon_ws.enabled())
 
 
-def _remember(sig, cfg, out, la, lb, act, acc_f16, interp, cublas):
-    """Store a plan that launches this call's kernel and config for new tensors of the same signature."""
+def _remember(sig, cfg, out, la, lb, act, acc_f16, interp, cublas, relaunch):
+    """Store a plan that launches this call's kernel and config for new tensors of the same signature.
+
+    ``relaunch`` (the first launch, its tensors named) skips Triton's argument binding; without
+    it, or on another stream, the plan goes through the launchers."""
     shape, dtype = tuple(out.shape), out.dtype
 
     def plan(a_, b_, bias_, residual_):
         if cfg.kernel == "cublas":
             return cublas(a_, b_, bias_, residual_)
         out_ = torch.empty(shape, dtype=dtype, device=a_.device)
+        bias_c = bias_.contiguous() if bias_ is not None else None
         res_ = residual_.expand(shape) if residual_ is not None else None
-        _launch_2d(cfg, a_, b_, out_, la, lb, bias_.contiguous() if bias_ is not None else None, act, res_, None,
-                   acc_f16, interp)()
+        if relaunch is None or not relaunch.launch(a=a_, b=b_, out=out_, bias=bias_c, res=res_):
+            _launch_2d(cfg, a_, b_, out_, la, lb, bias_c, act, res_, None, acc_f16, interp)()
         return out_
 
     _PLANS.put(sig, plan)
@@ -232,10 +236,12 @@ def matmul(a, b, *, bias=None, activation=None, residual=None, out_dtype=None, a
     go = run(cfg)
     if _launcher:  # benchmarks: the bare kernel launch, without this function's checks
         return go
-    if sig is not None and folded is not None and not return_preact:
-        _remember(sig, cfg, out, la, lb, act, acc_f16, interp,
-                  lambda a_, b_, bias_, res_: _cublas(a_, b_, bias_, activation, res_, out_dtype, False))
     result = go()
+    if sig is not None and folded is not None and not return_preact:
+        relaunch = result.with_roles(a=a2, b=b2, out=out2, bias=bias_c, res=res2) \
+            if cfg.kernel != "cublas" and result is not None else None
+        _remember(sig, cfg, out, la, lb, act, acc_f16, interp,
+                  lambda a_, b_, bias_, res_: _cublas(a_, b_, bias_, activation, res_, out_dtype, False), relaunch)
     if cfg.kernel == "cublas":
         return result
     return (out, pre) if return_preact else out

@@ -6,26 +6,16 @@ from functools import lru_cache
 import torch
 import triton
 
+from ..triton_launch import ensure_allocator, launch, stream_buffer
 from .configs import Config
 from .kernel_ptr import ptr_matmul_kernel
 from .kernel_skinny import skinny_matmul_kernel
 from .kernel_tma import tma_matmul_kernel
 
-_ALLOCATOR_SET = False
-
 
 def interpreting() -> bool:
     """True when the kernels were built for Triton's CPU interpreter (``TRITON_INTERPRET=1``)."""
     return type(ptr_matmul_kernel).__name__ == "InterpretedFunction"
-
-
-def ensure_allocator() -> None:
-    """Device-side TMA descriptors need a scratch allocator; install one once."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        device = "cpu" if interpreting() else "cuda"
-        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=device))
-        _ALLOCATOR_SET = True
 
 
 @lru_cache(maxsize=None)
@@ -58,21 +48,21 @@ def major(t: torch.Tensor):
     return None
 
 
-_COUNTERS: dict = {}
-
-
 def tile_counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed int32 counters for split-K tickets; the kernel leaves them at zero after each use."""
-    buf = _COUNTERS.get(device)
-    if buf is None or buf.numel() < n:
-        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
-        _COUNTERS[device] = buf
-    return buf
+    """Zeroed int32 counters for split-K tickets on the current stream; the kernel leaves them at
+    zero after each use."""
+    return stream_buffer("splitk-tickets", n, torch.int32, device, zeroed=True)
+
+
+def splitk_workspace(device: torch.device, n: int) -> torch.Tensor:
+    """fp32 room for ``n`` split-K partial sums on the current stream."""
+    return stream_buffer("splitk-partials", n, torch.float32, device)
 
 
 def launch_tma(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a=0, scale_b=0, bias=None, act=0,
                res=None, pre=None, acc_f16=False):
-    """out[M, N] (contiguous) = epilogue(a2 @ b2) with the persistent TMA kernel."""
+    """out[M, N] (contiguous) = epilogue(a2 @ b2) with the persistent TMA kernel; returns the
+    launch's :class:`~tessera.kernels.triton_launch.Relaunch` (None under the interpreter)."""
     ensure_allocator()
     M, K = a2.shape
     N = b2.shape[1]
@@ -83,8 +73,8 @@ def launch_tma(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a=0,
     # SM count (one compiled kernel for all sizes).
     grid = (max(1, min(sms, tiles)),)
     dummy = out
-    tma_matmul_kernel[grid](
-        a2, b2, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
+    return launch(
+        tma_matmul_kernel, grid, a2, b2, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
         bias if bias is not None else dummy, res if res is not None else dummy, pre if pre is not None else dummy,
         M, N, K, la[1], lb[1], res.stride(0) if res is not None else 0, res.stride(1) if res is not None else 0,
         A_KMAJOR=la[0] == "row", B_KMAJOR=lb[0] == "col",
@@ -93,12 +83,12 @@ def launch_tma(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a=0,
         ACC_F16=acc_f16, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None, ACT=act,
         HAS_RES=res is not None, STORE_PRE=pre is not None,
         num_warps=cfg.warps, num_stages=cfg.stages)
-    return out
 
 
 def launch_skinny(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a=0, scale_b=0, bias=None, act=0,
                   res=None, pre=None):
-    """out[M, N] (contiguous) = epilogue(a2 @ b2) with the split-K skinny kernel (few rows of a2)."""
+    """out[M, N] (contiguous) = epilogue(a2 @ b2) with the split-K skinny kernel (few rows of a2);
+    returns the launch's Relaunch, as :func:`launch_tma`."""
     ensure_allocator()
     M, K = a2.shape
     N = b2.shape[1]
@@ -106,17 +96,16 @@ def launch_skinny(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a
     split = max(1, min(cfg.split_k, triton.cdiv(K, cfg.BK)))
     ws = cnt = out
     if split > 1:
-        ws = torch.empty(tiles * split * cfg.BM * cfg.BN, dtype=torch.float32, device=out.device)
+        ws = splitk_workspace(out.device, tiles * split * cfg.BM * cfg.BN)
         cnt = tile_counters(out.device, tiles)
     dummy = out
-    skinny_matmul_kernel[(tiles * split,)](
-        a2, b2, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
+    return launch(
+        skinny_matmul_kernel, (tiles * split,), a2, b2, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
         bias if bias is not None else dummy, res if res is not None else dummy, pre if pre is not None else dummy,
         ws, cnt, M, N, K, la[1], lb[1], res.stride(0) if res is not None else 0, res.stride(1) if res is not None else 0,
         A_KMAJOR=la[0] == "row", B_KMAJOR=lb[0] == "col", BM=cfg.BM, BN=cfg.BN, BK=cfg.BK, SPLIT_K=split,
         STAGES=cfg.stages, SWAP=cfg.swap, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None,
         ACT=act, HAS_RES=res is not None, STORE_PRE=pre is not None, num_warps=cfg.warps)
-    return out
 
 
 def _pad3(shape, strides):
@@ -129,7 +118,8 @@ def _pad3(shape, strides):
 
 def launch_ptr(a, b, out, cfg: Config, *, sa=None, sb=None, scale_a=0, scale_b=0, bias=None, act=0, res=None,
                pre=None, acc_f16=False):
-    """out[batch..., M, N] (contiguous) = epilogue(a @ b); a, b, res already expanded to <= 3 batch dims."""
+    """out[batch..., M, N] (contiguous) = epilogue(a @ b); a, b, res already expanded to <= 3 batch
+    dims. Returns the launch's Relaunch, as :func:`launch_tma`."""
     M, K = a.shape[-2:]
     N = b.shape[-1]
     batch = out.shape[:-2]
@@ -147,11 +137,11 @@ def launch_ptr(a, b, out, cfg: Config, *, sa=None, sb=None, scale_a=0, scale_b=0
     tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
     ws = cnt = out
     if split > 1:
-        ws = torch.empty(tiles * split * cfg.BM * cfg.BN, dtype=torch.float32, device=out.device)
+        ws = splitk_workspace(out.device, tiles * split * cfg.BM * cfg.BN)
         cnt = tile_counters(out.device, tiles)
     dummy = out
-    ptr_matmul_kernel[(tiles * split, nb)](
-        a, b, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
+    return launch(
+        ptr_matmul_kernel, (tiles * split, nb), a, b, out, sa if sa is not None else dummy, sb if sb is not None else dummy,
         bias if bias is not None else dummy, res if res is not None else dummy, pre if pre is not None else dummy,
         ws, cnt, M, N, K, bshape[1], bshape[2],
         *sa_, a.stride(-2), a.stride(-1), *sb_, b.stride(-2), b.stride(-1), *sr_, srm, srn,
@@ -159,4 +149,3 @@ def launch_ptr(a, b, out, cfg: Config, *, sa=None, sb=None, scale_a=0, scale_b=0
         IEEE=a.dtype == torch.float32, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None, ACT=act,
         HAS_RES=res is not None, STORE_PRE=pre is not None,
         num_warps=cfg.warps, num_stages=cfg.stages)
-    return out

@@ -12,7 +12,8 @@ from .autotune import autotune_enabled, choose
 from .plans import PlanCache
 from .configs import Config, split_k_for
 from .kernel_wo import wo_matmul_kernel
-from .launch import ensure_allocator, interpreting, num_sms, tile_counters
+from ..triton_launch import ensure_allocator, launch
+from .launch import interpreting, num_sms, splitk_workspace, tile_counters
 
 
 def _default(M, N, KP, bits, sms, interp) -> Config:
@@ -43,7 +44,8 @@ def _candidates(M, N, KP, bits, sms):
 
 
 def _launch_wo(cfg: Config, x2, qw, out, bias):
-    """The kernel launch for ``x2 [M, K] @ dequantize(qw)`` into ``out [M, N]`` with ``cfg``."""
+    """The kernel launch for ``x2 [M, K] @ dequantize(qw)`` into ``out [M, N]`` with ``cfg``; the
+    returned function launches and returns the launch's Relaunch (None under the interpreter)."""
     M, K = x2.shape
     N = qw.shape[1]
     f, data, scales = qw.fmt, qw.data, qw.scales
@@ -58,17 +60,16 @@ def _launch_wo(cfg: Config, x2, qw, out, bias):
         ensure_allocator()
     ws = cnt = out
     if cfg.split_k > 1:
-        ws = torch.empty(tiles * cfg.split_k * cfg.BM * cfg.BN, dtype=torch.float32, device=x2.device)
+        ws = splitk_workspace(x2.device, tiles * cfg.split_k * cfg.BM * cfg.BN)
         cnt = tile_counters(x2.device, tiles)
 
     def go():
-        wo_matmul_kernel[(tiles * cfg.split_k,)](
-            x2, data, scales, bias if bias is not None else out, out, ws, cnt,
+        return launch(
+            wo_matmul_kernel, (tiles * cfg.split_k,), x2, data, scales, bias if bias is not None else out, out, ws, cnt,
             M, N, K, qw.k_padded, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
             BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
             SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
             PACKED=packed, num_warps=cfg.warps)
-        return out
     return go
 
 
@@ -79,7 +80,9 @@ _PLANS = PlanCache()
 def _signature(x, qw, bias, out_dtype) -> tuple:
     return (x.shape, x.stride(), x.dtype, x.device, x.data_ptr() % 16, qw.shape, qw.fmt.name, qw.group_size,
             qw.data.shape, qw.data.stride(), qw.data.device, qw.data.data_ptr() % 16, qw.scales.shape,
-            qw.scales.stride(), None if bias is None else (bias.shape, bias.dtype, bias.device), out_dtype,
+            qw.scales.stride(), qw.scales.dtype, qw.scales.data_ptr() % 16,
+            None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device, bias.data_ptr() % 16),
+            out_dtype,
             autotune_enabled())
 
 
@@ -132,8 +135,10 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     KP = qw.k_padded
     sms = num_sms(-1 if interp else (x.device.index if x.device.index is not None else torch.cuda.current_device()))
 
+    bias_c = bias.contiguous() if bias is not None else None
+
     def run(cfg: Config):
-        return _launch_wo(cfg, x2, qw, out, bias)
+        return _launch_wo(cfg, x2, qw, out, bias_c)
 
     if _config is not None:
         cfg = _config
@@ -151,16 +156,22 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     go = run(cfg)
     if _launcher:  # benchmarks: the bare kernel launch, without this function's checks
         return go
+    relaunch = go()
     if sig is not None:
-        _remember(sig, cfg, (M, N), out_dtype, lead)
-    go()
+        if relaunch is not None:
+            relaunch = relaunch.with_roles(x=x2, data=qw.data, scales=qw.scales, out=out, bias=bias_c)
+        _remember(sig, cfg, (M, N), out_dtype, lead, relaunch)
     return out.reshape(*lead, N)
 
 
-def _remember(sig, cfg, out_shape, out_dtype, lead):
+def _remember(sig, cfg, out_shape, out_dtype, lead, relaunch):
+    """Store the plan of this signature; ``relaunch`` as for ``matmul``'s plans."""
     def plan(x, qw, bias):
         out = torch.empty(out_shape, dtype=out_dtype, device=x.device)
-        _launch_wo(cfg, x.reshape(-1, qw.shape[0]), qw, out, bias)()
+        x2 = x.reshape(-1, qw.shape[0])
+        bias_c = bias.contiguous() if bias is not None else None
+        if relaunch is None or not relaunch.launch(x=x2, data=qw.data, scales=qw.scales, out=out, bias=bias_c):
+            _launch_wo(cfg, x2, qw, out, bias_c)()
         return out.reshape(*lead, out_shape[1])
 
     _PLANS.put(sig, plan)
