@@ -429,13 +429,13 @@ def host_breakdown(x, w):
     relaunch = next((c.cell_contents for c in plan.__closure__
                      if isinstance(c.cell_contents, triton_launch.Relaunch)), None)
     out = torch.empty(1, w.shape[0], device="cuda", dtype=torch.bfloat16)
+    stream = torch.cuda.current_stream().cuda_stream
     steps = [("signature", lambda: api._signature(x, wt, None, None, None, None, torch.float32, False)),
              ("plan lookup", lambda: api._PLANS.get(sig)),
              ("torch.empty out", lambda: torch.empty((1, w.shape[0]), dtype=torch.bfloat16, device="cuda")),
              ("launch context", triton_launch._launch_context),
-             ("scratch allocator", lambda: triton_launch._scratch(1024, 128, torch.cuda.current_stream().cuda_stream))]
+             ("scratch allocator", lambda: triton_launch._scratch(1024, 128, stream))]
     if relaunch is not None:
-        stream = torch.cuda.current_stream().cuda_stream
         relaunch.launch(a=x, b=wt, out=out)
         runner, args = relaunch._runner, list(relaunch._args)
         steps += [("relaunch.launch", lambda: relaunch.launch(a=x, b=wt, out=out)),

@@ -27,47 +27,37 @@ _BUFFERS: dict = {}
 
 def stream_buffer(name: str, numel: int, dtype: torch.dtype, device, zeroed: bool = False,
                   stream=None) -> torch.Tensor:
-    """A [numel] buffer of ``dtype`` kept for (name, device, stream): split-K partial sums, ticket
-    counters, Triton's scratch. ``stream`` defaults to the device's current stream.
+    """A buffer of at least ``numel`` elements of ``dtype`` kept for (name, device, stream): split-K
+    partial sums, ticket counters, Triton's scratch (the kernels read only its address).
+    ``stream`` defaults to the device's current stream.
 
     Kernels on one stream run in order, so the buffer is free again when the next launch on that
-    stream starts; streams never share one. While a CUDA graph is being captured each call gets
-    new memory from the graph's pool, since a replay may run beside eager launches. A ``zeroed``
-    buffer starts at zero, and its users leave it at zero.
+    stream starts; streams never share one. While a CUDA graph is being captured, and off the GPU,
+    each call gets new memory of exactly ``numel`` (on the GPU from the graph's pool, since a replay
+    may run beside eager launches). A ``zeroed`` buffer starts at zero, and its users leave it at
+    zero.
 
     Example:
         >>> ws = stream_buffer("splitk", 1 << 20, torch.float32, "cuda")   # doctest: +SKIP
     """
+    alloc = torch.zeros if zeroed else torch.empty
     device = torch.device(device)
-    if device.type != "cuda":
-        return (torch.zeros if zeroed else torch.empty)(numel, dtype=dtype, device=device)
-    if torch.cuda.is_current_stream_capturing():
-        return (torch.zeros if zeroed else torch.empty)(numel, dtype=dtype, device=device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+        return alloc(numel, dtype=dtype, device=device)
+    index = device.index if device.index is not None else torch._C._cuda_getDevice()
     if stream is None:
         stream = torch._C._cuda_getCurrentRawStream(index)
     key = (name, dtype, index, stream)
     buf = _BUFFERS.get(key)
     if buf is None or buf.numel() < numel:
-        size = max(numel, 2 * buf.numel() if buf is not None else 4096)
-        buf = (torch.zeros if zeroed else torch.empty)(size, dtype=dtype, device=device)
-        _BUFFERS[key] = buf
-    return buf[:numel]
-
-
-_SCRATCH: dict = {}
+        buf = _BUFFERS[key] = alloc(max(numel, 2 * buf.numel() if buf is not None else 4096), dtype=dtype,
+                                    device=device)
+    return buf
 
 
 def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
-    """Triton's scratch memory (device-side tensor descriptors), called on every launch: the whole
-    cached buffer of (device, stream) when it is large enough, since Triton reads only its address."""
-    if torch.cuda.is_current_stream_capturing():
-        return torch.empty(size, dtype=torch.int8, device="cuda")
-    key = (torch._C._cuda_getDevice(), stream)
-    buf = _SCRATCH.get(key)
-    if buf is None or buf.numel() < size:
-        buf = _SCRATCH[key] = stream_buffer("triton-scratch", size, torch.int8, "cuda", stream=stream)
-    return buf
+    """Triton's scratch memory (device-side tensor descriptors), asked for on every launch."""
+    return stream_buffer("triton-scratch", size, torch.int8, "cuda", stream=stream)
 
 
 def ensure_allocator() -> None:
