@@ -76,11 +76,6 @@ def skinny_space(M, N, K, sms):
             out.append(replace(d, split_k=split))
     d = skinny_config(p)
     out += [replace(d, swap=False), replace(d, warps=8)]
-    # warp-specialised main loop (a producer partition issues the TMA loads)
-    for BN, BK, st in ((64, 0, 0), (64, 128, 4), (64, 256, 2), (128, 128, 3), (128, 128, 2)):
-        d = skinny_config(p, BN, BK, st)
-        for split in sorted({d.split_k, min(16, d.split_k * 2)}):
-            out += [replace(d, split_k=split, warp_spec=True), replace(d, split_k=split, warp_spec=True, swap=False)]
     return list(dict.fromkeys(out))
 
 

@@ -21,7 +21,7 @@ def skinny_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr,
                          M, N, K, lda, ldb, stride_rm, stride_rn,
                          A_KMAJOR: tl.constexpr, B_KMAJOR: tl.constexpr,
                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
-                         STAGES: tl.constexpr, SWAP: tl.constexpr, WARP_SPEC: tl.constexpr,
+                         STAGES: tl.constexpr, SWAP: tl.constexpr,
                          SCALE_A: tl.constexpr, SCALE_B: tl.constexpr, HAS_BIAS: tl.constexpr,
                          ACT: tl.constexpr, HAS_RES: tl.constexpr, STORE_PRE: tl.constexpr):
     a_desc, b_desc = operand_descs(a_ptr, b_ptr, M, N, K, lda, ldb, A_KMAJOR, B_KMAJOR, BM, BN, BK)
@@ -36,7 +36,7 @@ def skinny_matmul_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, res_ptr,
         acc_t = tl.zeros((BN, BM), dtype=tl.float32)
     else:
         acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for ki in tl.range(k_lo, k_hi, num_stages=STAGES, warp_specialize=WARP_SPEC):
+    for ki in tl.range(k_lo, k_hi, num_stages=STAGES):
         ok = ki * BK
         a, b = load_operands(a_desc, b_desc, om, on, ok, A_KMAJOR, B_KMAJOR)
         if SWAP:

@@ -104,7 +104,7 @@ def launch_skinny(a2, b2, out, cfg: Config, la, lb, *, sa=None, sb=None, scale_a
         bias if bias is not None else dummy, res if res is not None else dummy, pre if pre is not None else dummy,
         ws, cnt, M, N, K, la[1], lb[1], res.stride(0) if res is not None else 0, res.stride(1) if res is not None else 0,
         A_KMAJOR=la[0] == "row", B_KMAJOR=lb[0] == "col", BM=cfg.BM, BN=cfg.BN, BK=cfg.BK, SPLIT_K=split,
-        STAGES=cfg.stages, SWAP=cfg.swap, WARP_SPEC=cfg.warp_spec, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None,
+        STAGES=cfg.stages, SWAP=cfg.swap, SCALE_A=scale_a, SCALE_B=scale_b, HAS_BIAS=bias is not None,
         ACT=act, HAS_RES=res is not None, STORE_PRE=pre is not None, num_warps=cfg.warps)
 
 
