@@ -6,7 +6,8 @@ see the same drift). "default" is always the first setting.
 A setting is ``{"fwd": {D: overrides}, "bwd": {D: overrides}, "fwd_min_keys": {D: keys}}``, where
 the overrides update ``hopper_ws.CONFIGS[D]`` / ``hopper_ws_bwd.CONFIGS[D]`` and ``fwd_min_keys``
 replaces ``hopper_ws.MIN_KEYS``. ``--mode bwd`` times the whole backward (delta, dK/dV, dQ) on the
-forward's outputs, ``fwd`` the forward, ``fwdbwd`` both with cuDNN's forward+backward beside them.
+forward's outputs, ``fwd`` the forward, ``fwdbwd`` both; cuDNN's forward (or forward+backward) is
+timed beside them.
 
     PYTHONPATH=. python3 benchmarks/scripts/attention_ab.py --mode bwd \\
         --settings '{"bm128": {"bwd": {"64": {"BLOCK_M": 128, "STAGES": 2}}}}' \\
@@ -91,7 +92,8 @@ def timed(mode: str, D: int, S: int, causal: bool, settings: dict, rounds: int) 
 
     times = {name: [] for name in settings}
     peer = []
-    cudnn = sdpa_fns(q, k, v, causal, SDPBackend.CUDNN_ATTENTION)[1] if mode == "fwdbwd" else None
+    cudnn = {"fwd": 0, "fwdbwd": 1}.get(mode)
+    cudnn = sdpa_fns(q, k, v, causal, SDPBackend.CUDNN_ATTENTION)[cudnn] if cudnn is not None else None
     for _ in range(rounds):
         for name, setting in settings.items():
             use(setting)
