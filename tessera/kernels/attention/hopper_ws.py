@@ -42,11 +42,9 @@ ROWS_PER_WARPGROUP = 64
 # S1024: 637 vs 534 TFLOP/s). Non-causal programs stride over the tiles; causal tiles differ in
 # cost (a static stride gave some programs only the longest ones: d128 S4096 causal 510 vs 541
 # with one program per tile), so causal programs claim tiles from a counter as they finish.
-# TAIL widens each non-causal key block by that many keys, loaded and multiplied as a second
-# piece (Gluon tensors are powers of two), so that fewer blocks share the per-block softmax costs.
-CONFIGS = {64: dict(BLOCK_N=128, TAIL=0, STAGES=4, CONSUMERS=3, OWN_OUT=True, PERSISTENT=True),
-           128: dict(BLOCK_N=128, TAIL=0, STAGES=2, CONSUMERS=2, OWN_OUT=True, PERSISTENT=True),
-           256: dict(BLOCK_N=64, TAIL=0, STAGES=2, CONSUMERS=2, OWN_OUT=False, PERSISTENT=True)}
+CONFIGS = {64: dict(BLOCK_N=128, STAGES=4, CONSUMERS=3, OWN_OUT=True, PERSISTENT=True),
+           128: dict(BLOCK_N=128, STAGES=2, CONSUMERS=2, OWN_OUT=True, PERSISTENT=True),
+           256: dict(BLOCK_N=64, STAGES=2, CONSUMERS=2, OWN_OUT=False, PERSISTENT=True)}
 # Kernel-wide register cap per thread by consumer count: 168 x 12 warps leaves 240 to each of two
 # consumer warpgroups (and 24 to the producer); 128 x 16 warps leaves 160-168 to each of three.
 MAXNREG = {2: 168, 3: 128}
@@ -73,21 +71,10 @@ if available():
         return b, h, h // GROUP, start_m, key_blocks(start_m, SEQ_Q, SEQ_K, BLOCK_M, BLOCK_N, CAUSAL)
 
     @gluon.jit
-    def _load_keys(desc, tail_desc, b, hk, row, bar, buf, tail_buf, TAIL: gl.constexpr):
-        """TMA-load one key block (and its TAIL piece) of K or V, both arriving on ``bar``."""
-        if TAIL > 0:
-            mbarrier.expect(bar, desc.block_type.nbytes + tail_desc.block_type.nbytes)
-            tma_load(desc, [b, hk, row, 0], bar, buf)
-            tma_load(tail_desc, [b, hk, row + desc.block_type.shape[2], 0], bar, tail_buf)
-        else:
-            mbarrier.expect(bar, desc.block_type.nbytes)
-            tma_load(desc, [b, hk, row, 0], bar, buf)
-
-    @gluon.jit
-    def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, TAIL: gl.constexpr, STAGES: gl.constexpr,
-                  CONSUMERS: gl.constexpr, CAUSAL: gl.constexpr, DYNAMIC: gl.constexpr):
-        q_desc, k_desc, v_desc, kt_desc, vt_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER = loads
-        q_smem, k_smem, v_smem, o_smem, queue, kt_smem, vt_smem = bufs
+    def _producer(loads, bufs, bars, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
+                  CAUSAL: gl.constexpr, DYNAMIC: gl.constexpr):
+        q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER = loads
+        q_smem, k_smem, v_smem, o_smem, queue = bufs
         q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
         it = 0  # position in the K/V ring, continued across tiles
         tc = 0  # tiles done by this program
@@ -95,8 +82,8 @@ if available():
         while t < n_mblocks * BH:
             if DYNAMIC:
                 publish_tile(t, tc, queue)
-            b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, 64 * CONSUMERS,
-                                                BLOCK_N + TAIL, CAUSAL)
+            b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, SEQ_Q, SEQ_K, 64 * CONSUMERS, BLOCK_N,
+                                                CAUSAL)
             for w in gl.static_range(CONSUMERS):
                 # Fresh barriers count as completed in phase 1, so the first waits do not block.
                 mbarrier.wait(q_empty.index(w), (tc & 1) ^ 1)
@@ -106,107 +93,48 @@ if available():
                 s = (it + j) % STAGES
                 phase = ((it + j) // STAGES) & 1
                 mbarrier.wait(k_empty.index(s), phase ^ 1)
-                _load_keys(k_desc, kt_desc, b, hk, j * (BLOCK_N + TAIL), k_ready.index(s), k_smem.index(s),
-                           kt_smem.index(s), TAIL)
+                mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+                tma_load(k_desc, [b, hk, j * BLOCK_N, 0], k_ready.index(s), k_smem.index(s))
                 mbarrier.wait(v_empty.index(s), phase ^ 1)
-                _load_keys(v_desc, vt_desc, b, hk, j * (BLOCK_N + TAIL), v_ready.index(s), v_smem.index(s),
-                           vt_smem.index(s), TAIL)
+                mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+                tma_load(v_desc, [b, hk, j * BLOCK_N, 0], v_ready.index(s), v_smem.index(s))
             it += n_blocks
             tc += 1
             t = claim_tile(t, COUNTER, DYNAMIC)
         if DYNAMIC:  # past the last tile: tells the consumers to stop
             publish_tile(t, tc, queue)
 
-    @gluon.constexpr_function
-    def _pieces(TAIL):
-        """How many asynchronous products a block's scores (or its P·V) take: one, or two with a tail."""
-        return 2 if TAIL > 0 else 1
-
     @gluon.jit
-    def _row_max(s, st, row_layout: gl.constexpr, TAIL: gl.constexpr):
-        m = gl.max(s, 1)
-        if TAIL > 0:
-            m = gl.maximum(m, gl.convert_layout(gl.max(st, 1), row_layout))
-        return m
-
-    @gluon.jit
-    def _softmax_step(s, st, m_i, l_i, qk_scale, rows, cols, cols_t, seqlen_k, diag, MASKED: gl.constexpr,
-                      CAUSAL: gl.constexpr, TAIL: gl.constexpr):
-        """Scaled, masked scores of a block (``st``: its TAIL keys, non-causal only) -> (p, p of the
-        tail, new row max, new row sum, rescale factor), base 2."""
-        row_s: gl.constexpr = m_i.type.layout
+    def _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, MASKED: gl.constexpr,
+                      CAUSAL: gl.constexpr):
+        """Scaled, masked scores -> (p, new row max, new row sum, rescale factor), base 2."""
         if MASKED:
             keep = cols[None, :] < seqlen_k
             if CAUSAL:
                 keep = keep & (cols[None, :] <= rows[:, None] + diag)
             s = gl.where(keep, s * qk_scale, float("-inf"))
-            if TAIL > 0:
-                st = gl.where(cols_t[None, :] < seqlen_k, st * qk_scale, float("-inf"))
-            m_new = gl.maximum(m_i, _row_max(s, st, row_s, TAIL))
+            m_new = gl.maximum(m_i, gl.max(s, 1))
             # A row with no visible key yet keeps m = -inf; shift it by 0 so exp2 gives 0, not NaN.
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
             p = gl.exp2(s - m_use[:, None])
-            if TAIL > 0:
-                st = gl.exp2(st - gl.convert_layout(m_use, gl.SliceLayout(1, st.type.layout))[:, None])
         else:
-            m_new = gl.maximum(m_i, _row_max(s, st, row_s, TAIL) * qk_scale)
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
             m_use = m_new
             p = gl.exp2(s * qk_scale - m_use[:, None])
-            if TAIL > 0:
-                st = gl.exp2(st * qk_scale - gl.convert_layout(m_use, gl.SliceLayout(1, st.type.layout))[:, None])
         alpha = gl.exp2(m_i - m_use)
         l_i = l_i * alpha + gl.sum(p, 1)
-        if TAIL > 0:
-            l_i = l_i + gl.convert_layout(gl.sum(st, 1), row_s)
-        return p, st, m_new, l_i, alpha
-
-    @gluon.jit
-    def _scores(q, k_buf, kt_buf, s, st, TAIL: gl.constexpr):
-        """Issue a block's score products Q·Kᵀ (and Q·K_tailᵀ) asynchronously."""
-        BLOCK_N: gl.constexpr = k_buf.shape[2]
-        HEAD_DIM: gl.constexpr = k_buf.shape[3]
-        s_tok = warpgroup_mma(q, k_buf.reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s, use_acc=False, is_async=True)
-        st_tok = st
-        if TAIL > 0:
-            st_tok = warpgroup_mma(q, kt_buf.reshape([TAIL, HEAD_DIM]).permute((1, 0)), st, use_acc=False,
-                                   is_async=True)
-        return s_tok, st_tok
-
-    @gluon.jit
-    def _wait_scores(pending: gl.constexpr, s_tok, st_tok, TAIL: gl.constexpr):
-        """The scores once at most ``pending`` later products are still running."""
-        if TAIL > 0:
-            s, st = warpgroup_mma_wait(pending, deps=(s_tok, st_tok))
-        else:
-            s = warpgroup_mma_wait(pending, deps=(s_tok, ))
-            st = st_tok
-        return s, st
-
-    @gluon.jit
-    def _pv(p_op, pt_op, v_buf, vt_buf, acc, TAIL: gl.constexpr):
-        """Issue acc += P·V (and P_tail·V_tail) asynchronously."""
-        BLOCK_N: gl.constexpr = v_buf.shape[2]
-        HEAD_DIM: gl.constexpr = v_buf.shape[3]
-        o_tok = warpgroup_mma(p_op, v_buf.reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
-        if TAIL > 0:
-            o_tok = warpgroup_mma(pt_op, vt_buf.reshape([TAIL, HEAD_DIM]), o_tok, is_async=True)
-        return o_tok
+        return p, m_new, l_i, alpha
 
     @gluon.jit
     def _consumer(bufs, bars, args, W: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
-                  TAIL: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr,
-                  DYNAMIC: gl.constexpr):
-        q_smem, k_smem, v_smem, o_smem, queue, kt_smem, vt_smem = bufs
+                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
+        q_smem, k_smem, v_smem, o_smem, queue = bufs
         q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = bars
         o_desc, LSE, n_mblocks, BH, H, GROUP, seqlen_q, seqlen_k, s_lb, s_lh, qk_scale = args
-        gl.static_assert(TAIL == 0 or not CAUSAL, "causal blocks have no tail")
         ROWS: gl.constexpr = 64
-        KEYS: gl.constexpr = BLOCK_N + TAIL
-        PIECES: gl.constexpr = _pieces(TAIL)
         # With a buffer of its own the output does not hold up the next tile's Q.
         OWN_OUT: gl.constexpr = o_smem.shape[0] == CONSUMERS
         s_layout: gl.constexpr = warpgroup_mma_layout(BLOCK_N)
-        t_layout: gl.constexpr = warpgroup_mma_layout(TAIL if TAIL > 0 else BLOCK_N)
         o_layout: gl.constexpr = warpgroup_mma_layout(HEAD_DIM)
         p_layout: gl.constexpr = register_operand_layout(o_layout)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -214,22 +142,20 @@ if available():
         dtype: gl.constexpr = q_smem.dtype
         q = q_smem.index(W).reshape([ROWS, HEAD_DIM])
         col_base = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        col_tail = BLOCK_N + gl.arange(0, TAIL if TAIL > 0 else BLOCK_N, layout=gl.SliceLayout(0, t_layout))
         diag = seqlen_k - seqlen_q
         s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
-        st = gl.zeros([ROWS, TAIL if TAIL > 0 else BLOCK_N], gl.float32, layout=t_layout)
         it = 0  # position in the K/V ring, continued across tiles
         tc = 0  # tiles done by this program
         t = consumer_tile(gl.program_id(0), tc, queue, DYNAMIC)
         while t < n_mblocks * BH:
             b, h, hk, start_m, n_blocks = _tile(t, n_mblocks, H, GROUP, seqlen_q, seqlen_k, ROWS * CONSUMERS,
-                                                KEYS, CAUSAL)
+                                                BLOCK_N, CAUSAL)
             row0 = start_m + W * ROWS
             rows = row0 + gl.arange(0, ROWS, layout=row_s)
             # Key blocks from n_full on hold keys past the end or above this warpgroup's diagonal.
-            n_full = seqlen_k // KEYS
+            n_full = seqlen_k // BLOCK_N
             if CAUSAL:
-                n_full = gl.minimum(n_full, gl.maximum(row0 + diag + 1, 0) // KEYS)
+                n_full = gl.minimum(n_full, gl.maximum(row0 + diag + 1, 0) // BLOCK_N)
             m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=row_s)
             l_i = gl.zeros([ROWS], gl.float32, layout=row_s)
             acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
@@ -237,47 +163,46 @@ if available():
             mbarrier.wait(q_ready.index(W), tc & 1)
             s0 = it % STAGES
             mbarrier.wait(k_ready.index(s0), (it // STAGES) & 1)
-            s_tok, st_tok = _scores(q, k_smem.index(s0), kt_smem.index(s0), s, st, TAIL)
-            s, st = _wait_scores(0, s_tok, st_tok, TAIL)
+            s_tok = warpgroup_mma(q, k_smem.index(s0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
+                                  use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(0, deps=(s_tok, ))
             mbarrier.arrive(k_empty.index(s0), count=1)
             if n_full > 0:
-                p, pt, m_i, l_i, alpha = _softmax_step(s, st, m_i, l_i, qk_scale, rows, col_base, col_tail,
-                                                       seqlen_k, diag, False, CAUSAL, TAIL)
+                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, col_base, seqlen_k, diag, False,
+                                                   CAUSAL)
             else:
-                p, pt, m_i, l_i, alpha = _softmax_step(s, st, m_i, l_i, qk_scale, rows, col_base, col_tail,
-                                                       seqlen_k, diag, True, CAUSAL, TAIL)
+                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, col_base, seqlen_k, diag, True,
+                                                   CAUSAL)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
-            pt_op = gl.convert_layout(pt.to(dtype), p_layout)
 
             for j in range(1, n_blocks):
                 sj = (it + j) % STAGES
                 sp = (it + j - 1) % STAGES
                 mbarrier.wait(k_ready.index(sj), ((it + j) // STAGES) & 1)
-                s_tok, st_tok = _scores(q, k_smem.index(sj), kt_smem.index(sj), s, st, TAIL)
+                s_tok = warpgroup_mma(q, k_smem.index(sj).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s,
+                                      use_acc=False, is_async=True)
                 mbarrier.wait(v_ready.index(sp), ((it + j - 1) // STAGES) & 1)
-                o_tok = _pv(p_op, pt_op, v_smem.index(sp), vt_smem.index(sp), acc, TAIL)
-                s, st = _wait_scores(PIECES, s_tok, st_tok, TAIL)
+                o_tok = warpgroup_mma(p_op, v_smem.index(sp).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+                s = warpgroup_mma_wait(1, deps=(s_tok, ))
                 mbarrier.arrive(k_empty.index(sj), count=1)
-                cols = j * KEYS + col_base
-                cols_t = j * KEYS + col_tail
+                cols = j * BLOCK_N + col_base
                 if j < n_full:
-                    p, pt, m_i, l_i, alpha = _softmax_step(s, st, m_i, l_i, qk_scale, rows, cols, cols_t, seqlen_k,
-                                                           diag, False, CAUSAL, TAIL)
+                    p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, False,
+                                                       CAUSAL)
                 else:
-                    p, pt, m_i, l_i, alpha = _softmax_step(s, st, m_i, l_i, qk_scale, rows, cols, cols_t, seqlen_k,
-                                                           diag, True, CAUSAL, TAIL)
-                acc, p_op, pt_op = warpgroup_mma_wait(0, deps=(o_tok, p_op, pt_op))
+                    p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, seqlen_k, diag, True,
+                                                       CAUSAL)
+                acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
                 mbarrier.arrive(v_empty.index(sp), count=1)
                 acc = acc * gl.convert_layout(alpha, row_o)[:, None]
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
-                pt_op = gl.convert_layout(pt.to(dtype), p_layout)
 
             if OWN_OUT:  # every score product of the tile has completed: Q may be reloaded
                 mbarrier.arrive(q_empty.index(W), count=1)
             sl = (it + n_blocks - 1) % STAGES
             mbarrier.wait(v_ready.index(sl), ((it + n_blocks - 1) // STAGES) & 1)
-            o_tok = _pv(p_op, pt_op, v_smem.index(sl), vt_smem.index(sl), acc, TAIL)
-            acc, p_op, pt_op = warpgroup_mma_wait(0, deps=(o_tok, p_op, pt_op))
+            o_tok = warpgroup_mma(p_op, v_smem.index(sl).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+            acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
             mbarrier.arrive(v_empty.index(sl), count=1)
 
             empty = l_i == 0.0
@@ -303,9 +228,8 @@ if available():
         tma.store_wait(0)
 
     @gluon.jit
-    def _fwd_ws_kernel(q_desc, k_desc, v_desc, kt_desc, vt_desc, o_desc, LSE, COUNTER, BH, H, GROUP, SEQ_Q, SEQ_K,
-                       s_lb, s_lh, qk_scale, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, TAIL: gl.constexpr,
-                       STAGES: gl.constexpr,
+    def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, COUNTER, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh,
+                       qk_scale, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                        CAUSAL: gl.constexpr, CONSUMERS: gl.constexpr, OWN_OUT: gl.constexpr,
                        DYNAMIC: gl.constexpr):
         """Programs stride over the (query block, batch x head) tiles, or with DYNAMIC claim the
@@ -315,11 +239,6 @@ if available():
         q_smem = ring(q_desc, CONSUMERS)
         k_smem = ring(k_desc, STAGES)
         v_smem = ring(v_desc, STAGES)
-        kt_smem = k_smem
-        vt_smem = v_smem
-        if TAIL > 0:
-            kt_smem = ring(kt_desc, STAGES)
-            vt_smem = ring(vt_desc, STAGES)
         o_smem = ring(o_desc, CONSUMERS if OWN_OUT else 1)
         queue = tile_queue(CONSUMERS)
         q_ready = barriers(CONSUMERS, 1)
@@ -330,23 +249,23 @@ if available():
         k_empty = barriers(STAGES, CONSUMERS)
         v_empty = barriers(STAGES, CONSUMERS)
 
-        bufs = (q_smem, k_smem, v_smem, o_smem, queue, kt_smem, vt_smem)
+        bufs = (q_smem, k_smem, v_smem, o_smem, queue)
         bars = (q_ready, q_empty, k_ready, k_empty, v_ready, v_empty)
         args = (o_desc, LSE, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, s_lb, s_lh, qk_scale)
-        loads = (q_desc, k_desc, v_desc, kt_desc, vt_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER)
+        loads = (q_desc, k_desc, v_desc, n_mblocks, BH, H, GROUP, SEQ_Q, SEQ_K, COUNTER)
         # Registers (setmaxnreg, per thread): the producer warp 24; consumers share the rest.
         if CONSUMERS == 2:
             gl.warp_specialize([
-                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, TAIL, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
-                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, TAIL, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
-                (_producer, (loads, bufs, bars, BLOCK_N, TAIL, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
             ], [4, 1], [240, 24])
         else:
             gl.warp_specialize([
-                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, TAIL, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
-                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, TAIL, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
-                (_consumer, (bufs, bars, args, 2, HEAD_DIM, BLOCK_N, TAIL, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
-                (_producer, (loads, bufs, bars, BLOCK_N, TAIL, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_consumer, (bufs, bars, args, 2, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, CONSUMERS, DYNAMIC)),
+                (_producer, (loads, bufs, bars, BLOCK_N, STAGES, CONSUMERS, CAUSAL, DYNAMIC)),
             ], [4, 4, 1], [160, 160, 24])
 
 
@@ -375,25 +294,10 @@ def config(D: int, **overrides) -> dict:
     return with_overrides(CONFIGS, D, overrides)
 
 
-def _launch_config(D: int, causal: bool, overrides: dict) -> dict:
-    cfg = config(D, **overrides)
-    if causal:  # the diagonal blocks' masks assume whole blocks
-        cfg["TAIL"] = 0
-    return cfg
-
-
-def _descriptors(q, k, v, o, cfg: dict) -> dict:
-    """The kernel's TMA descriptors (the tail's are the blocks' own when there is no tail)."""
-    keys = {"k_desc": descriptor(k, cfg["BLOCK_N"]), "v_desc": descriptor(v, cfg["BLOCK_N"])}
-    tails = {"kt_desc": descriptor(k, cfg["TAIL"]), "vt_desc": descriptor(v, cfg["TAIL"])} if cfg["TAIL"] else \
-        {"kt_desc": keys["k_desc"], "vt_desc": keys["v_desc"]}
-    return dict(q_desc=descriptor(q, ROWS_PER_WARPGROUP), **keys, **tails, o_desc=descriptor(o, ROWS_PER_WARPGROUP))
-
-
 def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: float, causal: bool, **overrides):
     """Launch the kernel into ``o`` ([B, H, Sq, D]) and ``lse`` ([B, H, Sq] fp32); ``overrides``
     change the head dim's config (see :func:`config`)."""
-    cfg = _launch_config(q.shape[-1], causal, overrides)
+    cfg = config(q.shape[-1], **overrides)
     persistent = cfg.pop("PERSISTENT")
     tiles = math.ceil(Sq / (ROWS_PER_WARPGROUP * cfg["CONSUMERS"])) * q.shape[0] * H
     grid = (min(tiles, sm_count(q.device)) if persistent else tiles, )
@@ -401,9 +305,10 @@ def run_forward_ws(q, k, v, o, lse, H: int, Hkv: int, Sq: int, Sk: int, scale: f
     dynamic = persistent and causal and grid[0] < tiles
     counter = torch.zeros(1, dtype=torch.int32, device=q.device) if dynamic else lse
     _fwd_ws_kernel[grid](
-        **_descriptors(q, k, v, o, cfg), LSE=lse, COUNTER=counter, BH=q.shape[0] * H, H=H, GROUP=H // Hkv,
-        SEQ_Q=Sq, SEQ_K=Sk, s_lb=lse.stride(0), s_lh=lse.stride(1), qk_scale=scale * LOG2E, CAUSAL=causal,
-        DYNAMIC=dynamic, **cfg, num_warps=4, maxnreg=MAXNREG[cfg["CONSUMERS"]])
+        descriptor(q, ROWS_PER_WARPGROUP), descriptor(k, cfg["BLOCK_N"]), descriptor(v, cfg["BLOCK_N"]),
+        descriptor(o, ROWS_PER_WARPGROUP), lse, counter, q.shape[0] * H, H, H // Hkv, Sq, Sk, lse.stride(0),
+        lse.stride(1), scale * LOG2E, CAUSAL=causal, DYNAMIC=dynamic, **cfg, num_warps=4,
+        maxnreg=MAXNREG[cfg["CONSUMERS"]])
     return o, lse
 
 
@@ -415,10 +320,11 @@ def compile_sm90(D: int, causal: bool, dtype=torch.bfloat16, **overrides):
         >>> "setmaxnreg" in k.asm["ptx"]  # doctest: +SKIP
         True
     """
-    consts = dict(_launch_config(D, causal, overrides), CAUSAL=causal)
+    consts = dict(config(D, **overrides), CAUSAL=causal)
     consts["DYNAMIC"] = consts.pop("PERSISTENT") and causal
     like = torch.empty(1, 1, 128, D, dtype=dtype)
-    descs = _descriptors(like, like, like, like, consts)
+    descs = {"q_desc": descriptor(like, ROWS_PER_WARPGROUP), "k_desc": descriptor(like, consts["BLOCK_N"]),
+             "v_desc": descriptor(like, consts["BLOCK_N"]), "o_desc": descriptor(like, ROWS_PER_WARPGROUP)}
     return compile_gluon(_fwd_ws_kernel, consts, descs, {"LSE": "fp32", "COUNTER": "i32"}, ("qk_scale", ),
                          MAXNREG[consts["CONSUMERS"]])
 
