@@ -89,8 +89,12 @@ def peer_backends() -> Dict[str, object]:
 
 
 def _row(workload, flops, ts_ms, peer_ms: Dict[str, Optional[float]], notes) -> Row:
-    return Row(SUITE, workload, "TFLOP/s", tflops(flops, ts_ms), {p: tflops(flops, m) for p, m in peer_ms.items()},
-               notes=notes)
+    row = Row(SUITE, workload, "TFLOP/s", tflops(flops, ts_ms), {p: tflops(flops, m) for p, m in peer_ms.items()},
+              notes=notes)
+    # a progress line per workload: the whole suite takes minutes
+    print(f"  {workload}: " + ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -"
+                                        for k, v in [("tessera", row.tessera), *row.peers.items()]), flush=True)
+    return row
 
 
 def dense_rows(D, S, causal, B=None, H=None, Hkv=None, modes=("fwd", "fwd+bwd"), layout="bhsd") -> List[Row]:
