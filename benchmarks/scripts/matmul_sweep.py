@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--ms M,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out. In ``gluon`` rows, "default us" is the Triton kernel's entry
@@ -76,12 +76,21 @@ def skinny_space(M, N, K, sms):
             out.append(replace(d, split_k=split))
     d = skinny_config(p)
     out += [replace(d, swap=False), replace(d, warps=8)]
+    # Wider N tiles re-read the activations fewer times (each program loads all of its K slice of
+    # a; at M = 128 and BN = 64 that is twice the weight's bytes through L2)
+    if M >= 64:
+        for BN, BK, st, warps in ((128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8)):
+            d = replace(skinny_config(p, BN, BK, st), warps=warps)
+            for split in sorted({d.split_k, min(16, d.split_k * 2)}):
+                out.append(replace(d, split_k=split))
     return list(dict.fromkeys(out))
 
 
-def sweep_bf16(budget, t0, results):
+def sweep_bf16(budget, t0, results, ms=None):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for M, N, K in SHAPES:
+        if ms and M not in ms:
+            continue
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
         ref = x.double() @ w.double().t()
@@ -501,6 +510,7 @@ def main():
     ap.add_argument("--only", default="bf16,wo")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--fmts", default="fp4_e2m1,fp6_e2m3", help="weight-only formats to sweep")
+    ap.add_argument("--ms", default="", help="bf16 decode rows to sweep, e.g. 64,128 (default: all)")
     a = ap.parse_args()
     only = set(a.only.split(","))
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
@@ -508,7 +518,8 @@ def main():
     results = []
     try:
         if "bf16" in only:
-            sweep_bf16(a.budget * (0.55 if "wo" in only else 1.0), t0, results)
+            sweep_bf16(a.budget * (0.55 if "wo" in only else 1.0), t0, results,
+                       {int(m) for m in a.ms.split(",") if m})
         if "wo" in only:
             sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in only)
         if "host" in only:
