@@ -92,8 +92,8 @@ def timed(mode: str, D: int, S: int, causal: bool, settings: dict, rounds: int) 
 
     times = {name: [] for name in settings}
     peer = []
-    cudnn = {"fwd": 0, "fwdbwd": 1}.get(mode)
-    cudnn = sdpa_fns(q, k, v, causal, SDPBackend.CUDNN_ATTENTION)[cudnn] if cudnn is not None else None
+    which = {"fwd": 0, "fwdbwd": 1}.get(mode)  # sdpa_fns gives (forward, forward+backward)
+    cudnn = sdpa_fns(q, k, v, causal, SDPBackend.CUDNN_ATTENTION)[which] if which is not None else None
     for _ in range(rounds):
         for name, setting in settings.items():
             use(setting)

@@ -68,21 +68,19 @@ def report(timings, tol, rate=lambda ms: ""):
 
 def skinny_space(M, N, K, sms):
     p = Problem(M, N, K, 1, 2, True, False, sms)
+    tiles = [(64, 128, 4, 4), (64, 128, 6, 4), (64, 256, 3, 4), (64, 256, 4, 4), (128, 128, 4, 4), (128, 64, 6, 4),
+             (32, 256, 4, 4), (32, 128, 6, 4)]
+    if M >= 64:
+        # Wider N tiles re-read the activations fewer times (each program loads all of its K slice
+        # of a; at M = 128 and BN = 64 that is twice the weight's bytes through L2)
+        tiles += [(128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8)]
     out = []
-    for BN, BK, st in ((64, 128, 4), (64, 128, 6), (64, 256, 3), (64, 256, 4), (128, 128, 4), (128, 64, 6),
-                       (32, 256, 4), (32, 128, 6)):
-        d = skinny_config(p, BN, BK, st)
+    for BN, BK, st, warps in tiles:
+        d = replace(skinny_config(p, BN, BK, st), warps=warps)
         for split in sorted({d.split_k, min(16, d.split_k * 2), max(1, d.split_k // 2)}):
             out.append(replace(d, split_k=split))
     d = skinny_config(p)
     out += [replace(d, swap=False), replace(d, warps=8)]
-    # Wider N tiles re-read the activations fewer times (each program loads all of its K slice of
-    # a; at M = 128 and BN = 64 that is twice the weight's bytes through L2)
-    if M >= 64:
-        for BN, BK, st, warps in ((128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8)):
-            d = replace(skinny_config(p, BN, BK, st), warps=warps)
-            for split in sorted({d.split_k, min(16, d.split_k * 2)}):
-                out.append(replace(d, split_k=split))
     return list(dict.fromkeys(out))
 
 

@@ -26,6 +26,17 @@ class Row:
     notes: str = ""
     higher_is_better: bool = True
 
+    def progress_line(self) -> str:
+        """One line with every figure, printed while a long suite runs.
+
+        Example:
+            >>> Row("demo", "x", "TB/s", 2.0, {"torch": None}).progress_line()
+            '  x: tessera 2.0, torch - TB/s'
+        """
+        cells = [("tessera", self.tessera), *self.peers.items()]
+        return f"  {self.workload}: " + ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -"
+                                                for k, v in cells) + f" {self.unit}"
+
     def ratio(self, peer: str) -> Optional[float]:
         """Tessera over the peer (inverted for time units, so >1 always means Tessera wins)."""
         p = self.peers.get(peer)

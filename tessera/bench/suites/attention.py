@@ -91,9 +91,7 @@ def peer_backends() -> Dict[str, object]:
 def _row(workload, flops, ts_ms, peer_ms: Dict[str, Optional[float]], notes) -> Row:
     row = Row(SUITE, workload, "TFLOP/s", tflops(flops, ts_ms), {p: tflops(flops, m) for p, m in peer_ms.items()},
               notes=notes)
-    # a progress line per workload: the whole suite takes minutes
-    print(f"  {workload}: " + ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -"
-                                        for k, v in [("tessera", row.tessera), *row.peers.items()]), flush=True)
+    print(row.progress_line(), flush=True)  # the whole suite takes minutes
     return row
 
 
