@@ -76,7 +76,7 @@ def skinny_space(M, N, K, sms):
         tiles += [(128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8)]
     out = []
     for BN, BK, st, warps in tiles:
-        d = replace(skinny_config(p, BN, BK, st), warps=warps)
+        d = skinny_config(p, BN, BK, st, warps=warps)
         for split in sorted({d.split_k, min(16, d.split_k * 2), max(1, d.split_k // 2)}):
             out.append(replace(d, split_k=split))
     d = skinny_config(p)

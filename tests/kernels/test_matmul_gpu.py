@@ -150,6 +150,17 @@ def test_skinny_kernel(M, N, K, swap, split, kmajor):
     assert torch.equal(out, out2)
 
 
+@pytest.mark.parametrize("M,N,K", [(77, 2056, 1000), (128, 4096, 4104)])
+@pytest.mark.parametrize("BN,BK,stages,warps", [(128, 128, 3, 8), (256, 64, 3, 8), (128, 128, 3, 4)])
+@pytest.mark.parametrize("split", [1, 4])
+def test_skinny_wide_tiles(M, N, K, BN, BK, stages, warps, split):
+    """The wide tiles offered at 64+ rows: two warpgroups, split-K, ragged N and K."""
+    a, b = rnd(M, K), rnd(N, K).t()
+    cfg = Config("skinny", 128, BN, BK, 1, stages, warps, split, swap=True)
+    out = matmul(a, b, activation="gelu", _config=cfg)
+    assert rel(out, torch.nn.functional.gelu(a.double() @ b.double())) < 1e-2
+
+
 @pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3"])
 @pytest.mark.parametrize("BM", [1, 16])
 def test_weight_only_tma_loads(fmt, BM):

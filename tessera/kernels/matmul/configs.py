@@ -95,7 +95,7 @@ def small_m_config(p: Problem) -> Config:
 
 
 def skinny_config(p: Problem, BN: int = 64, BK: int = 0, stages: int = 0, split: int = 0,
-                  swap: bool = True) -> Config:
+                  swap: bool = True, warps: int = 4) -> Config:
     """The skinny (decode) kernel. H100 sweep (benchmarks/results/matmul.md): best with about one
     program per SM (split-K only while tiles x split stays within the SM count), K blocks of 256
     (128 at 128 rows) and as many stages as fit ~192 KB of shared memory."""
@@ -103,14 +103,18 @@ def skinny_config(p: Problem, BN: int = 64, BK: int = 0, stages: int = 0, split:
     BK = BK or (256 if BM <= 64 else 128) * 2 // p.itemsize  # the same bytes per stage for fp32
     stages = stages or max(2, min(6, (192 * 1024) // ((BN + BM) * BK * p.itemsize)))
     split = split or split_k_for(p.tiles(BM, BN), p.K, BK, p.num_sms, 2)
-    return Config("skinny", BM, BN, BK, 1, stages, 4, split, swap=swap)
+    return Config("skinny", BM, BN, BK, 1, stages, warps, split, swap=swap)
 
 
 def skinny_candidates(p: Problem) -> List[Config]:
     """Tile width, K block and pipeline depth around the default, each with half and double the split."""
+    tiles = [(64, 128, 4, 4), (64, 256, 3, 4), (128, 128, 4, 4), (32, 256, 4, 4)]
+    if p.M > 32:
+        # wider tiles re-read the activations fewer times, which counts once they are 64+ rows
+        tiles += [(128, 128, 3, 8), (256, 64, 3, 8)]
     out = []
-    for BN, BK, stages in ((64, 128, 4), (64, 256, 3), (128, 128, 4), (32, 256, 4)):
-        d = skinny_config(p, BN, BK, stages)
+    for BN, BK, stages, warps in tiles:
+        d = skinny_config(p, BN, BK, stages, warps=warps)
         for split in sorted({max(1, d.split_k // 2), d.split_k, min(16, d.split_k * 2)}):
             out.append(replace(d, split_k=split))
     out.append(replace(skinny_config(p), swap=False))
