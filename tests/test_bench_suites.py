@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tessera.bench.__main__ import available_suites, main
-from tessera.bench.common import Row, device_name, format_table, write_json
+from tessera.bench.common import Row, bench_ms, device_name, format_table, write_json
 from tessera.bench.suites.attention import attention_flops
 
 ROWS = [
@@ -34,6 +34,27 @@ def test_ratio_favours_tessera_in_every_unit():
     assert ROWS[0].ratio("sdpa_flash") == 2.0 and ROWS[0].ratio("cudnn") == 1.2
     assert ROWS[1].ratio("cudnn") is None and ROWS[1].ratio("absent") is None
     assert ROWS[2].ratio("torch") == 1.5  # a time: the peer's 3 us over Tessera's 2 us
+
+
+@pytest.mark.parametrize("medians,expect,calls", [([0.05, 0.02, 0.04], 0.02, 3), ([0.5, 0.1, 0.1], 0.5, 1)])
+def test_bench_ms_keeps_the_best_window_of_short_calls(monkeypatch, medians, expect, calls):
+    """Short calls are timed in three windows (a host stall moves one window's median); long calls
+    in one; the garbage collector is paused while timing and restored after."""
+    import gc
+
+    import triton.testing
+
+    seen = []
+
+    def fake_do_bench(fn, warmup, rep, return_mode, **kw):
+        seen.append((return_mode, kw, gc.isenabled()))
+        return medians[len(seen) - 1]
+
+    monkeypatch.setattr(triton.testing, "do_bench", fake_do_bench)
+    assert gc.isenabled()
+    assert bench_ms(lambda: None, grad_to_none=["g"]) == expect
+    assert len(seen) == calls and all(s == ("median", {"grad_to_none": ["g"]}, False) for s in seen)
+    assert gc.isenabled()
 
 
 def _cells(line):

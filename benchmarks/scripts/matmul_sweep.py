@@ -74,6 +74,9 @@ def skinny_space(M, N, K, sms):
         # Wider N tiles re-read the activations fewer times (each program loads all of its K slice
         # of a; at M = 128 and BN = 64 that is twice the weight's bytes through L2)
         tiles += [(128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8)]
+        # half the shared memory (96 KB at 128 rows), so two programs share an SM and one's
+        # products overlap the other's loads
+        tiles += [(64, 128, 2, 4), (64, 64, 4, 4)]
     out = []
     for BN, BK, st, warps in tiles:
         d = skinny_config(p, BN, BK, st, warps=warps)

@@ -45,11 +45,37 @@ class Row:
         return self.tessera / p if self.higher_is_better else p / self.tessera
 
 
-def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> float:
-    """Median milliseconds of ``fn`` on the current CUDA device (``triton.testing.do_bench``)."""
+def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100, short_ms: float = 0.2,
+             windows: int = 3, **kw) -> float:
+    """Median milliseconds of ``fn`` on the current CUDA device (``triton.testing.do_bench``),
+    with Python's garbage collector paused while timing (``kw`` goes to ``do_bench``).
+
+    A call shorter than ``short_ms`` is timed in ``windows`` separate windows and the smallest
+    median is kept: such calls are bound by the host's launch, so a host stall spanning one
+    window (seen on the H100 host: a 34 µs call read 233 µs once, cuBLAS's 21 µs read 36) moves
+    that window's median. Every peer is timed by the same rule.
+
+    Example:
+        >>> bench_ms(lambda: torch.matmul(a, b))   # doctest: +SKIP
+    """
+    import gc
+
     import triton.testing
 
-    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    def window():
+        return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median", **kw))
+
+    try:
+        best = window()
+        for _ in range(windows - 1 if best < short_ms else 0):
+            best = min(best, window())
+        return best
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def try_bench(fn: Callable[[], object], **kw) -> Optional[float]:

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from ..common import Row, tbps
+from ..common import Row, bench_ms, tbps
 
 ROWS = 32768
 DEVICE = "cuda"  # a dry run on the CPU (Triton interpreter) sets "cpu" and a small ROWS
@@ -192,14 +192,11 @@ def _liger() -> Optional[Dict[str, Callable]]:
 
 
 def _ms(fn, grad_to_none=None) -> Optional[float]:
-    import triton.testing
-
     try:
         if DEVICE != "cuda":
             fn()
             return 1.0
-        return float(triton.testing.do_bench(fn, warmup=10, rep=60, grad_to_none=grad_to_none,
-                                             return_mode="median"))
+        return bench_ms(fn, warmup=10, rep=60, grad_to_none=grad_to_none)
     except Exception as exc:  # a peer's failure must not stop the suite
         print(f"  (skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
         return None
