@@ -71,12 +71,10 @@ def skinny_space(M, N, K, sms):
     tiles = [(64, 128, 4, 4), (64, 128, 6, 4), (64, 256, 3, 4), (64, 256, 4, 4), (128, 128, 4, 4), (128, 64, 6, 4),
              (32, 256, 4, 4), (32, 128, 6, 4)]
     if M >= 64:
-        # Wider N tiles re-read the activations fewer times (each program loads all of its K slice
-        # of a; at M = 128 and BN = 64 that is twice the weight's bytes through L2)
-        tiles += [(128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8)]
-        # half the shared memory (96 KB at 128 rows), so two programs share an SM and one's
-        # products overlap the other's loads
-        tiles += [(64, 128, 2, 4), (64, 64, 4, 4)]
+        # Wider N tiles (fewer re-reads of the activations) and half-size pipelines (96 KB at 128
+        # rows, two programs per SM): both slower than the default on the H100 (results/matmul.md)
+        tiles += [(128, 128, 3, 4), (128, 128, 3, 8), (256, 64, 4, 8), (256, 64, 3, 8),
+                  (64, 128, 2, 4), (64, 64, 4, 4)]
     out = []
     for BN, BK, st, warps in tiles:
         d = skinny_config(p, BN, BK, st, warps=warps)

@@ -14,14 +14,14 @@ import math
 import os
 
 import torch
-import triton.testing
 
 import tessera.quant as quant
+from tessera.bench.common import bench_ms
 from tessera.kernels.matmul import matmul, wo_matmul
 
 
 def bench_us(fn):
-    return 1e3 * float(triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median"))
+    return 1e3 * bench_ms(fn, warmup=10, rep=60)
 
 
 def profile(fn, label):
@@ -60,9 +60,13 @@ def main():
                 e_again = err(wo_matmul(x, qw))  # a relaunch after do_bench's calls
                 go = wo_matmul(x, qw, _launcher=True)
                 t_bare = bench_us(go)
+                before = os.environ.get("TESSERA_FAST_LAUNCH")
                 os.environ["TESSERA_FAST_LAUNCH"] = "0"
                 t_slow = bench_us(lambda: wo_matmul(x, qw))
-                os.environ.pop("TESSERA_FAST_LAUNCH")
+                if before is None:
+                    del os.environ["TESSERA_FAST_LAUNCH"]
+                else:
+                    os.environ["TESSERA_FAST_LAUNCH"] = before
                 t_cb = bench_us(lambda: torch.matmul(x, wb))
                 t_own = bench_us(lambda: matmul(x, wb))
                 if a.profile:

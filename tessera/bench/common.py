@@ -62,13 +62,13 @@ def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100, short_m
 
     import triton.testing
 
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
     def window():
         return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median", **kw))
 
+    enabled = gc.isenabled()
+    gc.collect()
     try:
+        gc.disable()
         best = window()
         for _ in range(windows - 1 if best < short_ms else 0):
             best = min(best, window())

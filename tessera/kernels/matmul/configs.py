@@ -110,7 +110,8 @@ def skinny_candidates(p: Problem) -> List[Config]:
     """Tile width, K block and pipeline depth around the default, each with half and double the split."""
     tiles = [(64, 128, 4, 4), (64, 256, 3, 4), (128, 128, 4, 4), (32, 256, 4, 4)]
     if p.M > 32:
-        # wider tiles re-read the activations fewer times, which counts once they are 64+ rows
+        # wider tiles (fewer re-reads of the activations): slower than BN 64 at the H100's decode
+        # shapes (benchmarks/results/matmul.md), kept for the tuner to time on other shapes and cards
         tiles += [(128, 128, 3, 8), (256, 64, 3, 8)]
     out = []
     for BN, BK, stages, warps in tiles:
