@@ -6,7 +6,9 @@ its values are rounded to the format's codes. Storage is column-major in K so th
 each output column's codes contiguously: ``data`` is uint8 ``[N, K_padded * bits / 8]``,
 ``scales`` is bfloat16 ``[N, K_padded / group_size]``. For fp6, each row holds the packed
 3-byte units split into three byte planes (all first bytes, then all second, then all third),
-so that the kernel's loads are contiguous; :func:`packed_codes` undoes that.
+so that the kernel's loads are contiguous; fp4 rows hold 16-bit words of four codes with their
+bits placed for the kernel's decode (:mod:`~tessera.quant.fp4_words`). :func:`packed_codes`
+gives the canonical :func:`~tessera.quant.packing.pack` layout of either.
 
 Example:
     >>> import torch
@@ -26,6 +28,7 @@ import torch
 
 from ..errors import TesseraShapeError, TesseraTypeError, TesseraValueError
 from .formats import Format, decode, encode, get_format
+from .fp4_words import codes_from_words, words_from_codes
 from .packing import pack, unpack
 
 
@@ -70,16 +73,17 @@ def quantize(w: torch.Tensor, fmt, group_size: int = 32) -> QuantizedWeight:
     scales = (amax / f.max_value).to(torch.bfloat16)
     scales = torch.where(scales > 0, scales, torch.ones_like(scales))
     codes = encode(groups / scales.float()[..., None], f).reshape(N, kp)
-    data = pack(codes, f)
-    if f.bits == 6:
-        data = data.reshape(N, kp // 4, 3).transpose(1, 2).reshape(N, kp // 4 * 3).contiguous()
+    if f.bits == 4:
+        data = words_from_codes(codes)
+    else:
+        data = pack(codes, f).reshape(N, kp // 4, 3).transpose(1, 2).reshape(N, kp // 4 * 3).contiguous()
     return QuantizedWeight(data, scales, f, group_size, (K, N))
 
 
 def packed_codes(qw: QuantizedWeight) -> torch.Tensor:
     """The codes of ``qw`` in the canonical :func:`~tessera.quant.packing.pack` layout, [N, K_padded*bits/8]."""
-    if qw.fmt.bits != 6:
-        return qw.data
+    if qw.fmt.bits == 4:
+        return pack(codes_from_words(qw.data), qw.fmt)
     N = qw.data.shape[0]
     return qw.data.reshape(N, 3, -1).transpose(1, 2).reshape(N, -1)
 

@@ -317,6 +317,10 @@ def test_weight_only_matmul(fmt):
         assert rel(wo_matmul(x, qw, bias=bias, _config=cfg), x.double() @ wd + bias.double()) < 1e-5
     with pytest.raises(TesseraShapeError, match="K=100"):
         wo_matmul(torch.randn(2, 64), qw)
+    spread = torch.zeros(qw.data.shape[0], 2 * qw.data.shape[1], dtype=torch.uint8)[:, ::2]
+    spread.copy_(qw.data)  # same codes, but not whole rows: the kernel would read other bytes
+    with pytest.raises(TesseraValueError, match="qw.data must hold whole rows.*contiguous"):
+        wo_matmul(x, q.QuantizedWeight(spread, qw.scales, qw.fmt, qw.group_size, qw.shape))
 
 
 def test_repeated_calls_reuse_the_plan_with_new_tensors():
@@ -333,6 +337,22 @@ def test_repeated_calls_reuse_the_plan_with_new_tensors():
     assert len(api._PLANS) == 2
     with pytest.raises(TesseraShapeError):  # a bad call never reaches a plan
         matmul(rnd(5, 63, seed=1), w.t())
+
+
+def test_scales_fold_verdict_follows_the_scales():
+    """The single-multiply decode needs every scale * 2**(127 - bias) to be a finite bf16; the
+    verdict is remembered per scales version, so an in-place change is seen."""
+    from tessera.kernels.matmul.wo import scales_fold
+
+    qw = q.quantize(rnd(64, 8, seed=1), "fp4_e2m1")  # scales ~ amax / 6 < 1
+    assert scales_fold(qw)
+    assert not scales_fold(q.quantize(rnd(64, 8, seed=1) * 100, "fp4_e2m1"))  # scales ~ 40
+    qw.scales[3, 0] = 4.0  # 4 * 2**126 is past bf16's largest finite value
+    assert not scales_fold(qw)
+    qw.scales[3, 0] = 3.5
+    assert scales_fold(qw)
+    # fp6 e3m2 has exponent bias 3, so its factor is 2**124 and its scales may reach 15.9
+    assert scales_fold(q.quantize(rnd(64, 8, seed=2) * 50, "fp6_e3m2"))
 
 
 def test_weight_only_repeated_calls_reuse_the_plan():

@@ -7,6 +7,7 @@ import torch
 import tessera.quant as q
 from tessera.errors import TesseraShapeError, TesseraValueError
 from tessera.quant.formats import positive_values
+from tessera.quant.fp4_words import MAG_BIT, SIGN_BIT, codes_from_words, words_from_codes
 from tessera.quant.weights import packed_codes
 
 FORMATS = ["fp6_e2m3", "fp6_e3m2", "fp4_e2m1"]
@@ -55,6 +56,43 @@ def test_pack_layout_is_documented():
     word = 1 | 2 << 6 | 3 << 12 | 63 << 18
     assert q.pack(torch.tensor([1, 2, 3, 63], dtype=torch.uint8), "fp6_e2m3").tolist() == [
         word & 255, word >> 8 & 255, word >> 16]
+
+
+def test_fp4_words_round_trip_and_layout():
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 16, (5, 3, 44), generator=g, dtype=torch.uint8)
+    words = words_from_codes(codes)
+    assert words.shape == (5, 3, 22) and torch.equal(codes_from_words(words), codes)
+    one = torch.zeros(1, 4, dtype=torch.uint8)
+    for j in range(4):  # code j's magnitude bits at MAG_BIT[j], its sign at SIGN_BIT[j]
+        one.zero_()
+        one[0, j] = 0b1101
+        w = words_from_codes(one)[0]
+        assert int(w[0]) | int(w[1]) << 8 == (0b101 << MAG_BIT[j]) | (1 << SIGN_BIT[j])
+    assert sorted(b for j in range(4) for b in (MAG_BIT[j], MAG_BIT[j] + 1, MAG_BIT[j] + 2, SIGN_BIT[j])) == \
+        list(range(16))
+    with pytest.raises(TesseraShapeError, match="multiple of 4"):
+        words_from_codes(torch.zeros(6, dtype=torch.uint8))
+
+
+def test_fp4_word_decode_moves_give_every_code_in_both_halves():
+    """The kernel's shift-and-mask moves (the inline PTX's recipe), run on the host: every code at
+    every position of both words of a register becomes the bf16 of its value times 2**-126."""
+    from tessera.kernels.matmul.kernel_wo import _fp4_moves
+
+    values = q.decode(torch.arange(16, dtype=torch.uint8), "fp4_e2m1").double()
+    for j in range(4):
+        for lo in range(16):
+            hi = 15 - lo
+            pair = torch.tensor([[lo if i == j else 0 for i in range(4)] + [hi if i == j else 0 for i in range(4)]],
+                                dtype=torch.uint8)
+            w = words_from_codes(pair)[0].tolist()
+            reg = w[0] | w[1] << 8 | w[2] << 16 | w[3] << 24
+            out = 0
+            for shift, mask in _fp4_moves(j):
+                out |= ((reg << shift if shift >= 0 else reg >> -shift) & 0xFFFFFFFF) & mask
+            halves = torch.tensor([out & 0xFFFF, out >> 16], dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+            assert torch.equal(halves.double() * 2.0 ** 126, values[[lo, hi]]), (j, lo)
 
 
 def test_pack_rejects_ragged_length():

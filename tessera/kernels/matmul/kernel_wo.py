@@ -1,18 +1,19 @@
 """Weight-only quantized GEMM kernel: ``x [M, K] @ dequant(q) [K, N]`` decoding fp6/fp4 codes in
 registers. Built for decode shapes (small M), where reading the packed weight is the whole cost.
 
-The packed bytes are read by pointer loads or, where the row pitch allows (``USE_TMA``), by
-TMA copies pipelined ``STAGES`` deep. The packed weight is stored per output column (``q[n, bytes along K]``, fp6 as three byte
-planes), so a program reads ``BN`` rows of contiguous bytes, viewed as
-[BN, groups, packs per group] so each group's scale multiplies by broadcast. Each pack of PER
-codes (2 for fp4, 4 for fp6) covers K positions ``PER * p + j``; the matching x columns (read
-with stride PER, or read whole and split) meet them, so the products need no interleaving.
+The packed weight is read by pointer loads or, where the row pitch allows (``USE_TMA``), by
+TMA copies pipelined ``STAGES`` deep. It is stored per output column, so a program reads ``BN``
+rows of contiguous packs, viewed as [BN, groups, packs per group] so each group's scale
+multiplies by broadcast. A pack holds four codes, for K positions ``4p + j``: an fp4 pack is a
+16-bit word (:mod:`tessera.quant.fp4_words`), an fp6 pack one byte of each of three byte planes.
+The matching x columns (read with stride 4, or read whole and split) meet them, so the products
+need no interleaving.
 
 Decoding moves a code's exponent and mantissa bits to the bottom of a float's exponent field
 (and the top of its mantissa) and its sign to the sign bit, which makes that float the code's
 value times a power of two (codes with a zero exponent become subnormals, exactly). With bf16
-activations (``PACKED``) the codes are decoded on packed registers by inline assembly — fp4 four
-bytes (eight codes) per call, fp6 four packs of its three byte planes (sixteen codes) — straight
+activations (``PACKED``) the codes are decoded on packed registers by inline assembly — fp4 two words
+(eight codes) per call, fp6 four packs of its three byte planes (sixteen codes) — straight
 into bf16 pairs, then the power is multiplied away and the scale applied with two bf16x2
 multiplies; otherwise each code is decoded through fp16 and the power is folded into the fp32
 group scale.
@@ -24,49 +25,77 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ...quant.fp4_words import MAG_BIT, SIGN_BIT
 from .splitk import finish_tile, split_tile
 
-# The decoders are inline PTX built from one block: a register ``t`` holds one code per half-word;
-# the code's exponent+mantissa bits are shifted to bf16 bits (7 - mbits).. and its sign to bit 15,
-# which makes each half the code's value times 2**(bias - 127) (a subnormal for codes with a zero
-# exponent). Multiplying by 2**(127 - bias) (``k``) restores the value exactly; multiplying by the
-# bf16 group scale rounds once, as the fp32 path's cast to bf16 does.
-def _decode_block(t: str, shift: int, mask: int, sign_shift: int, out: str, scale: str) -> str:
-    return (f"shl.b32 a, {t}, {shift}; and.b32 a, a, {mask:#010x}; shl.b32 b, {t}, {sign_shift}; "
-            f"and.b32 b, b, 0x80008000; or.b32 a, a, b; fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 {out}, a, {scale}, z;")
+# The decoders are inline PTX: a 32-bit register holds one code per half-word, anywhere in it;
+# shifts and masks move the code's exponent+mantissa bits to bf16 bits (7 - mbits).. and its sign
+# to bit 15, which makes each half the code's value times 2**(bias - 127) (a subnormal for codes
+# with a zero exponent). Multiplying by 2**(127 - bias) (``k``) restores the value exactly;
+# multiplying by the bf16 group scale rounds once, as the fp32 path's cast to bf16 does.
+def _decode_block(t: str, moves, out: str, scale: str, folded: bool) -> str:
+    """PTX taking the code in each half of register ``t`` to the bf16 pair ``out`` times ``scale``;
+    ``moves`` lists (left shift, mask) pairs (a negative shift moves right) whose results are or-ed.
+    ``folded``: the scale already holds the factor ``k``, so one multiply does both."""
+    parts = []
+    for i, (shift, mask) in enumerate(moves):
+        dst = "ab"[i]
+        if shift:
+            parts.append(f"shl.b32 {dst}, {t}, {shift};" if shift > 0 else f"shr.b32 {dst}, {t}, {-shift};")
+        parts.append(f"and.b32 {dst}, {dst if shift else t}, {mask:#010x};")
+    if len(moves) == 2:
+        parts.append("or.b32 a, a, b;")
+    parts.append(("" if folded else "fma.rn.bf16x2 a, a, k, z; ") + f"fma.rn.bf16x2 {out}, a, {scale}, z;")
+    return " ".join(parts)
 
 
 def _decoder_asm(regs: str, bias: int, lines: list) -> str:
-    """The PTX block around ``lines``: scratch registers, ``k`` = 2**(127 - bias) in both bf16 halves
+    """The PTX block around ``lines``: scratch registers (``regs``, each followed by a comma), ``k`` = 2**(127 - bias) in both bf16 halves
     and ``z`` = -0.0 pairs (the fma addend that keeps a product's sign)."""
     k = ((254 - bias) << 7) * 0x10001
-    head = [f".reg .b32 {regs}, a, b, k, z;", f"mov.b32 k, {k:#010x};", "mov.b32 z, 0x80008000;"]
+    head = [f".reg .b32 {regs}a, b, k, z;", f"mov.b32 k, {k:#010x};", "mov.b32 z, 0x80008000;"]
     return "{\n" + "\n".join(head + lines) + "\n}"
 
 
-def _fp4_to_bf16_asm() -> str:
-    """Four bytes of e2m1 codes ($4) -> low codes ($0, $1) and high codes ($2, $3) as bf16 pairs,
-    times the bf16 group scales of bytes 0-1 ($5) and 2-3 ($6); bytes 0,1 and 2,3 are first spread
-    to the halves of t0 and t1."""
-    lines = ["prmt.b32 t0, $4, 0, 0x4140;", "prmt.b32 t1, $4, 0, 0x4342;"]
-    for nibble, (shift, sign_shift) in enumerate(((6, 12), (2, 8))):
-        for half in range(2):
-            lines.append(_decode_block(f"t{half}", shift, 0x01C001C0, sign_shift, f"${2 * nibble + half}",
-                                       f"${5 + half}"))
-    return _decoder_asm("t<2>", 1, lines)
+def _fp4_moves(j: int) -> list:
+    """(shift, mask) moves taking code j of a stored fp4 word (:mod:`tessera.quant.fp4_words`) to bf16
+    bits 6..8 and 15: one move where the code's sign sits 9 bits above its magnitude, else two."""
+    mag, sign = 6 - MAG_BIT[j], 15 - SIGN_BIT[j]
+    if mag == sign:
+        return [(mag, 0x81C081C0)]
+    return [(mag, 0x01C001C0), (sign, 0x80008000)]
 
 
-_FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm())
+def _fp4_to_bf16_asm(folded: bool) -> str:
+    """Two stored fp4 words ($4, one per half) -> their codes 0..3 as bf16 pairs ($0..$3), times the
+    bf16 group scales of the two words ($5)."""
+    return _decoder_asm("", 1, [_decode_block("$4", _fp4_moves(j), f"${j}", "$5", folded) for j in range(4)])
+
+
+_FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm(False))
+_FP4_TO_BF16_FOLDED = tl.constexpr(_fp4_to_bf16_asm(True))
+_FP4_MAG0, _FP4_MAG1, _FP4_MAG2, _FP4_MAG3 = (tl.constexpr(b) for b in MAG_BIT)
+_FP4_SIGN0, _FP4_SIGN1, _FP4_SIGN2, _FP4_SIGN3 = (tl.constexpr(b) for b in SIGN_BIT)
 
 
 @triton.jit
-def _fp4_pairs_bf16(byte, scale):
-    """uint8 bytes of two e2m1 codes and their bf16 group scales -> (low codes, high codes) * scale in bf16."""
-    return tl.inline_asm_elementwise(_FP4_TO_BF16, "=r,=r,=r,=r,r,r,r", [byte, scale], (tl.bfloat16, tl.bfloat16),
-                                     is_pure=True, pack=4)
+def _fp4_words_bf16(word, scale, FOLDED: tl.constexpr):
+    """int16 stored fp4 words and their bf16 group scales -> the words' four codes times the scale, in bf16."""
+    if FOLDED:
+        asm: tl.constexpr = _FP4_TO_BF16_FOLDED
+    else:
+        asm: tl.constexpr = _FP4_TO_BF16
+    return tl.inline_asm_elementwise(asm, "=r,=r,=r,=r,r,r", [word, scale],
+                                     (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
 
 
-def _fp6_to_bf16_asm(mbits: int) -> str:
+@triton.jit
+def _fp4_code(word, MAG: tl.constexpr, SIGN: tl.constexpr):
+    """The 4-bit e2m1 code stored at bits MAG..MAG+2 (magnitude) and SIGN of int32 ``word``."""
+    return ((word >> MAG) & 7) | (((word >> SIGN) & 1) << 3)
+
+
+def _fp6_to_bf16_asm(mbits: int, folded: bool) -> str:
     """Three words of fp6 byte planes ($8, $9, $10: four packs each) -> the packs' four codes as bf16
     pairs ($0..$7: code j of packs 0-1 and 2-3 in $2j, $2j+1), times the bf16 group scales ($11:
     packs 0-1, $12: packs 2-3). The codes are cut out of the planes four at a time (one per byte),
@@ -78,23 +107,31 @@ def _fp6_to_bf16_asm(mbits: int) -> str:
              "shr.b32 t, $10, 2; and.b32 c3, t, 0x3F3F3F3F;"]
     for j in range(4):
         for half, (sel, scale) in enumerate((("0x4140", "$11"), ("0x4342", "$12"))):
-            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; "
-                         + _decode_block("t", shift, (0x1F << shift) * 0x10001, 10, f"${2 * j + half}", scale))
-    return _decoder_asm("c<4>, t, u", 1 if mbits == 3 else 3, lines)
+            moves = [(shift, (0x1F << shift) * 0x10001), (10, 0x80008000)]
+            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; " + _decode_block("t", moves, f"${2 * j + half}", scale, folded))
+    return _decoder_asm("c<4>, t, u, ", 1 if mbits == 3 else 3, lines)
 
 
-_FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3))
-_FP6_E3M2_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(2))
+_FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3, False))
+_FP6_E3M2_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(2, False))
+_FP6_E2M3_TO_BF16_FOLDED = tl.constexpr(_fp6_to_bf16_asm(3, True))
+_FP6_E3M2_TO_BF16_FOLDED = tl.constexpr(_fp6_to_bf16_asm(2, True))
 
 
 @triton.jit
-def _fp6_codes_bf16(b0, b1, b2, scale, MBITS: tl.constexpr):
+def _fp6_codes_bf16(b0, b1, b2, scale, MBITS: tl.constexpr, FOLDED: tl.constexpr):
     """uint8 bytes of the three fp6 planes and bf16 group scales -> the four codes of each pack, times
     the scale, in bf16."""
     if MBITS == 3:
-        asm: tl.constexpr = _FP6_E2M3_TO_BF16
+        if FOLDED:
+            asm: tl.constexpr = _FP6_E2M3_TO_BF16_FOLDED
+        else:
+            asm: tl.constexpr = _FP6_E2M3_TO_BF16
     else:
-        asm: tl.constexpr = _FP6_E3M2_TO_BF16
+        if FOLDED:
+            asm: tl.constexpr = _FP6_E3M2_TO_BF16_FOLDED
+        else:
+            asm: tl.constexpr = _FP6_E3M2_TO_BF16
     return tl.inline_asm_elementwise(asm, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r", [b0, b1, b2, scale],
                                      (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
 
@@ -132,13 +169,15 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                      BITS: tl.constexpr, EBITS: tl.constexpr, MBITS: tl.constexpr, GS: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
                      HAS_BIAS: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr,
-                     PACKED: tl.constexpr):
-    PER: tl.constexpr = 2 if BITS == 4 else 4
+                     PACKED: tl.constexpr, FOLDED: tl.constexpr, X_TMA: tl.constexpr,
+                     TILED: tl.constexpr = 0):
+    PER: tl.constexpr = 4  # codes per pack: an fp4 word, or a byte of each of fp6's three planes
     BKP: tl.constexpr = BK // PER  # packs per K block
     NGB: tl.constexpr = BK // GS  # groups per K block
     GP: tl.constexpr = GS // PER  # packs per group
     BIAS: tl.constexpr = (1 << (EBITS - 1)) - 1
     FOLD: tl.constexpr = float(2 ** (15 - BIAS))
+    K_BF16: tl.constexpr = float(2 ** (127 - BIAS))  # the packed decoders' power of two
     tile, split, pid_m, pid_n = split_tile(tl.program_id(0), N, BN, SPLIT_K)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
@@ -151,35 +190,53 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     k_lo = split * k_per_split
     k_hi = tl.minimum(KP, k_lo + k_per_split)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    q_row = q_ptr + rn[:, None, None].to(tl.int64) * ldq
+    if BITS == 4:  # rows of 16-bit words (ldq counts bytes)
+        q_base = q_ptr.to(tl.pointer_type(tl.int16))
+        ld_pack = ldq // 2
+        row_packs = KP // 4
+    else:
+        q_base = q_ptr
+        ld_pack = ldq
+        row_packs = KP // 4 * 3
+    q_row = q_base + rn[:, None, None].to(tl.int64) * ld_pack
     s_row = s_ptr + rn[:, None] * lds
     PLANE = KP // 4
-    if USE_TMA:  # rows past N and bytes past the end read as zeros; codes past KP meet zero scales
-        q_desc = tl.make_tensor_descriptor(q_ptr, shape=[N, KP * BITS // 8], strides=[ldq, 1], block_shape=[BN, BKP])
+    WROWS: tl.constexpr = BN * BKP // 128
+    if TILED == 2:  # contiguous tiles read as WROWS rows of 128 packs (256-byte TMA rows)
+        q_desc = tl.make_tensor_descriptor(q_base, shape=[tl.cdiv(N, BN) * (KP // BK) * WROWS, 128],
+                                           strides=[128, 1], block_shape=[WROWS, 128])
+    elif TILED:  # each [BN, BKP] tile of packs stored contiguously, tiles of a row block in K order
+        q_desc = tl.make_tensor_descriptor(q_base, shape=[tl.cdiv(N, BN) * (KP // BK), BN, BKP],
+                                           strides=[BN * BKP, BKP, 1], block_shape=[1, BN, BKP])
+    elif USE_TMA:  # rows past N and bytes past the end read as zeros; codes past KP meet zero scales
+        q_desc = tl.make_tensor_descriptor(q_base, shape=[N, row_packs], strides=[ld_pack, 1], block_shape=[BN, BKP])
+    if X_TMA:  # x tiles by TMA too: rows past M and columns past K read as zeros
+        x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[sxm, 1], block_shape=[BM, BK])
     for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
         g = k0 // GS + offs_g
         s_raw = tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0)
+        if FOLDED:  # exact: the launcher checked that every scale times K_BF16 is a finite bf16
+            s_raw = (s_raw.to(tl.float32) * K_BF16).to(tl.bfloat16)
         pk = k0 // PER + offs_p3
         pmask = pk < KP // PER
-        k_base = k0 + PER * offs_p
         if BITS == 4:
-            if USE_TMA:
-                byte = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
+            if TILED == 2:
+                word = tl.reshape(q_desc.load([(pid_n * (KP // BK) + k0 // BK) * WROWS, 0]), (BN, NGB, GP))
+            elif TILED:
+                word = tl.reshape(q_desc.load([pid_n * (KP // BK) + k0 // BK, 0, 0]), (BN, NGB, GP))
+            elif USE_TMA:
+                word = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
             else:
-                byte = tl.load(q_row + pk, mask=pmask, other=0)
+                word = tl.load(q_row + pk, mask=pmask, other=0)
             if PACKED:
-                lo, hi = _fp4_pairs_bf16(byte, s_raw[:, :, None])
-                x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
-                x_lo, x_hi = tl.split(tl.reshape(x, (BM, BKP, 2)))  # even and odd K positions
-                acc = tl.dot(x_lo, tl.trans(tl.reshape(lo, (BN, BKP))), acc)
-                acc = tl.dot(x_hi, tl.trans(tl.reshape(hi, (BN, BKP))), acc)
+                w0, w1, w2, w3 = _fp4_words_bf16(word, s_raw[:, :, None], FOLDED)
             else:
-                s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
-                byte = byte.to(tl.int32)
-                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, byte & 15, s3, BN, BKP, EBITS, MBITS, BM == 1)
-                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, byte >> 4, s3, BN, BKP, EBITS, MBITS,
-                               BM == 1)
+                word = word.to(tl.int32) & 0xFFFF
+                c0 = _fp4_code(word, _FP4_MAG0, _FP4_SIGN0)
+                c1 = _fp4_code(word, _FP4_MAG1, _FP4_SIGN1)
+                c2 = _fp4_code(word, _FP4_MAG2, _FP4_SIGN2)
+                c3 = _fp4_code(word, _FP4_MAG3, _FP4_SIGN3)
         else:
             if USE_TMA:
                 b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
@@ -190,24 +247,32 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0)
                 b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0)
             if PACKED:
-                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS)
-                x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
-                x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
-                x0, x2 = tl.split(x02)
-                x1, x3 = tl.split(x13)
-                acc = tl.dot(x0, tl.trans(tl.reshape(w0, (BN, BKP))), acc)
-                acc = tl.dot(x1, tl.trans(tl.reshape(w1, (BN, BKP))), acc)
-                acc = tl.dot(x2, tl.trans(tl.reshape(w2, (BN, BKP))), acc)
-                acc = tl.dot(x3, tl.trans(tl.reshape(w3, (BN, BKP))), acc)
+                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS, FOLDED)
             else:
-                s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
                 b0, b1, b2 = b0.to(tl.int32), b1.to(tl.int32), b2.to(tl.int32)
-                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, b0 & 63, s3, BN, BKP, EBITS, MBITS, BM == 1)
-                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, (b0 >> 6) | ((b1 & 15) << 2), s3, BN, BKP,
-                               EBITS, MBITS, BM == 1)
-                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 2, K, (b1 >> 4) | ((b2 & 3) << 4), s3, BN, BKP,
-                               EBITS, MBITS, BM == 1)
-                acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, b2 >> 2, s3, BN, BKP, EBITS, MBITS, BM == 1)
+                c0 = b0 & 63
+                c1 = (b0 >> 6) | ((b1 & 15) << 2)
+                c2 = (b1 >> 4) | ((b2 & 3) << 4)
+                c3 = b2 >> 2
+        if PACKED:  # the codes of K positions 4p + j meet x's columns 4p + j
+            if X_TMA:
+                x = x_desc.load([pid_m * BM, k0])
+            else:
+                x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
+            x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
+            x0, x2 = tl.split(x02)
+            x1, x3 = tl.split(x13)
+            acc = tl.dot(x0, tl.trans(tl.reshape(w0, (BN, BKP))), acc)
+            acc = tl.dot(x1, tl.trans(tl.reshape(w1, (BN, BKP))), acc)
+            acc = tl.dot(x2, tl.trans(tl.reshape(w2, (BN, BKP))), acc)
+            acc = tl.dot(x3, tl.trans(tl.reshape(w3, (BN, BKP))), acc)
+        else:
+            s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
+            k_base = k0 + PER * offs_p
+            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, c0, s3, BN, BKP, EBITS, MBITS, BM == 1)
+            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, c1, s3, BN, BKP, EBITS, MBITS, BM == 1)
+            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 2, K, c2, s3, BN, BKP, EBITS, MBITS, BM == 1)
+            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, c3, s3, BN, BKP, EBITS, MBITS, BM == 1)
 
     finish_tile(acc, tile, split, offs_m, offs_n, M, N, out_ptr, ws_ptr, cnt_ptr, out_ptr, out_ptr, bias_ptr,
                 out_ptr, out_ptr, 0, 0, BM, BN, SPLIT_K, 0, 0, HAS_BIAS, 0, False, False)
