@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],wovar,wotile,big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--ms M,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--ms M,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out. In ``gluon`` rows, "default us" is the Triton kernel's entry
@@ -164,115 +164,6 @@ def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3"), grid=False):
                     print(f"   fp32-decode baseline {ms * 1e3:7.1f}us  {cfg}  err {err}", flush=True)
             results.append({"kind": fmt, "M": M, "N": N, "K": K, "cublas_us": t_cb * 1e3, "default_us": t_def * 1e3,
                             "best_us": best[0] * 1e3, "best": str(best[1]), "fails": len(bad)})
-
-
-def sweep_wo_variants(results, fmts):
-    """The packed decoders' variants at decode shapes, as bare launches in one run: the group scale
-    folded into one multiply or not, activations by TMA or by pointer loads, and tiles around the
-    default; cuBLAS bf16 and Tessera's bf16 GEMM (entry point) alongside (``--only wovar``)."""
-    from dataclasses import replace
-
-    from tessera.bench.common import bench_ms
-    from tessera.kernels.matmul.wo import _default
-
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for fmt in fmts:
-        for M, N in ((1, 4096), (16, 4096), (1, 8192), (16, 8192)):
-            w = torch.randn(N, N, device="cuda") / N ** 0.5
-            qw = quant.quantize(w, fmt)
-            x = torch.randn(M, N, device="cuda", dtype=torch.bfloat16)
-            ref = x.double() @ quant.dequantize(qw).double()
-            wb = w.t().contiguous().to(torch.bfloat16)
-            t_cb = bench_ms(lambda: torch.matmul(x, wb.t()), warmup=10, rep=60)
-            t_own = bench_ms(lambda: matmul(x, wb.t()), warmup=10, rep=60)
-            d = _default(M, N, qw.k_padded, qw.fmt.bits, sms, False)
-            variants = [("two multiplies, x by loads", replace(d, x_tma=False), False),
-                        ("folded, x by loads", replace(d, x_tma=False), True),
-                        ("two multiplies, x by TMA", d, False), ("folded, x by TMA (default)", d, True),
-                        ("  8 warps", replace(d, warps=8), True), ("  4 stages", replace(d, stages=4), True),
-                        ("  2 stages", replace(d, stages=2), True), ("  BN 128", replace(d, BN=128), True),
-                        ("  BK 256", replace(d, BK=256), True), ("  split x2", replace(d, split_k=d.split_k * 2), True),
-                        ("  split /2", replace(d, split_k=max(1, d.split_k // 2)), True),
-                        ("  BN 128 BK 256 8 warps", replace(d, BN=128, BK=256, warps=8), True)]
-            print(f"wo {fmt} M={M} N=K={N}: cuBLAS bf16 {t_cb * 1e3:.1f}us, Tessera bf16 {t_own * 1e3:.1f}us", flush=True)
-            best = (float("inf"), None)
-            for label, cfg, fold in variants:
-                try:
-                    err = rel(wo_matmul(x, qw, _config=cfg, _fold=fold), ref)
-                    go = wo_matmul(x, qw, _config=cfg, _fold=fold, _launcher=True)
-                    ms = bench_ms(go, warmup=10, rep=60) if err < 2e-2 else float("inf")
-                except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
-                    err, ms = repr(e)[:80], float("inf")
-                print(f"   {label:28s} {ms * 1e3:7.1f}us  x{t_own / ms:5.2f} own bf16  x{t_cb / ms:5.2f} cuBLAS  "
-                      f"err {err}", flush=True)
-                if ms < best[0]:
-                    best = (ms, label)
-            results.append({"kind": fmt, "M": M, "N": N, "K": N, "cublas_us": t_cb * 1e3, "default_us": t_own * 1e3,
-                            "best_us": best[0] * 1e3, "best": best[1]})
-
-
-def tile_by_tile(qw, BN, BK):
-    """``qw`` with its fp4 words reordered so each [BN, BK / 4] tile is contiguous (``Config.tiled``)."""
-    N, row = qw.data.shape
-    words = qw.data.view(torch.int16).reshape(N // BN, BN, row // 2 // (BK // 4), BK // 4)
-    data = words.permute(0, 2, 1, 3).contiguous().reshape(N, row // 2).view(torch.uint8)
-    return quant.QuantizedWeight(data, qw.scales, qw.fmt, qw.group_size, qw.shape)
-
-
-def sweep_wo_tiles(results):
-    """fp4 weight tiles read from rows of the [N, K/2] layout (64-byte TMA rows at BK 128) against
-    tiles stored contiguously, read as [BN, BK / 4] boxes (``tiled=1``) or as 256-byte rows
-    (``tiled=2``), and pointer loads; then time against K at N = 8192 for the fixed and per-byte
-    costs, beside cuBLAS bf16 (``--only wotile``)."""
-    from tessera.bench.common import bench_ms
-
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-
-    def timed(x, q_used, cfg, ref):
-        try:
-            err = rel(wo_matmul(x, q_used, _config=cfg), ref)
-            return (bench_ms(wo_matmul(x, q_used, _config=cfg, _launcher=True), warmup=10, rep=60)
-                    if err < 2e-2 else float("inf")), err
-        except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
-            return float("inf"), repr(e)[:80]
-
-    for M, N in ((1, 8192), (16, 8192), (1, 4096)):
-        w = torch.randn(N, N, device="cuda") / N ** 0.5
-        qw = quant.quantize(w, "fp4_e2m1")
-        x = torch.randn(M, N, device="cuda", dtype=torch.bfloat16)
-        ref = x.double() @ quant.dequantize(qw).double()
-        wb = w.t().contiguous().to(torch.bfloat16)
-        t_cb = bench_ms(lambda: torch.matmul(x, wb.t()), warmup=10, rep=60)
-        t_own = bench_ms(lambda: matmul(x, wb.t()), warmup=10, rep=60)
-        print(f"wo fp4 tiles M={M} N=K={N}: cuBLAS bf16 {t_cb * 1e3:.1f}us, Tessera bf16 {t_own * 1e3:.1f}us", flush=True)
-        best = (float("inf"), None)
-        for BN, BK, stages in ((64, 128, 3), (64, 128, 4), (64, 256, 3), (128, 128, 3), (64, 512, 2)):
-            split = split_k_for(-(-N // BN), qw.k_padded, BK, 4 * sms - 1, 2)
-            for sp in sorted({split, max(1, split // 2)}):
-                for tiled, tma in ((0, False), (0, True), (1, True), (2, True)):
-                    cfg = Config("wo", 16, BN, BK, 1, stages, 4, sp, tma_loads=tma, x_tma=False, tiled=tiled)
-                    ms, err = timed(x, tile_by_tile(qw, BN, BK) if tiled else qw, cfg, ref)
-                    how = ("pointer loads", "TMA rows", "TMA tiles", "TMA tiles as 256B rows")[tiled + tma]
-                    print(f"   BN {BN:3d} BK {BK:3d} st {stages} split {sp:2d} {how:24s} {ms * 1e3:7.1f}us  "
-                          f"x{t_own / ms:5.2f} own bf16  x{t_cb / ms:5.2f} cuBLAS  err {err}", flush=True)
-                    if ms < best[0]:
-                        best = (ms, str(cfg))
-        results.append({"kind": "fp4 tiles", "M": M, "N": N, "K": N, "cublas_us": t_cb * 1e3,
-                        "default_us": t_own * 1e3, "best_us": best[0] * 1e3, "best": best[1]})
-    print("time against K at M = 1, N = 8192 (default tile, split by the default rule)", flush=True)
-    for K in (2048, 4096, 8192, 16384):
-        w = torch.randn(K, 8192, device="cuda") / K ** 0.5
-        qw = quant.quantize(w, "fp4_e2m1")
-        x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
-        ref = x.double() @ quant.dequantize(qw).double()
-        wb = w.t().contiguous().to(torch.bfloat16)
-        t_cb = bench_ms(lambda: torch.matmul(x, wb.t()), warmup=10, rep=60)
-        split = split_k_for(128, qw.k_padded, 128, 4 * sms - 1, 2)
-        rows = [timed(x, qw, Config("wo", 16, 64, 128, 1, 3, 4, split, tma_loads=True, x_tma=False), ref)[0],
-                timed(x, tile_by_tile(qw, 64, 128),
-                      Config("wo", 16, 64, 128, 1, 3, 4, split, tma_loads=True, x_tma=False, tiled=2), ref)[0]]
-        print(f"   K {K:5d}: {qw.nbytes() / 1e6:5.1f} MB fp4, rows {rows[0] * 1e3:6.1f}us, tiles {rows[1] * 1e3:6.1f}us; "
-              f"{wb.numel() * 2 / 1e6:6.1f} MB bf16, cuBLAS {t_cb * 1e3:6.1f}us", flush=True)
 
 
 # (BM, BN, BK, stages, warps, warp-specialised, sub-tiled epilogue, group) of the persistent kernel
@@ -630,10 +521,6 @@ def main():
                        {int(m) for m in a.ms.split(",") if m})
         if "wo" in only:
             sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in only)
-        if "wotile" in only:
-            sweep_wo_tiles(results)
-        if "wovar" in only:
-            sweep_wo_variants(results, a.fmts.split(","))
         if "host" in only:
             host_overhead()
         if "clean" in only:

@@ -339,22 +339,6 @@ def test_repeated_calls_reuse_the_plan_with_new_tensors():
         matmul(rnd(5, 63, seed=1), w.t())
 
 
-def test_scales_fold_verdict_follows_the_scales():
-    """The single-multiply decode needs every scale * 2**(127 - bias) to be a finite bf16; the
-    verdict is remembered per scales version, so an in-place change is seen."""
-    from tessera.kernels.matmul.wo import scales_fold
-
-    qw = q.quantize(rnd(64, 8, seed=1), "fp4_e2m1")  # scales ~ amax / 6 < 1
-    assert scales_fold(qw)
-    assert not scales_fold(q.quantize(rnd(64, 8, seed=1) * 100, "fp4_e2m1"))  # scales ~ 40
-    qw.scales[3, 0] = 4.0  # 4 * 2**126 is past bf16's largest finite value
-    assert not scales_fold(qw)
-    qw.scales[3, 0] = 3.5
-    assert scales_fold(qw)
-    # fp6 e3m2 has exponent bias 3, so its factor is 2**124 and its scales may reach 15.9
-    assert scales_fold(q.quantize(rnd(64, 8, seed=2) * 50, "fp6_e3m2"))
-
-
 def test_weight_only_repeated_calls_reuse_the_plan():
     from tessera.kernels.matmul import wo
 

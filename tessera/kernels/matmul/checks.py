@@ -95,37 +95,20 @@ def check_matmul_args(a, b, bias, activation, residual, out_dtype, acc_dtype) ->
     return M, N, K, out_shape
 
 
-_MEMO: dict = {}
-
-
-def remembered(s: torch.Tensor, what: str, compute) -> bool:
-    """``compute()``, a verdict on the values of ``s``, remembered per live tensor, version and
-    ``what`` (reading a GPU tensor's values synchronises the device, so each is read once).
-
-    Example:
-        >>> s = torch.ones(3)
-        >>> remembered(s, "positive", lambda: bool((s > 0).all()))
-        True
-    """
-    verdict = known(s, what)
-    if verdict is not None:
-        return verdict
-    verdict = bool(compute())
-    if len(_MEMO) > 256:
-        _MEMO.clear()
-    _MEMO[(id(s), what)] = (weakref.ref(s), s._version, verdict)
-    return verdict
-
-
-def known(s: torch.Tensor, what: str):
-    """The verdict :func:`remembered` holds for ``s`` at its current version, or None."""
-    hit = _MEMO.get((id(s), what))
-    return hit[2] if hit is not None and hit[0]() is s and hit[1] == s._version else None
+_VALID: dict = {}
 
 
 def _known_valid(s: torch.Tensor) -> bool:
-    """Whether every entry of ``s`` is finite and positive (remembered, see :func:`remembered`)."""
-    return remembered(s, "finite and positive", lambda: (torch.isfinite(s) & (s > 0)).all())
+    """Whether every entry of ``s`` is finite and positive, remembered per live tensor and version."""
+    hit = _VALID.get(id(s))
+    if hit is not None and hit[0]() is s and hit[1] == s._version:
+        return True
+    ok = bool((torch.isfinite(s) & (s > 0)).all())
+    if ok:
+        if len(_VALID) > 256:
+            _VALID.clear()
+        _VALID[id(s)] = (weakref.ref(s), s._version)
+    return ok
 
 
 def check_scale_values(name: str, s: torch.Tensor, fn: str = "scaled_matmul") -> None:

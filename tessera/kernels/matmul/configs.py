@@ -27,8 +27,6 @@ class Config:
     swap: bool = False  # skinny kernel: the weight tile is the MMA's left operand
     tma_loads: bool = False  # weight-only kernel: packed weight read by pipelined TMA copies
     packed: bool = True  # weight-only kernel: codes decoded on packed registers (bf16 activations, BM >= 16)
-    x_tma: bool = True  # weight-only kernel with TMA weight loads: activations by TMA too where aligned
-    tiled: int = 0  # weight-only fp4: the packed weight stored tile by tile (benchmarks' layout study)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -12,8 +12,8 @@ need no interleaving.
 Decoding moves a code's exponent and mantissa bits to the bottom of a float's exponent field
 (and the top of its mantissa) and its sign to the sign bit, which makes that float the code's
 value times a power of two (codes with a zero exponent become subnormals, exactly). With bf16
-activations (``PACKED``) the codes are decoded on packed registers by inline assembly — fp4 two words
-(eight codes) per call, fp6 four packs of its three byte planes (sixteen codes) — straight
+activations (``PACKED``) the codes are decoded on packed registers by inline assembly — fp4 two
+words (eight codes) per call, fp6 four packs of its three byte planes (sixteen codes) — straight
 into bf16 pairs, then the power is multiplied away and the scale applied with two bf16x2
 multiplies; otherwise each code is decoded through fp16 and the power is folded into the fp32
 group scale.
@@ -33,10 +33,9 @@ from .splitk import finish_tile, split_tile
 # to bit 15, which makes each half the code's value times 2**(bias - 127) (a subnormal for codes
 # with a zero exponent). Multiplying by 2**(127 - bias) (``k``) restores the value exactly;
 # multiplying by the bf16 group scale rounds once, as the fp32 path's cast to bf16 does.
-def _decode_block(t: str, moves, out: str, scale: str, folded: bool) -> str:
+def _decode_block(t: str, moves, out: str, scale: str) -> str:
     """PTX taking the code in each half of register ``t`` to the bf16 pair ``out`` times ``scale``;
-    ``moves`` lists (left shift, mask) pairs (a negative shift moves right) whose results are or-ed.
-    ``folded``: the scale already holds the factor ``k``, so one multiply does both."""
+    ``moves`` lists (left shift, mask) pairs (a negative shift moves right) whose results are or-ed."""
     parts = []
     for i, (shift, mask) in enumerate(moves):
         dst = "ab"[i]
@@ -45,13 +44,14 @@ def _decode_block(t: str, moves, out: str, scale: str, folded: bool) -> str:
         parts.append(f"and.b32 {dst}, {dst if shift else t}, {mask:#010x};")
     if len(moves) == 2:
         parts.append("or.b32 a, a, b;")
-    parts.append(("" if folded else "fma.rn.bf16x2 a, a, k, z; ") + f"fma.rn.bf16x2 {out}, a, {scale}, z;")
+    parts.append(f"fma.rn.bf16x2 a, a, k, z; fma.rn.bf16x2 {out}, a, {scale}, z;")
     return " ".join(parts)
 
 
 def _decoder_asm(regs: str, bias: int, lines: list) -> str:
-    """The PTX block around ``lines``: scratch registers (``regs``, each followed by a comma), ``k`` = 2**(127 - bias) in both bf16 halves
-    and ``z`` = -0.0 pairs (the fma addend that keeps a product's sign)."""
+    """The PTX block around ``lines``: scratch registers (``regs``, each followed by a comma),
+    ``k`` = 2**(127 - bias) in both bf16 halves and ``z`` = -0.0 pairs (the fma addend that keeps a
+    product's sign)."""
     k = ((254 - bias) << 7) * 0x10001
     head = [f".reg .b32 {regs}a, b, k, z;", f"mov.b32 k, {k:#010x};", "mov.b32 z, 0x80008000;"]
     return "{\n" + "\n".join(head + lines) + "\n}"
@@ -66,26 +66,21 @@ def _fp4_moves(j: int) -> list:
     return [(mag, 0x01C001C0), (sign, 0x80008000)]
 
 
-def _fp4_to_bf16_asm(folded: bool) -> str:
+def _fp4_to_bf16_asm() -> str:
     """Two stored fp4 words ($4, one per half) -> their codes 0..3 as bf16 pairs ($0..$3), times the
     bf16 group scales of the two words ($5)."""
-    return _decoder_asm("", 1, [_decode_block("$4", _fp4_moves(j), f"${j}", "$5", folded) for j in range(4)])
+    return _decoder_asm("", 1, [_decode_block("$4", _fp4_moves(j), f"${j}", "$5") for j in range(4)])
 
 
-_FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm(False))
-_FP4_TO_BF16_FOLDED = tl.constexpr(_fp4_to_bf16_asm(True))
+_FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm())
 _FP4_MAG0, _FP4_MAG1, _FP4_MAG2, _FP4_MAG3 = (tl.constexpr(b) for b in MAG_BIT)
 _FP4_SIGN0, _FP4_SIGN1, _FP4_SIGN2, _FP4_SIGN3 = (tl.constexpr(b) for b in SIGN_BIT)
 
 
 @triton.jit
-def _fp4_words_bf16(word, scale, FOLDED: tl.constexpr):
+def _fp4_words_bf16(word, scale):
     """int16 stored fp4 words and their bf16 group scales -> the words' four codes times the scale, in bf16."""
-    if FOLDED:
-        asm: tl.constexpr = _FP4_TO_BF16_FOLDED
-    else:
-        asm: tl.constexpr = _FP4_TO_BF16
-    return tl.inline_asm_elementwise(asm, "=r,=r,=r,=r,r,r", [word, scale],
+    return tl.inline_asm_elementwise(_FP4_TO_BF16, "=r,=r,=r,=r,r,r", [word, scale],
                                      (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
 
 
@@ -95,7 +90,7 @@ def _fp4_code(word, MAG: tl.constexpr, SIGN: tl.constexpr):
     return ((word >> MAG) & 7) | (((word >> SIGN) & 1) << 3)
 
 
-def _fp6_to_bf16_asm(mbits: int, folded: bool) -> str:
+def _fp6_to_bf16_asm(mbits: int) -> str:
     """Three words of fp6 byte planes ($8, $9, $10: four packs each) -> the packs' four codes as bf16
     pairs ($0..$7: code j of packs 0-1 and 2-3 in $2j, $2j+1), times the bf16 group scales ($11:
     packs 0-1, $12: packs 2-3). The codes are cut out of the planes four at a time (one per byte),
@@ -108,30 +103,22 @@ def _fp6_to_bf16_asm(mbits: int, folded: bool) -> str:
     for j in range(4):
         for half, (sel, scale) in enumerate((("0x4140", "$11"), ("0x4342", "$12"))):
             moves = [(shift, (0x1F << shift) * 0x10001), (10, 0x80008000)]
-            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; " + _decode_block("t", moves, f"${2 * j + half}", scale, folded))
+            lines.append(f"prmt.b32 t, c{j}, 0, {sel}; " + _decode_block("t", moves, f"${2 * j + half}", scale))
     return _decoder_asm("c<4>, t, u, ", 1 if mbits == 3 else 3, lines)
 
 
-_FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3, False))
-_FP6_E3M2_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(2, False))
-_FP6_E2M3_TO_BF16_FOLDED = tl.constexpr(_fp6_to_bf16_asm(3, True))
-_FP6_E3M2_TO_BF16_FOLDED = tl.constexpr(_fp6_to_bf16_asm(2, True))
+_FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3))
+_FP6_E3M2_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(2))
 
 
 @triton.jit
-def _fp6_codes_bf16(b0, b1, b2, scale, MBITS: tl.constexpr, FOLDED: tl.constexpr):
+def _fp6_codes_bf16(b0, b1, b2, scale, MBITS: tl.constexpr):
     """uint8 bytes of the three fp6 planes and bf16 group scales -> the four codes of each pack, times
     the scale, in bf16."""
     if MBITS == 3:
-        if FOLDED:
-            asm: tl.constexpr = _FP6_E2M3_TO_BF16_FOLDED
-        else:
-            asm: tl.constexpr = _FP6_E2M3_TO_BF16
+        asm: tl.constexpr = _FP6_E2M3_TO_BF16
     else:
-        if FOLDED:
-            asm: tl.constexpr = _FP6_E3M2_TO_BF16_FOLDED
-        else:
-            asm: tl.constexpr = _FP6_E3M2_TO_BF16
+        asm: tl.constexpr = _FP6_E3M2_TO_BF16
     return tl.inline_asm_elementwise(asm, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r", [b0, b1, b2, scale],
                                      (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
 
@@ -169,15 +156,13 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                      BITS: tl.constexpr, EBITS: tl.constexpr, MBITS: tl.constexpr, GS: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
                      HAS_BIAS: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr,
-                     PACKED: tl.constexpr, FOLDED: tl.constexpr, X_TMA: tl.constexpr,
-                     TILED: tl.constexpr = 0):
+                     PACKED: tl.constexpr):
     PER: tl.constexpr = 4  # codes per pack: an fp4 word, or a byte of each of fp6's three planes
     BKP: tl.constexpr = BK // PER  # packs per K block
     NGB: tl.constexpr = BK // GS  # groups per K block
     GP: tl.constexpr = GS // PER  # packs per group
     BIAS: tl.constexpr = (1 << (EBITS - 1)) - 1
     FOLD: tl.constexpr = float(2 ** (15 - BIAS))
-    K_BF16: tl.constexpr = float(2 ** (127 - BIAS))  # the packed decoders' power of two
     tile, split, pid_m, pid_n = split_tile(tl.program_id(0), N, BN, SPLIT_K)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
@@ -201,36 +186,21 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     q_row = q_base + rn[:, None, None].to(tl.int64) * ld_pack
     s_row = s_ptr + rn[:, None] * lds
     PLANE = KP // 4
-    WROWS: tl.constexpr = BN * BKP // 128
-    if TILED == 2:  # contiguous tiles read as WROWS rows of 128 packs (256-byte TMA rows)
-        q_desc = tl.make_tensor_descriptor(q_base, shape=[tl.cdiv(N, BN) * (KP // BK) * WROWS, 128],
-                                           strides=[128, 1], block_shape=[WROWS, 128])
-    elif TILED:  # each [BN, BKP] tile of packs stored contiguously, tiles of a row block in K order
-        q_desc = tl.make_tensor_descriptor(q_base, shape=[tl.cdiv(N, BN) * (KP // BK), BN, BKP],
-                                           strides=[BN * BKP, BKP, 1], block_shape=[1, BN, BKP])
-    elif USE_TMA:  # rows past N and bytes past the end read as zeros; codes past KP meet zero scales
+    if USE_TMA:  # rows past N and bytes past the end read as zeros; codes past KP meet zero scales
         q_desc = tl.make_tensor_descriptor(q_base, shape=[N, row_packs], strides=[ld_pack, 1], block_shape=[BN, BKP])
-    if X_TMA:  # x tiles by TMA too: rows past M and columns past K read as zeros
-        x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[sxm, 1], block_shape=[BM, BK])
     for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
         g = k0 // GS + offs_g
         s_raw = tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0)
-        if FOLDED:  # exact: the launcher checked that every scale times K_BF16 is a finite bf16
-            s_raw = (s_raw.to(tl.float32) * K_BF16).to(tl.bfloat16)
         pk = k0 // PER + offs_p3
         pmask = pk < KP // PER
         if BITS == 4:
-            if TILED == 2:
-                word = tl.reshape(q_desc.load([(pid_n * (KP // BK) + k0 // BK) * WROWS, 0]), (BN, NGB, GP))
-            elif TILED:
-                word = tl.reshape(q_desc.load([pid_n * (KP // BK) + k0 // BK, 0, 0]), (BN, NGB, GP))
-            elif USE_TMA:
+            if USE_TMA:
                 word = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
             else:
                 word = tl.load(q_row + pk, mask=pmask, other=0)
             if PACKED:
-                w0, w1, w2, w3 = _fp4_words_bf16(word, s_raw[:, :, None], FOLDED)
+                w0, w1, w2, w3 = _fp4_words_bf16(word, s_raw[:, :, None])
             else:
                 word = word.to(tl.int32) & 0xFFFF
                 c0 = _fp4_code(word, _FP4_MAG0, _FP4_SIGN0)
@@ -247,7 +217,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0)
                 b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0)
             if PACKED:
-                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS, FOLDED)
+                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS)
             else:
                 b0, b1, b2 = b0.to(tl.int32), b1.to(tl.int32), b2.to(tl.int32)
                 c0 = b0 & 63
@@ -255,10 +225,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 c2 = (b1 >> 4) | ((b2 & 3) << 4)
                 c3 = b2 >> 2
         if PACKED:  # the codes of K positions 4p + j meet x's columns 4p + j
-            if X_TMA:
-                x = x_desc.load([pid_m * BM, k0])
-            else:
-                x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
+            x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
             x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
             x0, x2 = tl.split(x02)
             x1, x3 = tl.split(x13)

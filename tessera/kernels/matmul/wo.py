@@ -13,7 +13,6 @@ from .plans import PlanCache
 from .configs import Config, split_k_for
 from .kernel_wo import wo_matmul_kernel
 from ..triton_launch import ensure_allocator, launch
-from .checks import known, remembered
 from .launch import interpreting, num_sms, splitk_workspace, tile_counters
 
 
@@ -44,29 +43,9 @@ def _candidates(M, N, KP, bits, sms):
     return list(dict.fromkeys(out))
 
 
-def scales_fold(qw) -> bool:
-    """Whether every group scale of ``qw`` times the packed decoders' power of two 2**(127 - bias)
-    is a finite bf16, so the kernel multiplies once per value instead of twice. Read once per
-    scales tensor and version (a device synchronisation); while a CUDA graph is being captured
-    an unread tensor counts as False.
-
-    Example:
-        >>> import torch, tessera.quant as q
-        >>> scales_fold(q.quantize(torch.randn(64, 8), "fp4_e2m1"))
-        True
-    """
-    s = qw.scales
-    what = f"scales fold 2**{127 - qw.fmt.bias}"
-    if s.is_cuda and torch.cuda.is_current_stream_capturing():
-        return bool(known(s, what))
-    limit = torch.finfo(torch.bfloat16).max / 2.0 ** (127 - qw.fmt.bias)
-    return remembered(s, what, lambda: s.float().abs().max() <= limit if s.numel() else True)
-
-
-def _launch_wo(cfg: Config, x2, qw, out, bias, fold: bool):
-    """The kernel launch for ``x2 [M, K] @ dequantize(qw)`` into ``out [M, N]`` with ``cfg``
-    (``fold``: :func:`scales_fold`); the returned function launches and returns the launch's
-    Relaunch (None under the interpreter)."""
+def _launch_wo(cfg: Config, x2, qw, out, bias):
+    """The kernel launch for ``x2 [M, K] @ dequantize(qw)`` into ``out [M, N]`` with ``cfg``; the
+    returned function launches and returns the launch's Relaunch (None under the interpreter)."""
     M, K = x2.shape
     N = qw.shape[1]
     f, data, scales = qw.fmt, qw.data, qw.scales
@@ -77,8 +56,6 @@ def _launch_wo(cfg: Config, x2, qw, out, bias, fold: bool):
     use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
     # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows
     packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and not interpreting()
-    x_tma = (use_tma and packed and cfg.x_tma and cfg.BK <= 256 and x2.stride(1) == 1
-             and x2.stride(0) * x2.element_size() % 16 == 0 and x2.data_ptr() % 16 == 0)
     if use_tma:
         ensure_allocator()
     ws = cnt = out
@@ -92,7 +69,7 @@ def _launch_wo(cfg: Config, x2, qw, out, bias, fold: bool):
             M, N, K, qw.k_padded, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
             BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
             SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
-            PACKED=packed, FOLDED=packed and fold, X_TMA=x_tma, TILED=cfg.tiled if use_tma else 0, num_warps=cfg.warps)
+            PACKED=packed, num_warps=cfg.warps)
     return go
 
 
@@ -106,11 +83,10 @@ def _signature(x, qw, bias, out_dtype) -> tuple:
             qw.scales.stride(), qw.scales.dtype, qw.scales.data_ptr() % 16,
             None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device, bias.data_ptr() % 16),
             out_dtype,
-            autotune_enabled(), scales_fold(qw))
+            autotune_enabled())
 
 
-def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _launcher: bool = False,
-              _fold: bool = None):
+def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _launcher: bool = False):
     """``x @ dequantize(qw) + bias`` with the weight read packed (fp6: 6 bits, fp4: 4 bits per value).
 
     x [..., K] bfloat16/float16 (float32 under the interpreter); ``qw`` from ``tessera.quant.quantize``
@@ -123,7 +99,7 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
         >>> y = wo_matmul(torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16), qw)      # doctest: +SKIP
     """
     sig = None
-    if _config is None and _fold is None and not _launcher and isinstance(qw, QuantizedWeight) and isinstance(x, torch.Tensor) \
+    if _config is None and not _launcher and isinstance(qw, QuantizedWeight) and isinstance(x, torch.Tensor) \
             and (bias is None or isinstance(bias, torch.Tensor)):
         sig = _signature(x, qw, bias, out_dtype)
         plan = _PLANS.get(sig)
@@ -163,10 +139,9 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     sms = num_sms(-1 if interp else (x.device.index if x.device.index is not None else torch.cuda.current_device()))
 
     bias_c = bias.contiguous() if bias is not None else None
-    fold = scales_fold(qw) if _fold is None else _fold
 
     def run(cfg: Config):
-        return _launch_wo(cfg, x2, qw, out, bias_c, fold)
+        return _launch_wo(cfg, x2, qw, out, bias_c)
 
     if _config is not None:
         cfg = _config
@@ -188,18 +163,18 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     if sig is not None:
         if relaunch is not None:
             relaunch = relaunch.with_roles(x=x2, data=qw.data, scales=qw.scales, out=out, bias=bias_c)
-        _remember(sig, cfg, (M, N), out_dtype, lead, relaunch, fold)
+        _remember(sig, cfg, (M, N), out_dtype, lead, relaunch)
     return out.reshape(*lead, N)
 
 
-def _remember(sig, cfg, out_shape, out_dtype, lead, relaunch, fold):
+def _remember(sig, cfg, out_shape, out_dtype, lead, relaunch):
     """Store the plan of this signature; ``relaunch`` as for ``matmul``'s plans."""
     def plan(x, qw, bias):
         out = torch.empty(out_shape, dtype=out_dtype, device=x.device)
         x2 = x.reshape(-1, qw.shape[0])
         bias_c = bias.contiguous() if bias is not None else None
         if relaunch is None or not relaunch.launch(x=x2, data=qw.data, scales=qw.scales, out=out, bias=bias_c):
-            _launch_wo(cfg, x2, qw, out, bias_c, fold)()
+            _launch_wo(cfg, x2, qw, out, bias_c)()
         return out.reshape(*lead, out_shape[1])
 
     _PLANS.put(sig, plan)
