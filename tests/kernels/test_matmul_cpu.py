@@ -321,6 +321,8 @@ def test_weight_only_matmul(fmt):
     spread.copy_(qw.data)  # same codes, but not whole rows: the kernel would read other bytes
     with pytest.raises(TesseraValueError, match="qw.data must hold whole rows.*contiguous"):
         wo_matmul(x, q.QuantizedWeight(spread, qw.scales, qw.fmt, qw.group_size, qw.shape))
+    with pytest.raises(TesseraShapeError, match=r"qw.data has shape \(40, \d+\).*stored as \[40, \d+\] bytes"):
+        wo_matmul(x, q.QuantizedWeight(qw.data[:, 1:], qw.scales, qw.fmt, qw.group_size, qw.shape))
 
 
 def test_repeated_calls_reuse_the_plan_with_new_tensors():

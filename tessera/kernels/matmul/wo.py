@@ -122,6 +122,11 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
         raise TesseraDeviceError(f"wo_matmul: no Tessera kernel for tensors on {x.device}; dequantize and use torch")
     if qw.data.device != x.device:
         raise TesseraDeviceError(f"wo_matmul: qw is on {qw.data.device}, x on {x.device}; move it with qw.to(x.device)")
+    row_bytes = qw.k_padded * qw.fmt.bits // 8
+    if qw.data.dim() != 2 or tuple(qw.data.shape) != (N, row_bytes):
+        raise TesseraShapeError(f"wo_matmul: qw.data has shape {tuple(qw.data.shape)}, but a [K, N]=[{K}, {N}] "
+                                f"{qw.fmt.name} weight in groups of {qw.group_size} is stored as [{N}, {row_bytes}] "
+                                f"bytes; make it with tessera.quant.quantize")
     if qw.data.stride(-1) != 1 or (qw.fmt.bits == 4 and (qw.data.stride(0) % 2 or qw.data.data_ptr() % 2)):
         raise TesseraValueError(f"wo_matmul: qw.data must hold whole rows of packed codes, as quantize makes it "
                                 f"(got strides {qw.data.stride()}); pass qw.data.contiguous()")
