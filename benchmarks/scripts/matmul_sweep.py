@@ -12,6 +12,7 @@ point and "best" the fastest Gluon config.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import os
@@ -24,6 +25,7 @@ import triton
 import triton.testing
 
 import tessera.quant as quant
+from tessera.bench.common import bench_ms
 from tessera.kernels.matmul import matmul, wo_matmul
 from tessera.kernels.matmul.configs import Config, Problem, skinny_config, split_k_for
 
@@ -32,7 +34,7 @@ SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096)
 
 
 def bench(fn):
-    return float(triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median"))
+    return bench_ms(fn, warmup=10, rep=60)
 
 
 def rel(out, ref):
@@ -378,13 +380,25 @@ def per_call_us(fn, n=500):
     return host * 1e6
 
 
-def _plans_cleared(fast: bool):
-    """Drop the entry points' stored plans and set whether new ones may relaunch directly."""
+@contextlib.contextmanager
+def launch_path(fast: bool):
+    """Within: the entry points' plans start afresh and may relaunch the compiled kernel directly
+    (``fast``) or go through Triton's launch path; after: plans dropped, the variable as it was."""
     from tessera.kernels.matmul import api, wo
 
+    before = os.environ.get("TESSERA_FAST_LAUNCH")
     os.environ["TESSERA_FAST_LAUNCH"] = "1" if fast else "0"
     api._PLANS.clear()
     wo._PLANS.clear()
+    try:
+        yield
+    finally:
+        api._PLANS.clear()
+        wo._PLANS.clear()
+        if before is None:
+            del os.environ["TESSERA_FAST_LAUNCH"]
+        else:
+            os.environ["TESSERA_FAST_LAUNCH"] = before
 
 
 def host_overhead():
@@ -398,15 +412,15 @@ def host_overhead():
     rows = [("torch.matmul", lambda: torch.matmul(x, w.t())), ("empty torch op (x.add_(0))", lambda: x.add_(0))]
     for fast in (False, True):
         tag = "relaunch" if fast else "Triton launch"
-        _plans_cleared(fast)
-        ref = matmul(x, w.t()), wo_matmul(x, qw), matmul(x, w.t(), bias=b)
-        again = matmul(x, w.t()), wo_matmul(x, qw), matmul(x, w.t(), bias=b)
-        print(f"{tag}: repeated calls match the first:", all(torch.equal(r, g) for r, g in zip(ref, again)), flush=True)
-        for name, fn in ((f"tessera matmul ({tag})", lambda: matmul(x, w.t())),
-                         (f"tessera matmul + bias ({tag})", lambda: matmul(x, w.t(), bias=b)),
-                         (f"tessera wo_matmul fp4 ({tag})", lambda: wo_matmul(x, qw))):
-            rows.append((name, fn))
-            print(f"host {name}: {per_call_us(fn):.1f} us per call", flush=True)
+        with launch_path(fast):
+            ref = matmul(x, w.t()), wo_matmul(x, qw), matmul(x, w.t(), bias=b)
+            again = matmul(x, w.t()), wo_matmul(x, qw), matmul(x, w.t(), bias=b)
+            print(f"{tag}: repeated calls match the first:", all(torch.equal(r, g) for r, g in zip(ref, again)),
+                  flush=True)
+            for name, fn in ((f"tessera matmul ({tag})", lambda: matmul(x, w.t())),
+                             (f"tessera matmul + bias ({tag})", lambda: matmul(x, w.t(), bias=b)),
+                             (f"tessera wo_matmul fp4 ({tag})", lambda: wo_matmul(x, qw))):
+                print(f"host {name}: {per_call_us(fn):.1f} us per call", flush=True)
     for name, fn in rows[:2]:
         print(f"host {name}: {per_call_us(fn):.1f} us per call", flush=True)
     host_breakdown(x, w)

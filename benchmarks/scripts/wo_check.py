@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 
 import torch
+from matmul_sweep import launch_path  # the script beside this one
 
 import tessera.quant as quant
 from tessera.bench.common import bench_ms
@@ -60,13 +60,8 @@ def main():
                 e_again = err(wo_matmul(x, qw))  # a relaunch after do_bench's calls
                 go = wo_matmul(x, qw, _launcher=True)
                 t_bare = bench_us(go)
-                before = os.environ.get("TESSERA_FAST_LAUNCH")
-                os.environ["TESSERA_FAST_LAUNCH"] = "0"
-                t_slow = bench_us(lambda: wo_matmul(x, qw))
-                if before is None:
-                    del os.environ["TESSERA_FAST_LAUNCH"]
-                else:
-                    os.environ["TESSERA_FAST_LAUNCH"] = before
+                with launch_path(fast=False):  # plans made afresh, through Triton's launch path
+                    t_slow = bench_us(lambda: wo_matmul(x, qw))
                 t_cb = bench_us(lambda: torch.matmul(x, wb))
                 t_own = bench_us(lambda: matmul(x, wb))
                 if a.profile:

@@ -70,8 +70,8 @@ def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100, short_m
     try:
         gc.disable()
         best = window()
-        for _ in range(windows - 1 if best < short_ms else 0):
-            best = min(best, window())
+        if best < short_ms:
+            best = min([best] + [window() for _ in range(windows - 1)])
         return best
     finally:
         if enabled:
