@@ -3,7 +3,7 @@ shapes, warp-specialised variants of the persistent kernel at large shapes, and 
 of the entry points and of each way to launch a kernel (``host``); every config checked against
 float64 and timed against cuBLAS in the same run.
 
-    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid],big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--ms M,..] [--budget S] [--out DIR]
+    PYTHONPATH=. python benchmarks/scripts/matmul_sweep.py [--only bf16,wo[,wogrid|woswap],big,square,fp8,gluon,ab,ab8,host,entry,clean] [--fmts F,..] [--ms M,..] [--budget S] [--out DIR]
 
 Prints, per shape, the fastest configs with their time, and a summary table last; writes
 ``decode_sweep.json`` under --out. In ``gluon`` rows, "default us" is the Triton kernel's entry
@@ -123,7 +123,26 @@ def wo_grid(M, N, KP, sms):
     return out
 
 
-def wo_space(M, N, KP, bits, sms, grid=False):
+def wo_swap_space(M, N, KP, sms):
+    """The swapped product (decoded weight as the MMA's register operand) over BN x BK x split,
+    by TMA at 3 and 4 stages and by pointer loads at 3, beside the default. (Eight rows, a
+    wgmma 8 wide, compile to mma.sync with a shared-memory round trip: not swept.)"""
+    from tessera.kernels.matmul.wo import _default
+
+    out = [_default(M, N, KP, 4, sms, False)]
+    for BN in (64, 128):
+        for BK in (128, 256):
+            split = split_k_for(-(-N // BN), KP, BK, 4 * sms - 1, 2)
+            for sp in (split, 2 * split):
+                out.append(Config("wo", 16, BN, BK, 1, 3, 4, sp, tma_loads=True, swap=True))
+                out.append(Config("wo", 16, BN, BK, 1, 4, 4, sp, tma_loads=True, swap=True))
+                out.append(Config("wo", 16, BN, BK, 1, 3, 4, sp, swap=True))
+    return out
+
+
+def wo_space(M, N, KP, bits, sms, grid=False, swap=False):
+    if swap:
+        return wo_swap_space(M, N, KP, sms)
     if grid and bits == 4:
         return wo_grid(M, N, KP, sms)
     # the fp32-decode kernel at the previous default, for the same-run comparison
@@ -142,7 +161,7 @@ def wo_space(M, N, KP, bits, sms, grid=False):
     return list(dict.fromkeys(out))
 
 
-def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3"), grid=False):
+def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3"), grid=False, swap=False):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for fmt in fmts:
         for M, N, K in [(1, 4096, 4096), (1, 8192, 8192)] if grid else \
@@ -154,7 +173,7 @@ def sweep_wo(budget, t0, results, fmts=("fp4_e2m1", "fp6_e2m3"), grid=False):
             wb = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
             t_cb = bench(lambda: torch.matmul(x, wb.t()))
             t_def = bench(lambda: wo_matmul(x, qw))
-            timings = time_configs(wo_space(M, N, qw.k_padded, qw.fmt.bits, sms, grid),
+            timings = time_configs(wo_space(M, N, qw.k_padded, qw.fmt.bits, sms, grid, swap),
                                    lambda cfg, launcher: wo_matmul(x, qw, _config=cfg, _launcher=launcher),
                                    ref, 2e-2, t0 + budget)
             best = timings[0] if timings else (float("inf"), None, None)
@@ -534,7 +553,7 @@ def main():
             sweep_bf16(a.budget * (0.55 if "wo" in only else 1.0), t0, results,
                        {int(m) for m in a.ms.split(",") if m})
         if "wo" in only:
-            sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in only)
+            sweep_wo(a.budget, t0, results, a.fmts.split(","), grid="wogrid" in only, swap="woswap" in only)
         if "host" in only:
             host_overhead()
         if "clean" in only:

@@ -325,6 +325,20 @@ def test_weight_only_matmul(fmt):
         wo_matmul(x, q.QuantizedWeight(qw.data[:, 1:], qw.scales, qw.fmt, qw.group_size, qw.shape))
 
 
+@pytest.mark.parametrize("fmt,group_size", [("fp4_e2m1", 32), ("fp4_e2m1", 8), ("fp6_e2m3", 16), ("fp6_e3m2", 64)])
+def test_weight_only_matmul_swapped(fmt, group_size):
+    """The swapped product (decoded weight as the left operand, x's columns read permuted to meet
+    it) against float64, at awkward K and N, with split-K and several tiles."""
+    w, bias = rnd(200, 72, seed=21), rnd(72, seed=22)
+    qw = q.quantize(w, fmt, group_size=group_size)
+    wd = q.dequantize(qw).double()
+    for M, cfg in ((1, Config("wo", 16, 32, 64, 1, 1, 4, 2, swap=True)),
+                   (7, Config("wo", 8, 16, 128, 1, 2, 4, 1, tma_loads=True, swap=True)),
+                   (19, Config("wo", 16, 64, 64, 1, 2, 4, 3, swap=True))):
+        x = rnd(M, 200, seed=M + 40)
+        assert rel(wo_matmul(x, qw, bias=bias, _config=cfg), x.double() @ wd + bias.double()) < 1e-5
+
+
 def test_repeated_calls_reuse_the_plan_with_new_tensors():
     from tessera.kernels.matmul import api
 

@@ -162,20 +162,22 @@ def test_skinny_wide_tiles(M, N, K, BN, BK, stages, warps, split):
 
 
 @pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3"])
-@pytest.mark.parametrize("BM", [1, 16])
-def test_weight_only_tma_loads(fmt, BM):
+@pytest.mark.parametrize("BM,swap", [(1, False), (16, False), (16, True)])
+def test_weight_only_tma_loads(fmt, BM, swap):
     w = torch.randn(4096, 1000, device="cuda")
     qw = q.quantize(w, fmt, group_size=32)
     M = 1 if BM == 1 else 13
     x = rnd(M, 4096)
-    cfg = Config("wo", BM, 64, 256, 1, 4, 4, 4, tma_loads=True)
+    cfg = Config("wo", BM, 64, 256, 1, 4, 4, 4, tma_loads=True, swap=swap)
     assert rel(wo_matmul(x, qw, _config=cfg), x.double() @ q.dequantize(qw).double()) < 1e-2
 
 
 @pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])
 @pytest.mark.parametrize("cfg", [None, Config("wo", 16, 64, 128, 1, 4, 4, 2, tma_loads=True),
                                  Config("wo", 32, 128, 256, 1, 3, 4, 1),
-                                 Config("wo", 16, 64, 128, 1, 4, 4, 1, tma_loads=True, packed=False)])
+                                 Config("wo", 16, 64, 128, 1, 4, 4, 1, tma_loads=True, packed=False),
+                                 Config("wo", 16, 64, 128, 1, 3, 4, 2, tma_loads=True, swap=True),
+                                 Config("wo", 16, 128, 256, 1, 3, 4, 1, swap=True)])
 def test_weight_only_decodes_every_code_exactly(fmt, cfg):
     """One-hot rows of x pick single weights: every code, at scales from 2**-40 to 2**40, must come
     back as exactly code * scale rounded to bf16 (subnormal-exponent codes included)."""

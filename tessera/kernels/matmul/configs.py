@@ -24,7 +24,7 @@ class Config:
     subtile: bool = False
     flatten: bool = False
     warp_spec: bool = False
-    swap: bool = False  # skinny kernel: the weight tile is the MMA's left operand
+    swap: bool = False  # skinny and weight-only kernels: the weight tile is the MMA's left operand
     tma_loads: bool = False  # weight-only kernel: packed weight read by pipelined TMA copies
     packed: bool = True  # weight-only kernel: codes decoded on packed registers (bf16 activations, BM >= 16)
 

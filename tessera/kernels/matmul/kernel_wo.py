@@ -17,6 +17,9 @@ words (eight codes) per call, fp6 four packs of its three byte planes (sixteen c
 into bf16 pairs, then the power is multiplied away and the scale applied with two bf16x2
 multiplies; otherwise each code is decoded through fp16 and the power is folded into the fp32
 group scale.
+With ``SWAP`` the block's product is taken swapped, ``w [BN, BK] @ xᵀ``: the decoded weight is
+the tensor core's left operand straight from the registers that decoded it (a wgmma register
+operand), where the unswapped product passes it through shared memory.
 Split-K slices meet in :func:`~.splitk.finish_tile`. With BM == 1 (one activation row) the
 product is a multiply and reduce in fp32 instead of a tensor-core dot.
 """
@@ -140,6 +143,23 @@ def _x_block(x_ptr, sxm, sxk, rm, k0, K, BK: tl.constexpr):
 
 
 @triton.jit
+def _swapped_dot(acc_t, x_ptr, sxm, sxk, rm, k0, K, w0, w1, w2, w3, BN: tl.constexpr, BK: tl.constexpr):
+    """``acc_t [BN, BM]`` plus the block's product taken swapped, ``w [BN, BK] @ xᵀ``, with the
+    decoded weight as the tensor core's left operand straight from registers. ``wj [BN, BK / 4]``
+    holds code j = 2a + b of each pack 4c + q (K = 16c + 4q + j); it goes to column
+    16c + 8a + 2q + b, where that operand's layout already has it in the thread that decoded it
+    (so no exchange through shared memory), and x's columns are read in the same order."""
+    C: tl.constexpr = BK // 16
+    w = tl.reshape(tl.join(tl.join(w0, w1), tl.join(w2, w3)), (BN, C, 4, 2, 2))  # [.., c, q, b, a]
+    w = tl.reshape(tl.permute(w, (0, 1, 4, 2, 3)), (BN, BK))
+    col = tl.arange(0, BK)  # 16c + 8a + 2q + b  ->  K = 16c + 4q + 2a + b
+    k = k0 + (col & ~15) + ((col >> 1) & 3) * 4 + ((col >> 3) & 1) * 2 + (col & 1)
+    k = tl.max_contiguous(tl.multiple_of(k, 2), 2)  # pairs stay adjacent: 4-byte asynchronous copies
+    xt = tl.load(x_ptr + rm[None, :] * sxm + k[:, None] * sxk, mask=(k < K)[:, None], other=0.0)
+    return tl.dot(w, xt, acc_t)
+
+
+@triton.jit
 def _partial(acc, x_ptr, sxm, sxk, rm, k_pos, K, w_codes, s3, BN: tl.constexpr, BKP: tl.constexpr,
              EBITS: tl.constexpr, MBITS: tl.constexpr, GEMV: tl.constexpr):
     x = tl.load(x_ptr + rm[:, None] * sxm + k_pos[None, :] * sxk, mask=(k_pos < K)[None, :], other=0.0)
@@ -156,7 +176,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                      BITS: tl.constexpr, EBITS: tl.constexpr, MBITS: tl.constexpr, GS: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
                      HAS_BIAS: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr,
-                     PACKED: tl.constexpr):
+                     PACKED: tl.constexpr, SWAP: tl.constexpr):
     PER: tl.constexpr = 4  # codes per pack: an fp4 word, or a byte of each of fp6's three planes
     BKP: tl.constexpr = BK // PER  # packs per K block
     NGB: tl.constexpr = BK // GS  # groups per K block
@@ -174,7 +194,10 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     k_per_split = tl.cdiv(tl.cdiv(KP, BK), SPLIT_K) * BK
     k_lo = split * k_per_split
     k_hi = tl.minimum(KP, k_lo + k_per_split)
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    if SWAP:
+        acc = tl.zeros((BN, BM), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
     if BITS == 4:  # rows of 16-bit words (ldq counts bytes)
         q_base = q_ptr.to(tl.pointer_type(tl.int16))
         ld_pack = ldq // 2
@@ -224,7 +247,15 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 c1 = (b0 >> 6) | ((b1 & 15) << 2)
                 c2 = (b1 >> 4) | ((b2 & 3) << 4)
                 c3 = b2 >> 2
-        if PACKED:  # the codes of K positions 4p + j meet x's columns 4p + j
+        if SWAP:
+            if not PACKED:
+                s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
+                w0 = _decode_scaled(c0, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
+                w1 = _decode_scaled(c1, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
+                w2 = _decode_scaled(c2, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
+                w3 = _decode_scaled(c3, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
+            acc = _swapped_dot(acc, x_ptr, sxm, sxk, rm, k0, K, w0, w1, w2, w3, BN, BK)
+        elif PACKED:  # the codes of K positions 4p + j meet x's columns 4p + j
             x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
             x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
             x0, x2 = tl.split(x02)
@@ -241,5 +272,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 2, K, c2, s3, BN, BKP, EBITS, MBITS, BM == 1)
             acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, c3, s3, BN, BKP, EBITS, MBITS, BM == 1)
 
+    if SWAP:
+        acc = tl.trans(acc)
     finish_tile(acc, tile, split, offs_m, offs_n, M, N, out_ptr, ws_ptr, cnt_ptr, out_ptr, out_ptr, bias_ptr,
                 out_ptr, out_ptr, 0, 0, BM, BN, SPLIT_K, 0, 0, HAS_BIAS, 0, False, False)

@@ -40,6 +40,7 @@ def _candidates(M, N, KP, bits, sms):
                 if KP // split >= BK:
                     out.append(Config("wo", d.BM, BN, BK, 1, 3, 4, split))
                     out.append(Config("wo", d.BM, BN, BK, 1, 4, 4, split, tma_loads=True))
+                    out.append(Config("wo", d.BM, BN, BK, 1, 3, 4, split, tma_loads=True, swap=True))
     return list(dict.fromkeys(out))
 
 
@@ -69,7 +70,7 @@ def _launch_wo(cfg: Config, x2, qw, out, bias):
             M, N, K, qw.k_padded, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
             BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
             SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
-            PACKED=packed, num_warps=cfg.warps)
+            PACKED=packed, SWAP=cfg.swap and cfg.BM > 1, num_warps=cfg.warps)
     return go
 
 
@@ -157,7 +158,7 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
             return {"op": "wo_matmul",
                     "arch": "interp" if interp else "sm%d%d" % torch.cuda.get_device_capability(x.device),
                     "sms": sms, "fmt": f.name, "gs": qw.group_size, "x": str(x.dtype), "out": str(out_dtype),
-                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 4}
+                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 5}
         memo = ("wo", f.name, qw.group_size, bm, N, KP, x.dtype, out_dtype, bias is not None, str(x.device))
         cfg = choose(key, memo, default, lambda: _candidates(M, N, KP, f.bits, sms), run,
                      f"wo_matmul {f.name} M={M} N={N} K={K}")
