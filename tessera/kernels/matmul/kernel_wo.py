@@ -156,7 +156,10 @@ def _swapped_dot(acc_t, x_ptr, sxm, sxk, rm, k0, K, w0, w1, w2, w3, BN: tl.const
     k = k0 + (col & ~15) + ((col >> 1) & 3) * 4 + ((col >> 3) & 1) * 2 + (col & 1)
     k = tl.max_contiguous(tl.multiple_of(k, 2), 2)  # pairs stay adjacent: 4-byte asynchronous copies
     xt = tl.load(x_ptr + rm[None, :] * sxm + k[:, None] * sxk, mask=(k < K)[:, None], other=0.0)
-    return tl.dot(w, xt, acc_t)
+    # "+ 0.0" is a use of the product inside the loop, so Triton waits for it at the end of the
+    # block instead of splitting it into K-16 products: interleaved with the register moves that
+    # feed them, those products are serialised by ptxas (one wait per 16 columns).
+    return tl.dot(w, xt, acc_t) + 0.0
 
 
 @triton.jit
