@@ -40,7 +40,6 @@ def _candidates(M, N, KP, bits, sms):
                 if KP // split >= BK:
                     out.append(Config("wo", d.BM, BN, BK, 1, 3, 4, split))
                     out.append(Config("wo", d.BM, BN, BK, 1, 4, 4, split, tma_loads=True))
-                    out.append(Config("wo", d.BM, BN, BK, 1, 3, 4, split, tma_loads=True, swap=True))
     return list(dict.fromkeys(out))
 
 
@@ -158,7 +157,7 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
             return {"op": "wo_matmul",
                     "arch": "interp" if interp else "sm%d%d" % torch.cuda.get_device_capability(x.device),
                     "sms": sms, "fmt": f.name, "gs": qw.group_size, "x": str(x.dtype), "out": str(out_dtype),
-                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 5}
+                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 4}
         memo = ("wo", f.name, qw.group_size, bm, N, KP, x.dtype, out_dtype, bias is not None, str(x.device))
         cfg = choose(key, memo, default, lambda: _candidates(M, N, KP, f.bits, sms), run,
                      f"wo_matmul {f.name} M={M} N={N} K={K}")
