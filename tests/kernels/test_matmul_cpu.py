@@ -334,7 +334,8 @@ def test_weight_only_matmul_swapped(fmt, group_size):
     wd = q.dequantize(qw).double()
     for M, cfg in ((1, Config("wo", 16, 32, 64, 1, 1, 4, 2, swap=True)),
                    (7, Config("wo", 8, 16, 128, 1, 2, 4, 1, tma_loads=True, swap=True)),
-                   (19, Config("wo", 16, 64, 64, 1, 2, 4, 3, swap=True))):
+                   (19, Config("wo", 16, 64, 64, 1, 2, 4, 3, swap=True)),
+                   (40, Config("wo", 64, 16, 64, 1, 2, 4, 2, tma_loads=True, swap=True))):
         x = rnd(M, 200, seed=M + 40)
         assert rel(wo_matmul(x, qw, bias=bias, _config=cfg), x.double() @ wd + bias.double()) < 1e-5
 
