@@ -1,7 +1,7 @@
 """How fp4 weights are stored: four e2m1 codes per 16-bit word, bits placed for a cheap decode.
 
-Word ``w`` of a row holds the codes at K positions ``4w + j`` (j = 0..3), little-endian in two
-bytes. Code j keeps its three magnitude bits (exponent and mantissa) at ``MAG_BIT[j]`` upward and
+Word ``w`` of a row holds the codes at stored positions ``4w + j`` (j = 0..3; the stored K order
+is :mod:`~tessera.quant.k_order`'s), little-endian in two bytes. Code j keeps its three magnitude bits (exponent and mantissa) at ``MAG_BIT[j]`` upward and
 its sign at ``SIGN_BIT[j]``. A bf16 wants them at bits 6..8 and 15 (the code's value times
 2**-126, see ``kernels/matmul/kernel_wo.py``), so a code whose sign sits 9 bits above its
 magnitude becomes a bf16 with one shift and one mask, and a pair of words in one 32-bit register

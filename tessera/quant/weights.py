@@ -4,11 +4,13 @@ A weight ``w`` of shape ``[K, N]`` (the right operand of ``x @ w``) is cut along
 each group of each output column gets the scale ``amax / max_value`` (stored as bfloat16), and
 its values are rounded to the format's codes. Storage is column-major in K so the kernel reads
 each output column's codes contiguously: ``data`` is uint8 ``[N, K_padded * bits / 8]``,
-``scales`` is bfloat16 ``[N, K_padded / group_size]``. For fp6, each row holds the packed
-3-byte units split into three byte planes (all first bytes, then all second, then all third),
-so that the kernel's loads are contiguous; fp4 rows hold 16-bit words of four codes with their
-bits placed for the kernel's decode (:mod:`~tessera.quant.fp4_words`). :func:`packed_codes`
-gives the canonical :func:`~tessera.quant.packing.pack` layout of either.
+``scales`` is bfloat16 ``[N, K_padded / group_size]``, K padded to whole groups and whole blocks of
+32. Within each block of 32 the codes are stored in the order of :mod:`~tessera.quant.k_order`.
+For fp6, each row holds the packed 3-byte units split into three byte planes (all first bytes,
+then all second, then all third), so that the kernel's loads are contiguous; fp4 rows hold 16-bit
+words of four codes with their bits placed for the kernel's decode
+(:mod:`~tessera.quant.fp4_words`). :func:`packed_codes` gives the codes in K order in the
+canonical :func:`~tessera.quant.packing.pack` layout of either.
 
 Example:
     >>> import torch
@@ -29,6 +31,7 @@ import torch
 from ..errors import TesseraShapeError, TesseraTypeError, TesseraValueError
 from .formats import Format, decode, encode, get_format
 from .fp4_words import codes_from_words, words_from_codes
+from .k_order import BLOCK, from_stored, to_stored
 from .packing import pack, unpack
 
 
@@ -65,14 +68,15 @@ def quantize(w: torch.Tensor, fmt, group_size: int = 32) -> QuantizedWeight:
     if not w.is_floating_point() or not torch.isfinite(w).all():
         raise TesseraValueError("quantize: w must be a floating-point tensor of finite values")
     K, N = w.shape
-    kp = -(-K // group_size) * group_size
+    unit = max(group_size, BLOCK)  # whole groups and whole blocks of the stored K order
+    kp = -(-K // unit) * unit
     wt = torch.zeros(N, kp, dtype=torch.float32, device=w.device)
     wt[:, :K] = w.t().float()
     groups = wt.reshape(N, kp // group_size, group_size)
     amax = groups.abs().amax(dim=-1)
     scales = (amax / f.max_value).to(torch.bfloat16)
     scales = torch.where(scales > 0, scales, torch.ones_like(scales))
-    codes = encode(groups / scales.float()[..., None], f).reshape(N, kp)
+    codes = to_stored(encode(groups / scales.float()[..., None], f).reshape(N, kp))
     if f.bits == 4:
         data = words_from_codes(codes)
     else:
@@ -81,11 +85,14 @@ def quantize(w: torch.Tensor, fmt, group_size: int = 32) -> QuantizedWeight:
 
 
 def packed_codes(qw: QuantizedWeight) -> torch.Tensor:
-    """The codes of ``qw`` in the canonical :func:`~tessera.quant.packing.pack` layout, [N, K_padded*bits/8]."""
+    """The codes of ``qw`` in K order, in the canonical :func:`~tessera.quant.packing.pack` layout,
+    [N, K_padded*bits/8]."""
     if qw.fmt.bits == 4:
-        return pack(codes_from_words(qw.data), qw.fmt)
-    N = qw.data.shape[0]
-    return qw.data.reshape(N, 3, -1).transpose(1, 2).reshape(N, -1)
+        stored = codes_from_words(qw.data)
+    else:
+        N = qw.data.shape[0]
+        stored = unpack(qw.data.reshape(N, 3, -1).transpose(1, 2).reshape(N, -1), qw.fmt)
+    return pack(from_stored(stored), qw.fmt)
 
 
 def dequantize(qw: QuantizedWeight, dtype=torch.float32) -> torch.Tensor:

@@ -323,6 +323,8 @@ def test_weight_only_matmul(fmt):
         wo_matmul(x, q.QuantizedWeight(spread, qw.scales, qw.fmt, qw.group_size, qw.shape))
     with pytest.raises(TesseraShapeError, match=r"qw.data has shape \(40, \d+\).*stored as \[40, \d+\] bytes"):
         wo_matmul(x, q.QuantizedWeight(qw.data[:, 1:], qw.scales, qw.fmt, qw.group_size, qw.shape))
+    with pytest.raises(TesseraShapeError, match="whole blocks of 32"):  # scales of 16-input groups, K 112
+        wo_matmul(x, q.QuantizedWeight(qw.data, qw.scales.repeat(1, 2)[:, :7], qw.fmt, 16, qw.shape))
 
 
 @pytest.mark.parametrize("fmt,group_size", [("fp4_e2m1", 32), ("fp4_e2m1", 8), ("fp6_e2m3", 16), ("fp6_e3m2", 64)])

@@ -127,9 +127,10 @@ def test_scaled_matmul_unchecked_mode_never_synchronises(monkeypatch):
 
 @pytest.mark.parametrize("fmt", ["fp4_e2m1", "fp6_e2m3", "fp6_e3m2"])
 @pytest.mark.parametrize("M", [1, 5, 16])
-def test_weight_only(fmt, M):
+@pytest.mark.parametrize("group_size", [32, 16, 128])
+def test_weight_only(fmt, M, group_size):
     w = torch.randn(4096, 1000, device="cuda")
-    qw = q.quantize(w, fmt, group_size=32)
+    qw = q.quantize(w, fmt, group_size=group_size)
     x = rnd(M, 4096)
     assert rel(wo_matmul(x, qw), x.double() @ q.dequantize(qw).double()) < 1e-2
 

@@ -3,11 +3,11 @@ registers. Built for decode shapes (small M), where reading the packed weight is
 
 The packed weight is read by pointer loads or, where the row pitch allows (``USE_TMA``), by
 TMA copies pipelined ``STAGES`` deep. It is stored per output column, so a program reads ``BN``
-rows of contiguous packs, viewed as [BN, groups, packs per group] so each group's scale
-multiplies by broadcast. A pack holds four codes, for K positions ``4p + j``: an fp4 pack is a
-16-bit word (:mod:`tessera.quant.fp4_words`), an fp6 pack one byte of each of three byte planes.
-The matching x columns (read with stride 4, or read whole and split) meet them, so the products
-need no interleaving.
+rows of contiguous packs, viewed as [BN, blocks of 32, 8 packs]. A pack holds four codes (an fp4
+pack is a 16-bit word, :mod:`tessera.quant.fp4_words`; an fp6 pack one byte of each of three byte
+planes): code j = 2a + c of pack p of a block is K = 16c + 8a + p (:mod:`tessera.quant.k_order`).
+x is read whole, in K order; its columns are split four ways to meet each code of the packs, or,
+swapped, the decoded codes are joined back into K order.
 
 Decoding moves a code's exponent and mantissa bits to the bottom of a float's exponent field
 (and the top of its mantissa) and its sign to the sign bit, which makes that float the code's
@@ -143,34 +143,45 @@ def _x_block(x_ptr, sxm, sxk, rm, k0, K, BK: tl.constexpr):
 
 
 @triton.jit
-def _swapped_dot(acc_t, x_ptr, sxm, sxk, rm, k0, K, w0, w1, w2, w3, BN: tl.constexpr, BK: tl.constexpr):
+def _swapped_dot(acc_t, x, w0, w1, w2, w3, BN: tl.constexpr, BK: tl.constexpr):
     """``acc_t [BN, BM]`` plus the block's product taken swapped, ``w [BN, BK] @ xᵀ``, with the
-    decoded weight as the tensor core's left operand straight from registers. ``wj [BN, BK / 4]``
-    holds code j = 2a + b of each pack 4c + q (K = 16c + 4q + j); it goes to column
-    16c + 8a + 2q + b, where that operand's layout already has it in the thread that decoded it
-    (so no exchange through shared memory), and x's columns are read in the same order."""
-    C: tl.constexpr = BK // 16
-    w = tl.reshape(tl.join(tl.join(w0, w1), tl.join(w2, w3)), (BN, C, 4, 2, 2))  # [.., c, q, b, a]
-    w = tl.reshape(tl.permute(w, (0, 1, 4, 2, 3)), (BN, BK))
-    col = tl.arange(0, BK)  # 16c + 8a + 2q + b  ->  K = 16c + 4q + 2a + b
-    k = k0 + (col & ~15) + ((col >> 1) & 3) * 4 + ((col >> 3) & 1) * 2 + (col & 1)
-    k = tl.max_contiguous(tl.multiple_of(k, 2), 2)  # pairs stay adjacent: 4-byte asynchronous copies
-    xt = tl.load(x_ptr + rm[None, :] * sxm + k[:, None] * sxk, mask=(k < K)[:, None], other=0.0)
+    decoded weight as the tensor core's left operand straight from registers: ``wj [BN, BK/32, 8]``
+    holds code j = 2a + c of pack p of each block of 32, at K = 16c + 8a + p (the stored order of
+    :mod:`tessera.quant.k_order`, which puts it in the lane that decoded it)."""
+    NB: tl.constexpr = BK // 32
+    w = tl.join(tl.join(w0, w1), tl.join(w2, w3))  # [BN, NB, p, c, a]
+    w = tl.reshape(tl.permute(w, (0, 1, 3, 4, 2)), (BN, BK))
     # "+ 0.0" is a use of the product inside the loop, so Triton waits for it at the end of the
     # block instead of splitting it into K-16 products: interleaved with the register moves that
     # feed them, those products are serialised by ptxas (one wait per 16 columns).
-    return tl.dot(w, xt, acc_t) + 0.0
+    return tl.dot(w, tl.trans(x), acc_t) + 0.0
 
 
 @triton.jit
-def _partial(acc, x_ptr, sxm, sxk, rm, k_pos, K, w_codes, s3, BN: tl.constexpr, BKP: tl.constexpr,
-             EBITS: tl.constexpr, MBITS: tl.constexpr, GEMV: tl.constexpr):
-    x = tl.load(x_ptr + rm[:, None] * sxm + k_pos[None, :] * sxk, mask=(k_pos < K)[None, :], other=0.0)
-    w = tl.reshape(_decode_scaled(w_codes, s3, EBITS, MBITS), (BN, BKP))
-    if GEMV:  # one row of x: multiply and reduce, no tensor cores
-        return acc + tl.sum(w * x.to(tl.float32), axis=1)[None, :]
-    else:
-        return tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+def _slot_columns(x, BM: tl.constexpr, BK: tl.constexpr):
+    """x [BM, BK] -> the four [BM, BK/4] column sets that meet codes j = 0..3 of the packs, in pack
+    order (code j = 2a + c of pack p of a block of 32 is K = 16c + 8a + p)."""
+    NB: tl.constexpr = BK // 32
+    x = tl.permute(tl.reshape(x, (BM, NB, 2, 2, 8)), (0, 1, 4, 3, 2))  # [BM, NB, p, a, c]
+    x_c0, x_c1 = tl.split(tl.reshape(x, (BM, BK // 4, 2, 2)))
+    x0, x2 = tl.split(x_c0)
+    x1, x3 = tl.split(x_c1)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def _slot_scale(s_row, k0, KP, J: tl.constexpr, GS: tl.constexpr, NB: tl.constexpr):
+    """[BN, NB, 1] scales of code J of each block's packs (one group per block when GS >= 32)."""
+    kk = k0 + 32 * tl.arange(0, NB) + 16 * (J & 1) + 8 * (J >> 1)
+    g = kk // GS
+    return tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0)[:, :, None]
+
+
+@triton.jit
+def _row_partial(acc, x_row, sxk, k_pos, K, w, BN: tl.constexpr, BKP: tl.constexpr):
+    """acc [1, BN] plus x's row at ``k_pos`` times the fp32 values ``w`` (multiply and reduce)."""
+    x = tl.load(x_row + k_pos * sxk, mask=k_pos < K, other=0.0).to(tl.float32)
+    return acc + tl.sum(tl.reshape(w, (BN, BKP)) * x[None, :], axis=1)[None, :]
 
 
 @triton.jit
@@ -182,8 +193,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                      PACKED: tl.constexpr, SWAP: tl.constexpr):
     PER: tl.constexpr = 4  # codes per pack: an fp4 word, or a byte of each of fp6's three planes
     BKP: tl.constexpr = BK // PER  # packs per K block
-    NGB: tl.constexpr = BK // GS  # groups per K block
-    GP: tl.constexpr = GS // PER  # packs per group
+    NB: tl.constexpr = BK // 32  # blocks of the stored K order (tessera.quant.k_order) per K block
     BIAS: tl.constexpr = (1 << (EBITS - 1)) - 1
     FOLD: tl.constexpr = float(2 ** (15 - BIAS))
     tile, split, pid_m, pid_n = split_tile(tl.program_id(0), N, BN, SPLIT_K)
@@ -191,8 +201,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     offs_n = pid_n * BN + tl.arange(0, BN)
     rm = tl.where(offs_m < M, offs_m, 0)
     rn = tl.where(offs_n < N, offs_n, 0)
-    offs_g = tl.arange(0, NGB)
-    offs_p3 = offs_g[None, :, None] * GP + tl.arange(0, GP)[None, None, :]  # [1, NGB, GP] pack index
+    offs_p3 = tl.arange(0, NB)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]  # [1, NB, 8] pack index
     offs_p = tl.arange(0, BKP)
     k_per_split = tl.cdiv(tl.cdiv(KP, BK), SPLIT_K) * BK
     k_lo = split * k_per_split
@@ -216,17 +225,16 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
         q_desc = tl.make_tensor_descriptor(q_base, shape=[N, row_packs], strides=[ld_pack, 1], block_shape=[BN, BKP])
     for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
-        g = k0 // GS + offs_g
-        s_raw = tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0)
+        s0 = _slot_scale(s_row, k0, KP, 0, GS, NB)
         pk = k0 // PER + offs_p3
         pmask = pk < KP // PER
         if BITS == 4:
             if USE_TMA:
-                word = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
+                word = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NB, 8))
             else:
                 word = tl.load(q_row + pk, mask=pmask, other=0)
-            if PACKED:
-                w0, w1, w2, w3 = _fp4_words_bf16(word, s_raw[:, :, None])
+            if PACKED:  # (every code of a pack in one group: GS >= 32)
+                w0, w1, w2, w3 = _fp4_words_bf16(word, s0)
             else:
                 word = word.to(tl.int32) & 0xFFFF
                 c0 = _fp4_code(word, _FP4_MAG0, _FP4_SIGN0)
@@ -235,45 +243,48 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 c3 = _fp4_code(word, _FP4_MAG3, _FP4_SIGN3)
         else:
             if USE_TMA:
-                b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NGB, GP))
-                b1 = tl.reshape(q_desc.load([pid_n * BN, PLANE + k0 // PER]), (BN, NGB, GP))
-                b2 = tl.reshape(q_desc.load([pid_n * BN, 2 * PLANE + k0 // PER]), (BN, NGB, GP))
+                b0 = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NB, 8))
+                b1 = tl.reshape(q_desc.load([pid_n * BN, PLANE + k0 // PER]), (BN, NB, 8))
+                b2 = tl.reshape(q_desc.load([pid_n * BN, 2 * PLANE + k0 // PER]), (BN, NB, 8))
             else:
                 b0 = tl.load(q_row + pk, mask=pmask, other=0)
                 b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0)
                 b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0)
             if PACKED:
-                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s_raw[:, :, None], MBITS)
+                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s0, MBITS)
             else:
                 b0, b1, b2 = b0.to(tl.int32), b1.to(tl.int32), b2.to(tl.int32)
                 c0 = b0 & 63
                 c1 = (b0 >> 6) | ((b1 & 15) << 2)
                 c2 = (b1 >> 4) | ((b2 & 3) << 4)
                 c3 = b2 >> 2
+        if not PACKED:  # fp32 values times the scale of each code's group
+            if GS >= 32:
+                s1, s2, s3 = s0, s0, s0
+            else:
+                s1 = _slot_scale(s_row, k0, KP, 1, GS, NB)
+                s2 = _slot_scale(s_row, k0, KP, 2, GS, NB)
+                s3 = _slot_scale(s_row, k0, KP, 3, GS, NB)
+            w0 = _decode_scaled(c0, s0.to(tl.float32) * FOLD, EBITS, MBITS)
+            w1 = _decode_scaled(c1, s1.to(tl.float32) * FOLD, EBITS, MBITS)
+            w2 = _decode_scaled(c2, s2.to(tl.float32) * FOLD, EBITS, MBITS)
+            w3 = _decode_scaled(c3, s3.to(tl.float32) * FOLD, EBITS, MBITS)
         if SWAP:
-            if not PACKED:
-                s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
-                w0 = _decode_scaled(c0, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
-                w1 = _decode_scaled(c1, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
-                w2 = _decode_scaled(c2, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
-                w3 = _decode_scaled(c3, s3, EBITS, MBITS).to(x_ptr.dtype.element_ty)
-            acc = _swapped_dot(acc, x_ptr, sxm, sxk, rm, k0, K, w0, w1, w2, w3, BN, BK)
-        elif PACKED:  # the codes of K positions 4p + j meet x's columns 4p + j
             x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
-            x02, x13 = tl.split(tl.reshape(x, (BM, BKP, 2, 2)))  # K = 4p + 2a + b: b = 0 and b = 1
-            x0, x2 = tl.split(x02)
-            x1, x3 = tl.split(x13)
-            acc = tl.dot(x0, tl.trans(tl.reshape(w0, (BN, BKP))), acc)
-            acc = tl.dot(x1, tl.trans(tl.reshape(w1, (BN, BKP))), acc)
-            acc = tl.dot(x2, tl.trans(tl.reshape(w2, (BN, BKP))), acc)
-            acc = tl.dot(x3, tl.trans(tl.reshape(w3, (BN, BKP))), acc)
-        else:
-            s3 = (s_raw.to(tl.float32) * FOLD)[:, :, None]
-            k_base = k0 + PER * offs_p
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base, K, c0, s3, BN, BKP, EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 1, K, c1, s3, BN, BKP, EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 2, K, c2, s3, BN, BKP, EBITS, MBITS, BM == 1)
-            acc = _partial(acc, x_ptr, sxm, sxk, rm, k_base + 3, K, c3, s3, BN, BKP, EBITS, MBITS, BM == 1)
+            acc = _swapped_dot(acc, x, w0.to(x.dtype), w1.to(x.dtype), w2.to(x.dtype), w3.to(x.dtype), BN, BK)
+        elif PACKED or BM > 1:  # tensor-core products of each code's columns
+            x0, x1, x2, x3 = _slot_columns(_x_block(x_ptr, sxm, sxk, rm, k0, K, BK), BM, BK)
+            acc = tl.dot(x0, tl.trans(tl.reshape(w0.to(x0.dtype), (BN, BKP))), acc)
+            acc = tl.dot(x1, tl.trans(tl.reshape(w1.to(x0.dtype), (BN, BKP))), acc)
+            acc = tl.dot(x2, tl.trans(tl.reshape(w2.to(x0.dtype), (BN, BKP))), acc)
+            acc = tl.dot(x3, tl.trans(tl.reshape(w3.to(x0.dtype), (BN, BKP))), acc)
+        else:  # one row of x: multiply and reduce, no tensor cores
+            x_row = x_ptr + pid_m * sxm
+            k_base = k0 + (offs_p // 8) * 32 + offs_p % 8
+            acc = _row_partial(acc, x_row, sxk, k_base, K, w0, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + 16, K, w1, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + 8, K, w2, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + 24, K, w3, BN, BKP)
 
     if SWAP:
         acc = tl.trans(acc)

@@ -50,12 +50,14 @@ def _launch_wo(cfg: Config, x2, qw, out, bias):
     N = qw.shape[1]
     f, data, scales = qw.fmt, qw.data, qw.scales
     bias = bias.contiguous() if bias is not None else None
-    if cfg.BK < qw.group_size:  # a K block holds whole groups
-        cfg = replace(cfg, BK=qw.group_size)
+    if cfg.BK < max(qw.group_size, 32):  # a K block holds whole groups and whole blocks of the stored order
+        cfg = replace(cfg, BK=max(qw.group_size, 32))
     tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
     use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
-    # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows
-    packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and not interpreting()
+    # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows, and each of its
+    # packs one group scale (groups of 32 or more)
+    packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and qw.group_size >= 32 \
+        and not interpreting()
     if use_tma:
         ensure_allocator()
     ws = cnt = out
@@ -123,6 +125,9 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
     if qw.data.device != x.device:
         raise TesseraDeviceError(f"wo_matmul: qw is on {qw.data.device}, x on {x.device}; move it with qw.to(x.device)")
     row_bytes = qw.k_padded * qw.fmt.bits // 8
+    if qw.k_padded % 32 or qw.k_padded < K:
+        raise TesseraShapeError(f"wo_matmul: qw's scales cover K_padded={qw.k_padded} inputs, which must reach K={K} "
+                                f"in whole blocks of 32 (the stored K order); make it with tessera.quant.quantize")
     if qw.data.dim() != 2 or tuple(qw.data.shape) != (N, row_bytes):
         raise TesseraShapeError(f"wo_matmul: qw.data has shape {tuple(qw.data.shape)}, but a [K, N]=[{K}, {N}] "
                                 f"{qw.fmt.name} weight in groups of {qw.group_size} is stored as [{N}, {row_bytes}] "
