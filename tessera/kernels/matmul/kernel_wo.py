@@ -136,10 +136,13 @@ def _decode_scaled(c, s3, EBITS: tl.constexpr, MBITS: tl.constexpr):
 
 
 @triton.jit
-def _x_block(x_ptr, sxm, sxk, rm, k0, K, BK: tl.constexpr):
-    """Rows ``rm`` of x at K positions [k0, k0 + BK), zero past K (the packed decoders' whole block)."""
+def _x_block(x_ptr, sxm, sxk, offs_m, M, k0, K, BK: tl.constexpr):
+    """Rows ``offs_m`` of x at K positions [k0, k0 + BK), zero past M and K. Rows past M are not
+    read at all (a one-row decode would otherwise pull its row through L2 once per tile row)."""
     k_all = k0 + tl.arange(0, BK)
-    return tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk, mask=(k_all < K)[None, :], other=0.0)
+    rm = tl.where(offs_m < M, offs_m, 0)
+    return tl.load(x_ptr + rm[:, None] * sxm + k_all[None, :] * sxk,
+                   mask=(offs_m < M)[:, None] & (k_all < K)[None, :], other=0.0)
 
 
 @triton.jit
@@ -199,7 +202,6 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     tile, split, pid_m, pid_n = split_tile(tl.program_id(0), N, BN, SPLIT_K)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
-    rm = tl.where(offs_m < M, offs_m, 0)
     rn = tl.where(offs_n < N, offs_n, 0)
     offs_p3 = tl.arange(0, NB)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]  # [1, NB, 8] pack index
     offs_p = tl.arange(0, BKP)
@@ -270,10 +272,10 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
             w2 = _decode_scaled(c2, s2.to(tl.float32) * FOLD, EBITS, MBITS)
             w3 = _decode_scaled(c3, s3.to(tl.float32) * FOLD, EBITS, MBITS)
         if SWAP:
-            x = _x_block(x_ptr, sxm, sxk, rm, k0, K, BK)
+            x = _x_block(x_ptr, sxm, sxk, offs_m, M, k0, K, BK)
             acc = _swapped_dot(acc, x, w0.to(x.dtype), w1.to(x.dtype), w2.to(x.dtype), w3.to(x.dtype), BN, BK)
         elif PACKED or BM > 1:  # tensor-core products of each code's columns
-            x0, x1, x2, x3 = _slot_columns(_x_block(x_ptr, sxm, sxk, rm, k0, K, BK), BM, BK)
+            x0, x1, x2, x3 = _slot_columns(_x_block(x_ptr, sxm, sxk, offs_m, M, k0, K, BK), BM, BK)
             acc = tl.dot(x0, tl.trans(tl.reshape(w0.to(x0.dtype), (BN, BKP))), acc)
             acc = tl.dot(x1, tl.trans(tl.reshape(w1.to(x0.dtype), (BN, BKP))), acc)
             acc = tl.dot(x2, tl.trans(tl.reshape(w2.to(x0.dtype), (BN, BKP))), acc)
