@@ -162,7 +162,7 @@ def wo_matmul(x, qw, *, bias=None, out_dtype=None, _config: Config = None, _laun
             return {"op": "wo_matmul",
                     "arch": "interp" if interp else "sm%d%d" % torch.cuda.get_device_capability(x.device),
                     "sms": sms, "fmt": f.name, "gs": qw.group_size, "x": str(x.dtype), "out": str(out_dtype),
-                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 4}
+                    "m": bm, "n": N, "k": KP, "bias": bias is not None, "decode": 5}
         memo = ("wo", f.name, qw.group_size, bm, N, KP, x.dtype, out_dtype, bias is not None, str(x.device))
         cfg = choose(key, memo, default, lambda: _candidates(M, N, KP, f.bits, sms), run,
                      f"wo_matmul {f.name} M={M} N={N} K={K}")
