@@ -179,12 +179,14 @@ def test_weight_only_tma_loads(fmt, BM, swap):
                                  Config("wo", 16, 64, 128, 1, 4, 4, 1, tma_loads=True, packed=False),
                                  Config("wo", 16, 64, 128, 1, 3, 4, 2, tma_loads=True, swap=True),
                                  Config("wo", 16, 128, 256, 1, 3, 4, 1, swap=True)])
-def test_weight_only_decodes_every_code_exactly(fmt, cfg):
+@pytest.mark.parametrize("G", [32, 16])
+def test_weight_only_decodes_every_code_exactly(fmt, cfg, G):
     """One-hot rows of x pick single weights: every code, at scales from 2**-40 to 2**40, must come
-    back as exactly code * scale rounded to bf16 (subnormal-exponent codes included)."""
+    back as exactly code * scale rounded to bf16 (subnormal-exponent codes included). Groups of 16
+    put a pack's even and odd codes under different scales."""
     from tessera.quant.formats import get_format, positive_values
 
-    K, N, G = 256, 200, 32
+    K, N = 256, 200
     pos = torch.tensor(positive_values(get_format(fmt)), device="cuda")
     vals = torch.cat([pos, -pos])
     idx = torch.randint(0, len(vals), (N, K // G, G), device="cuda")

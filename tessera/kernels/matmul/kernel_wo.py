@@ -69,20 +69,27 @@ def _fp4_moves(j: int) -> list:
     return [(mag, 0x01C001C0), (sign, 0x80008000)]
 
 
-def _fp4_to_bf16_asm() -> str:
+def _fp4_to_bf16_asm(two_scales: bool = False) -> str:
     """Two stored fp4 words ($4, one per half) -> their codes 0..3 as bf16 pairs ($0..$3), times the
-    bf16 group scales of the two words ($5)."""
-    return _decoder_asm("", 1, [_decode_block("$4", _fp4_moves(j), f"${j}", "$5") for j in range(4)])
+    bf16 group scales of the two words ($5). With ``two_scales`` the odd codes take $6: code j = 2a + c
+    of a pack lies in the 16-input group c of its block (:mod:`tessera.quant.k_order`)."""
+    return _decoder_asm("", 1, [_decode_block("$4", _fp4_moves(j), f"${j}", "$6" if two_scales and j & 1 else "$5")
+                                for j in range(4)])
 
 
 _FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm())
+_FP4_TO_BF16_2S = tl.constexpr(_fp4_to_bf16_asm(True))
 _FP4_MAG0, _FP4_MAG1, _FP4_MAG2, _FP4_MAG3 = (tl.constexpr(b) for b in MAG_BIT)
 _FP4_SIGN0, _FP4_SIGN1, _FP4_SIGN2, _FP4_SIGN3 = (tl.constexpr(b) for b in SIGN_BIT)
 
 
 @triton.jit
-def _fp4_words_bf16(word, scale):
-    """int16 stored fp4 words and their bf16 group scales -> the words' four codes times the scale, in bf16."""
+def _fp4_words_bf16(word, scale, scale_odd, TWO: tl.constexpr):
+    """int16 stored fp4 words and their bf16 group scales -> the words' four codes times the scale, in
+    bf16 (with ``TWO``, the odd codes times ``scale_odd``)."""
+    if TWO:
+        return tl.inline_asm_elementwise(_FP4_TO_BF16_2S, "=r,=r,=r,=r,r,r,r", [word, scale, scale_odd],
+                                         (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
     return tl.inline_asm_elementwise(_FP4_TO_BF16, "=r,=r,=r,=r,r,r", [word, scale],
                                      (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
 
@@ -93,18 +100,20 @@ def _fp4_code(word, MAG: tl.constexpr, SIGN: tl.constexpr):
     return ((word >> MAG) & 7) | (((word >> SIGN) & 1) << 3)
 
 
-def _fp6_to_bf16_asm(mbits: int) -> str:
+def _fp6_to_bf16_asm(mbits: int, two_scales: bool = False) -> str:
     """Three words of fp6 byte planes ($8, $9, $10: four packs each) -> the packs' four codes as bf16
     pairs ($0..$7: code j of packs 0-1 and 2-3 in $2j, $2j+1), times the bf16 group scales ($11:
-    packs 0-1, $12: packs 2-3). The codes are cut out of the planes four at a time (one per byte),
-    then each byte pair is spread to the halves of ``t`` and decoded."""
+    packs 0-1, $12: packs 2-3; with ``two_scales`` the odd codes take $13 and $14, as for fp4). The
+    codes are cut out of the planes four at a time (one per byte), then each byte pair is spread to
+    the halves of ``t`` and decoded."""
     shift = 7 - mbits
     lines = ["and.b32 c0, $8, 0x3F3F3F3F;",
              "shr.b32 t, $8, 6; and.b32 t, t, 0x03030303; shl.b32 u, $9, 2; and.b32 u, u, 0x3C3C3C3C; or.b32 c1, t, u;",
              "shr.b32 t, $9, 4; and.b32 t, t, 0x0F0F0F0F; shl.b32 u, $10, 4; and.b32 u, u, 0x30303030; or.b32 c2, t, u;",
              "shr.b32 t, $10, 2; and.b32 c3, t, 0x3F3F3F3F;"]
     for j in range(4):
-        for half, (sel, scale) in enumerate((("0x4140", "$11"), ("0x4342", "$12"))):
+        for half, sel in enumerate(("0x4140", "0x4342")):
+            scale = f"${11 + half + (2 if two_scales and j & 1 else 0)}"
             moves = [(shift, (0x1F << shift) * 0x10001), (10, 0x80008000)]
             lines.append(f"prmt.b32 t, c{j}, 0, {sel}; " + _decode_block("t", moves, f"${2 * j + half}", scale))
     return _decoder_asm("c<4>, t, u, ", 1 if mbits == 3 else 3, lines)
@@ -112,12 +121,21 @@ def _fp6_to_bf16_asm(mbits: int) -> str:
 
 _FP6_E2M3_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(3))
 _FP6_E3M2_TO_BF16 = tl.constexpr(_fp6_to_bf16_asm(2))
+_FP6_E2M3_TO_BF16_2S = tl.constexpr(_fp6_to_bf16_asm(3, True))
+_FP6_E3M2_TO_BF16_2S = tl.constexpr(_fp6_to_bf16_asm(2, True))
 
 
 @triton.jit
-def _fp6_codes_bf16(b0, b1, b2, scale, MBITS: tl.constexpr):
+def _fp6_codes_bf16(b0, b1, b2, scale, scale_odd, MBITS: tl.constexpr, TWO: tl.constexpr):
     """uint8 bytes of the three fp6 planes and bf16 group scales -> the four codes of each pack, times
-    the scale, in bf16."""
+    the scale, in bf16 (with ``TWO``, the odd codes times ``scale_odd``)."""
+    if TWO:
+        if MBITS == 3:
+            asm2: tl.constexpr = _FP6_E2M3_TO_BF16_2S
+        else:
+            asm2: tl.constexpr = _FP6_E3M2_TO_BF16_2S
+        return tl.inline_asm_elementwise(asm2, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r", [b0, b1, b2, scale, scale_odd],
+                                         (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
     if MBITS == 3:
         asm: tl.constexpr = _FP6_E2M3_TO_BF16
     else:
@@ -227,7 +245,11 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
         q_desc = tl.make_tensor_descriptor(q_base, shape=[N, row_packs], strides=[ld_pack, 1], block_shape=[BN, BKP])
     for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
-        s0 = _slot_scale(s_row, k0, KP, 0, GS, NB)
+        s0 = _slot_scale(s_row, k0, KP, 0, GS, NB)  # code j = 2a + c: group c of the block when GS == 16
+        if GS >= 32:
+            s1 = s0
+        else:
+            s1 = _slot_scale(s_row, k0, KP, 1, GS, NB)
         pk = k0 // PER + offs_p3
         pmask = pk < KP // PER
         if BITS == 4:
@@ -235,8 +257,8 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 word = tl.reshape(q_desc.load([pid_n * BN, k0 // PER]), (BN, NB, 8))
             else:
                 word = tl.load(q_row + pk, mask=pmask, other=0)
-            if PACKED:  # (every code of a pack in one group: GS >= 32)
-                w0, w1, w2, w3 = _fp4_words_bf16(word, s0)
+            if PACKED:  # (a pack's codes in at most two groups: GS >= 16)
+                w0, w1, w2, w3 = _fp4_words_bf16(word, s0, s1, GS < 32)
             else:
                 word = word.to(tl.int32) & 0xFFFF
                 c0 = _fp4_code(word, _FP4_MAG0, _FP4_SIGN0)
@@ -253,7 +275,7 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 b1 = tl.load(q_row + PLANE + pk, mask=pmask, other=0)
                 b2 = tl.load(q_row + 2 * PLANE + pk, mask=pmask, other=0)
             if PACKED:
-                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s0, MBITS)
+                w0, w1, w2, w3 = _fp6_codes_bf16(b0, b1, b2, s0, s1, MBITS, GS < 32)
             else:
                 b0, b1, b2 = b0.to(tl.int32), b1.to(tl.int32), b2.to(tl.int32)
                 c0 = b0 & 63
@@ -261,10 +283,9 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                 c2 = (b1 >> 4) | ((b2 & 3) << 4)
                 c3 = b2 >> 2
         if not PACKED:  # fp32 values times the scale of each code's group
-            if GS >= 32:
-                s1, s2, s3 = s0, s0, s0
+            if GS >= 16:
+                s2, s3 = s0, s1
             else:
-                s1 = _slot_scale(s_row, k0, KP, 1, GS, NB)
                 s2 = _slot_scale(s_row, k0, KP, 2, GS, NB)
                 s3 = _slot_scale(s_row, k0, KP, 3, GS, NB)
             w0 = _decode_scaled(c0, s0.to(tl.float32) * FOLD, EBITS, MBITS)

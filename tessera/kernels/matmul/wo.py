@@ -54,9 +54,9 @@ def _launch_wo(cfg: Config, x2, qw, out, bias):
         cfg = replace(cfg, BK=max(qw.group_size, 32))
     tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
     use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
-    # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows, and each of its
-    # packs one group scale (groups of 32 or more)
-    packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and qw.group_size >= 32 \
+    # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows, and each pack's
+    # codes in at most two groups (groups of 16 or more)
+    packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and qw.group_size >= 16 \
         and not interpreting()
     if use_tma:
         ensure_allocator()
