@@ -2,10 +2,7 @@
 get their register budgets, the score product of the next key block overlaps the softmax, and
 the probabilities reach the second product through registers, not shared memory."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,12 +24,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def ptx():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(VARIANTS)], capture_output=True, text=True,
-                       env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def ptx(fresh_python):
+    return json.loads(fresh_python(SCRIPT, json.dumps(VARIANTS)).strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("D,causal", [(64, False), (128, True), (256, False)])
@@ -67,16 +60,13 @@ def test_unsupported_inputs_fall_back():
 @pytest.mark.parametrize("kernel,D,products", [("compile_sm90", 128, 4), ("compile_dq_sm90", 128, 3),
                                                ("compile_dq_sm90", 256, 3), ("compile_sm90", 64, 4),
                                                ("compile_dq_sm90", 64, 3)])
-def test_backward_kernels_compile_warp_specialised(kernel, D, products):
+def test_backward_kernels_compile_warp_specialised(fresh_python, kernel, D, products):
     from tessera.kernels.attention import hopper_ws_bwd
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     plain = ", FUSE_DQ=False" if kernel == "compile_sm90" else ""  # dQ by its own kernel (fused: below)
     script = (f"from tessera.kernels.attention import hopper_ws_bwd as b; p = b.{kernel}({D}, True{plain}).asm['ptx']; "
               "print(p.count('wgmma.mma_async'), p.count('setmaxnreg'), p.count('ldmatrix') + p.count('ld.shared.v4'))")
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    wgmma, setmaxnreg, tile_loads = map(int, r.stdout.split()[-3:])
+    wgmma, setmaxnreg, tile_loads = map(int, fresh_python(script).split()[-3:])
     # dK/dV: S^T, dP^T, dV, dK per query block; dQ: S, dP, dQ per key block; in each of two consumers
     assert wgmma >= 2 * products and setmaxnreg >= 3
     # A round trip of the 16-bit P/dS tiles through shared memory would read them back with ldmatrix
@@ -87,19 +77,16 @@ def test_backward_kernels_compile_warp_specialised(kernel, D, products):
 
 
 @pytest.mark.parametrize("D", [64, 128])
-def test_backward_computing_dq_reduces_it_through_tma(D):
+def test_backward_computing_dq_reduces_it_through_tma(fresh_python, D):
     """With FUSE_DQ the dK/dV kernel multiplies every warpgroup's dSᵀ by its share of K's columns
     (two more products per consumer) and adds the share into the fp32 buffer by TMA reduce-adds of
     32-column chunks, within the shared memory."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = ("import json, os, subprocess, tempfile, triton\n"
               "from tessera.kernels.attention import hopper_ws_bwd as b\n"
               f"plain, fused = (b.compile_sm90({D}, True, FUSE_DQ=f) for f in (False, True))\n"
               "print(json.dumps([[k.asm['ptx'].count(s) for s in ('wgmma.mma_async', 'cp.reduce.async.bulk.tensor')]"
               " + [k.metadata.shared] for k in (plain, fused)]))")
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    (mma0, red0, smem0), (mma1, red1, smem1) = json.loads(r.stdout.strip().splitlines()[-1])
+    (mma0, red0, smem0), (mma1, red1, smem1) = json.loads(fresh_python(script).strip().splitlines()[-1])
     assert red0 == 0 and red1 == D // 32  # each consumer: its D/2 columns in 32-column chunks
     assert mma1 > mma0
     assert smem0 < smem1 <= 227 * 1024

@@ -2,10 +2,7 @@
 register budgets, one product stays in flight, the loads and stores go through TMA, and nothing
 spills."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -38,11 +35,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def compiled():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def compiled(fresh_python):
+    return json.loads(fresh_python(SCRIPT).strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("b_transposed", [False, True])

@@ -188,3 +188,37 @@ def _remember(sig, cfg, out_shape, out_dtype, lead, relaunch):
         return out.reshape(*lead, out_shape[1])
 
     _PLANS.put(sig, plan)
+
+
+def compile_sm90(fmt: str = "fp4_e2m1", group_size: int = 32, config: Config = None):
+    """Compile the weight-only kernel for sm_90 without a GPU, as a launch with bf16 activations and
+    aligned rows would (the result's ``asm`` holds PTX and cubin); ``config`` defaults to the
+    swapped product over 64 x 256 tiles.
+
+    Example:
+        >>> k = compile_sm90("fp4_e2m1", 16)          # doctest: +SKIP
+        >>> "wgmma.mma_async" in k.asm["ptx"]         # doctest: +SKIP
+        True
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from ...quant import get_format
+
+    f = get_format(fmt)
+    cfg = config or Config("wo", 16, 64, 256, 1, 3, 4, 2, tma_loads=True, swap=True)
+    kernel = wo_matmul_kernel
+    ptrs = dict(x_ptr="*bf16", q_ptr="*u8", s_ptr="*bf16", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32",
+                cnt_ptr="*i32")
+    consts = dict(BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=group_size, BM=cfg.BM, BN=cfg.BN,
+                  BK=max(cfg.BK, group_size, 32), SPLIT_K=cfg.split_k, HAS_BIAS=False, USE_TMA=cfg.tma_loads,
+                  STAGES=cfg.stages, PACKED=cfg.packed and cfg.BM >= 16 and group_size >= 16,
+                  SWAP=cfg.swap and cfg.BM > 1, sxk=1)
+    aligned = {"ldq", "lds", "sxm", "KP", "K"}
+    sig, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        sig[name] = "constexpr" if name in consts else ptrs.get(name, "i32")
+        if name in ptrs or name in aligned:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(ASTSource(kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": cfg.warps})
