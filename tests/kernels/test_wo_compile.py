@@ -7,7 +7,7 @@ import pytest
 
 # The CPU tests run Triton's interpreter, which cannot build for a GPU: compile in a fresh process.
 SCRIPT = """
-import json, os, re, subprocess, tempfile, triton
+import json, os, subprocess, tempfile, triton
 from tessera.kernels.matmul.configs import Config
 from tessera.kernels.matmul.wo import compile_sm90
 tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
