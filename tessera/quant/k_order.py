@@ -24,16 +24,11 @@ import torch
 from ..errors import TesseraShapeError
 
 BLOCK = 32
-
-
-def stored_k() -> list:
-    """``stored_k()[s]``: the K offset (within its block) of the code stored at position s = 4p + j."""
-    out = []
-    for s in range(BLOCK):
-        j, p = s % 4, s // 4
-        a, c, b, q = j >> 1, j & 1, p & 1, p >> 1
-        out.append(16 * c + 8 * a + 2 * q + b)
-    return out
+# K offset, within its block, of code j of pack p is p + CODE_K[j] (j = 2a + c: 16c + 8a)
+CODE_K = (0, 16, 8, 24)
+# position s = 4p + j -> K offset within the block; and its inverse
+STORED_K = tuple(s // 4 + CODE_K[s % 4] for s in range(BLOCK))
+_FROM_STORED = tuple(STORED_K.index(k) for k in range(BLOCK))
 
 
 def _check(codes: torch.Tensor, what: str) -> int:
@@ -44,18 +39,17 @@ def _check(codes: torch.Tensor, what: str) -> int:
     return n
 
 
+def _permute_blocks(codes: torch.Tensor, order: tuple, what: str) -> torch.Tensor:
+    n = _check(codes, what)
+    blocks = codes.reshape(*codes.shape[:-1], n // BLOCK, BLOCK)
+    return blocks[..., torch.tensor(order, device=codes.device)].reshape(codes.shape)
+
+
 def to_stored(codes: torch.Tensor) -> torch.Tensor:
     """Codes in K order ``[..., n]`` (n a multiple of 32) -> the same codes in stored order."""
-    n = _check(codes, "k_order.to_stored")
-    idx = torch.tensor(stored_k(), device=codes.device)
-    blocks = codes.reshape(*codes.shape[:-1], n // BLOCK, BLOCK)
-    return blocks[..., idx].reshape(codes.shape)
+    return _permute_blocks(codes, STORED_K, "k_order.to_stored")
 
 
 def from_stored(codes: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`to_stored`."""
-    n = _check(codes, "k_order.from_stored")
-    inv = torch.empty(BLOCK, dtype=torch.long)
-    inv[torch.tensor(stored_k())] = torch.arange(BLOCK)
-    blocks = codes.reshape(*codes.shape[:-1], n // BLOCK, BLOCK)
-    return blocks[..., inv.to(codes.device)].reshape(codes.shape)
+    return _permute_blocks(codes, _FROM_STORED, "k_order.from_stored")

@@ -8,7 +8,7 @@ import tessera.quant as q
 from tessera.errors import TesseraShapeError, TesseraValueError
 from tessera.quant.formats import positive_values
 from tessera.quant.fp4_words import MAG_BIT, SIGN_BIT, codes_from_words, words_from_codes
-from tessera.quant.k_order import from_stored, stored_k, to_stored
+from tessera.quant.k_order import STORED_K, from_stored, to_stored
 from tessera.quant.weights import packed_codes
 
 FORMATS = ["fp6_e2m3", "fp6_e3m2", "fp4_e2m1"]
@@ -62,10 +62,10 @@ def test_pack_layout_is_documented():
 def test_stored_k_order():
     """Code j = 2a + c of pack p = 2q + b sits at K = 16c + 8a + 2q + b of its block of 32; the
     order is a permutation, inverted exactly, and rejects a K that is not whole blocks."""
-    assert sorted(stored_k()) == list(range(32))
+    assert sorted(STORED_K) == list(range(32))
     for p in range(8):
         for j in range(4):
-            assert stored_k()[4 * p + j] == 16 * (j & 1) + 8 * (j >> 1) + p
+            assert STORED_K[4 * p + j] == 16 * (j & 1) + 8 * (j >> 1) + p
     codes = torch.randint(0, 64, (3, 5, 96), dtype=torch.uint8)
     stored = to_stored(codes)
     assert torch.equal(stored[..., 32 + 4 * 3 + 2], codes[..., 32 + 8 + 3])  # block 1, pack 3, code 2

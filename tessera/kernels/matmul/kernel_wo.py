@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from ...quant.fp4_words import MAG_BIT, SIGN_BIT
+from ...quant.k_order import CODE_K
 from .splitk import finish_tile, split_tile
 
 # The decoders are inline PTX: a 32-bit register holds one code per half-word, anywhere in it;
@@ -80,6 +81,7 @@ def _fp4_to_bf16_asm(two_scales: bool = False) -> str:
 _FP4_TO_BF16 = tl.constexpr(_fp4_to_bf16_asm())
 _FP4_TO_BF16_2S = tl.constexpr(_fp4_to_bf16_asm(True))
 _FP4_MAG0, _FP4_MAG1, _FP4_MAG2, _FP4_MAG3 = (tl.constexpr(b) for b in MAG_BIT)
+_CODE_K0, _CODE_K1, _CODE_K2, _CODE_K3 = (tl.constexpr(k) for k in CODE_K)
 _FP4_SIGN0, _FP4_SIGN1, _FP4_SIGN2, _FP4_SIGN3 = (tl.constexpr(b) for b in SIGN_BIT)
 
 
@@ -191,9 +193,10 @@ def _slot_columns(x, BM: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
-def _slot_scale(s_row, k0, KP, J: tl.constexpr, GS: tl.constexpr, NB: tl.constexpr):
-    """[BN, NB, 1] scales of code J of each block's packs (one group per block when GS >= 32)."""
-    kk = k0 + 32 * tl.arange(0, NB) + 16 * (J & 1) + 8 * (J >> 1)
+def _slot_scale(s_row, k0, KP, CODE_K: tl.constexpr, GS: tl.constexpr, NB: tl.constexpr):
+    """[BN, NB, 1] scales of the code ``CODE_K`` inputs past each block's packs (one group per block
+    when GS >= 32)."""
+    kk = k0 + 32 * tl.arange(0, NB) + CODE_K
     g = kk // GS
     return tl.load(s_row + g[None, :], mask=(g < KP // GS)[None, :], other=0.0)[:, :, None]
 
@@ -245,11 +248,11 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
         q_desc = tl.make_tensor_descriptor(q_base, shape=[N, row_packs], strides=[ld_pack, 1], block_shape=[BN, BKP])
     for ki in tl.range(0, tl.cdiv(k_hi - k_lo, BK), num_stages=STAGES):
         k0 = k_lo + ki * BK
-        s0 = _slot_scale(s_row, k0, KP, 0, GS, NB)  # code j = 2a + c: group c of the block when GS == 16
+        s0 = _slot_scale(s_row, k0, KP, _CODE_K0, GS, NB)  # code j = 2a + c: group c of the block when GS == 16
         if GS >= 32:
             s1 = s0
         else:
-            s1 = _slot_scale(s_row, k0, KP, 1, GS, NB)
+            s1 = _slot_scale(s_row, k0, KP, _CODE_K1, GS, NB)
         pk = k0 // PER + offs_p3
         pmask = pk < KP // PER
         if BITS == 4:
@@ -286,8 +289,8 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
             if GS >= 16:
                 s2, s3 = s0, s1
             else:
-                s2 = _slot_scale(s_row, k0, KP, 2, GS, NB)
-                s3 = _slot_scale(s_row, k0, KP, 3, GS, NB)
+                s2 = _slot_scale(s_row, k0, KP, _CODE_K2, GS, NB)
+                s3 = _slot_scale(s_row, k0, KP, _CODE_K3, GS, NB)
             w0 = _decode_scaled(c0, s0.to(tl.float32) * FOLD, EBITS, MBITS)
             w1 = _decode_scaled(c1, s1.to(tl.float32) * FOLD, EBITS, MBITS)
             w2 = _decode_scaled(c2, s2.to(tl.float32) * FOLD, EBITS, MBITS)
@@ -304,10 +307,10 @@ def wo_matmul_kernel(x_ptr, q_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
         else:  # one row of x: multiply and reduce, no tensor cores
             x_row = x_ptr + pid_m * sxm
             k_base = k0 + (offs_p // 8) * 32 + offs_p % 8
-            acc = _row_partial(acc, x_row, sxk, k_base, K, w0, BN, BKP)
-            acc = _row_partial(acc, x_row, sxk, k_base + 16, K, w1, BN, BKP)
-            acc = _row_partial(acc, x_row, sxk, k_base + 8, K, w2, BN, BKP)
-            acc = _row_partial(acc, x_row, sxk, k_base + 24, K, w3, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + _CODE_K0, K, w0, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + _CODE_K1, K, w1, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + _CODE_K2, K, w2, BN, BKP)
+            acc = _row_partial(acc, x_row, sxk, k_base + _CODE_K3, K, w3, BN, BKP)
 
     if SWAP:
         acc = tl.trans(acc)

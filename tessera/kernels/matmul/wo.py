@@ -1,8 +1,6 @@
 """``wo_matmul``: activations times a weight-only quantized (fp6 / fp4) weight, dequantised in-kernel."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import triton
 
@@ -43,21 +41,29 @@ def _candidates(M, N, KP, bits, sms):
     return list(dict.fromkeys(out))
 
 
+def _kernel_constants(cfg: Config, fmt, group_size: int, bf16_x: bool, use_tma: bool, has_bias: bool) -> dict:
+    """The kernel's compile-time arguments for ``cfg`` (and ``num_warps``)."""
+    return dict(BITS=fmt.bits, EBITS=fmt.ebits, MBITS=fmt.mbits, GS=group_size, BM=cfg.BM, BN=cfg.BN,
+                # a K block holds whole groups and whole blocks of the stored order
+                BK=max(cfg.BK, group_size, 32), SPLIT_K=cfg.split_k, HAS_BIAS=has_bias, USE_TMA=use_tma,
+                STAGES=cfg.stages,
+                # inline assembly: its tensor-core dot needs 16 rows, and each pack's codes in at most
+                # two groups (groups of 16 or more)
+                PACKED=cfg.packed and bf16_x and cfg.BM >= 16 and group_size >= 16,
+                SWAP=cfg.swap and cfg.BM > 1, num_warps=cfg.warps)
+
+
 def _launch_wo(cfg: Config, x2, qw, out, bias):
     """The kernel launch for ``x2 [M, K] @ dequantize(qw)`` into ``out [M, N]`` with ``cfg``; the
     returned function launches and returns the launch's Relaunch (None under the interpreter)."""
     M, K = x2.shape
     N = qw.shape[1]
-    f, data, scales = qw.fmt, qw.data, qw.scales
+    data, scales = qw.data, qw.scales
     bias = bias.contiguous() if bias is not None else None
-    if cfg.BK < max(qw.group_size, 32):  # a K block holds whole groups and whole blocks of the stored order
-        cfg = replace(cfg, BK=max(qw.group_size, 32))
     tiles = triton.cdiv(M, cfg.BM) * triton.cdiv(N, cfg.BN)
     use_tma = cfg.tma_loads and data.stride(0) % 16 == 0 and data.data_ptr() % 16 == 0  # TMA: 16-byte pitch
-    # inline assembly: compiled kernels only; its tensor-core dot needs 16 rows, and each pack's
-    # codes in at most two groups (groups of 16 or more)
-    packed = cfg.packed and x2.dtype == torch.bfloat16 and cfg.BM >= 16 and qw.group_size >= 16 \
-        and not interpreting()
+    consts = _kernel_constants(cfg, qw.fmt, qw.group_size, x2.dtype == torch.bfloat16 and not interpreting(),
+                               use_tma, bias is not None)
     if use_tma:
         ensure_allocator()
     ws = cnt = out
@@ -68,10 +74,7 @@ def _launch_wo(cfg: Config, x2, qw, out, bias):
     def go():
         return launch(
             wo_matmul_kernel, (tiles * cfg.split_k,), x2, data, scales, bias if bias is not None else out, out, ws, cnt,
-            M, N, K, qw.k_padded, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1),
-            BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=qw.group_size, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK,
-            SPLIT_K=cfg.split_k, HAS_BIAS=bias is not None, USE_TMA=use_tma, STAGES=cfg.stages,
-            PACKED=packed, SWAP=cfg.swap and cfg.BM > 1, num_warps=cfg.warps)
+            M, N, K, qw.k_padded, data.stride(0), scales.stride(0), x2.stride(0), x2.stride(1), **consts)
     return go
 
 
@@ -205,15 +208,13 @@ def compile_sm90(fmt: str = "fp4_e2m1", group_size: int = 32, config: Config = N
 
     from ...quant import get_format
 
-    f = get_format(fmt)
     cfg = config or Config("wo", 16, 64, 256, 1, 3, 4, 2, tma_loads=True, swap=True)
     kernel = wo_matmul_kernel
     ptrs = dict(x_ptr="*bf16", q_ptr="*u8", s_ptr="*bf16", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32",
                 cnt_ptr="*i32")
-    consts = dict(BITS=f.bits, EBITS=f.ebits, MBITS=f.mbits, GS=group_size, BM=cfg.BM, BN=cfg.BN,
-                  BK=max(cfg.BK, group_size, 32), SPLIT_K=cfg.split_k, HAS_BIAS=False, USE_TMA=cfg.tma_loads,
-                  STAGES=cfg.stages, PACKED=cfg.packed and cfg.BM >= 16 and group_size >= 16,
-                  SWAP=cfg.swap and cfg.BM > 1, sxk=1)
+    consts = _kernel_constants(cfg, get_format(fmt), group_size, True, cfg.tma_loads, False)
+    num_warps = consts.pop("num_warps")
+    consts["sxk"] = 1  # unit-stride activations, specialised at launch as Triton does
     aligned = {"ldq", "lds", "sxm", "KP", "K"}
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
@@ -221,4 +222,4 @@ def compile_sm90(fmt: str = "fp4_e2m1", group_size: int = 32, config: Config = N
         if name in ptrs or name in aligned:
             attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(ASTSource(kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": cfg.warps})
+                          options={"num_warps": num_warps})
